@@ -1,0 +1,46 @@
+"""The contract between the AgentActor and a model provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from container_runner.tools.base import ToolBox
+
+
+class ProviderError(Exception):
+    """A turn that could not be completed. The message is shown to the user as it is."""
+
+
+class TurnResult(msgspec.Struct, frozen=True):
+    """The model's final text of a query (may be empty when it only used tools)."""
+
+    text: str
+    model_turns: int = 1
+
+
+class StateStore(Protocol):
+    """Durable key/value state of the session (`session_state` in outbound.db)."""
+
+    def load(self, key: str) -> str | None: ...
+
+    def save(self, key: str, value: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+# Called between model turns; returns newly arrived user messages, already formatted, or None.
+FollowUps = Callable[[], str | None]
+
+
+class Provider(Protocol):
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+        """Run one query to completion: the model turn, its tool calls, and further turns
+        until the model stops asking for tools. Raises ProviderError on failure."""
+        ...
+
+    def clear(self) -> None:
+        """Forget the conversation (the `/clear` command)."""
+        ...

@@ -1,0 +1,84 @@
+"""Where things live inside one session's folder. Both sides derive every path from here."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+INBOUND_DB = "inbound.db"
+OUTBOUND_DB = "outbound.db"
+HEARTBEAT = ".heartbeat"
+INBOX_DIR = "inbox"
+OUTBOX_DIR = "outbox"
+PROXY_SOCKET = "proxy.sock"
+
+# Message ids become folder names, so they are restricted to a safe alphabet.
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class UnsafePathError(ValueError):
+    """A name or path that would escape the folder it must stay in."""
+
+
+def check_message_id(message_id: str) -> str:
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise UnsafePathError(f"message id {message_id!r} is not 1-64 characters of [A-Za-z0-9_-]")
+    return message_id
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLayout:
+    """The files of one session folder; the folder is what gets mounted into the container."""
+
+    root: Path
+
+    @property
+    def inbound_db(self) -> Path:
+        return self.root / INBOUND_DB
+
+    @property
+    def outbound_db(self) -> Path:
+        return self.root / OUTBOUND_DB
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.root / HEARTBEAT
+
+    @property
+    def proxy_socket(self) -> Path:
+        return self.root / PROXY_SOCKET
+
+    def inbox(self, message_id: str) -> Path:
+        return self.root / INBOX_DIR / check_message_id(message_id)
+
+    def outbox(self, message_id: str) -> Path:
+        return self.root / OUTBOX_DIR / check_message_id(message_id)
+
+    def create(self) -> None:
+        for folder in (self.root, self.root / INBOX_DIR, self.root / OUTBOX_DIR):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def outbox_file(self, message_id: str, name: str) -> Path:
+        """The real path of a file the container put in `outbox/<message_id>/`.
+
+        Only a plain basename is accepted; the result must be a regular file (not a symlink)
+        whose real path stays inside the message's outbox folder.
+        """
+        return contained_file(self.outbox(message_id), name)
+
+
+def contained_file(folder: Path, name: str) -> Path:
+    if not name or name in {".", ".."} or os.path.basename(name) != name or "\x00" in name:
+        raise UnsafePathError(f"file name {name!r} is not a plain basename")
+    candidate = folder / name
+    if candidate.is_symlink():
+        raise UnsafePathError(f"file {name!r} is a symlink")
+    real_folder = folder.resolve()
+    real = candidate.resolve()
+    if real.parent != real_folder:
+        raise UnsafePathError(f"file {name!r} resolves outside {folder}")
+    if not real.is_file():
+        raise UnsafePathError(f"file {name!r} does not exist in {folder}")
+    return real
