@@ -21,7 +21,7 @@ class ToolOutcome(msgspec.Struct, frozen=True):
     is_error: bool = False
 
 
-class ToolFailure(Exception):
+class ToolError(Exception):
     """Raised by a tool for bad input or a failed action; becomes an `is_error` result."""
 
 
@@ -53,5 +53,5 @@ class ToolBox:
             return ToolOutcome(f"unknown tool {call.name!r}; available: {', '.join(self._tools)}", is_error=True)
         try:
             return tool.run(call.input)
-        except ToolFailure as exc:
+        except ToolError as exc:
             return ToolOutcome(str(exc), is_error=True)
