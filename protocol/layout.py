@@ -66,7 +66,12 @@ class SessionLayout:
         Only a plain basename is accepted; the result must be a regular file (not a symlink)
         whose real path stays inside the message's outbox folder.
         """
-        return contained_file(self.outbox(message_id), name)
+        path = contained_file(self.outbox(message_id), name)
+        # The container owns everything below the root, `outbox/` and `outbox/<id>/` too:
+        # either could be a symlink to anywhere on the host. Only the root itself is ours.
+        if path != self.root.resolve() / OUTBOX_DIR / message_id / name:
+            raise UnsafePathError(f"file {name!r} of message {message_id!r} is not inside {self.root / OUTBOX_DIR}")
+        return path
 
 
 def contained_file(folder: Path, name: str) -> Path:

@@ -26,7 +26,8 @@ class ToolError(Exception):
 
 
 class Tool(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def definition(self) -> dict[str, Any]:
         """The entry for the Messages API `tools` list (custom or Anthropic-defined type)."""

@@ -1,0 +1,108 @@
+"""The contract between the host and a messaging channel (local chat, Telegram, ...).
+
+An adapter turns platform events into `InboundEvent`s and performs sends. A send either
+returns (the platform accepted it) or raises `ChannelError`; the host records and retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+
+class Target(msgspec.Struct, frozen=True):
+    """Where on the platform a message goes: a chat, and optionally a thread in it."""
+
+    platform_id: str
+    thread_id: str | None = None
+
+
+class IncomingFile(msgspec.Struct, frozen=True):
+    """A file a person sent; `path` is a local temporary copy the host moves into the inbox."""
+
+    name: str
+    path: str
+
+
+class InboundChat(msgspec.Struct, frozen=True, kw_only=True):
+    channel_type: str
+    platform_id: str
+    text: str
+    sender: str
+    sender_id: str | None = None
+    thread_id: str | None = None
+    platform_message_id: str | None = None
+    chat_name: str | None = None
+    is_group: bool = False
+    # True when the platform says the assistant was addressed (a mention, a reply to it).
+    mentions_assistant: bool = False
+    files: tuple[IncomingFile, ...] = ()
+
+
+class InboundAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """A person picked an option of a question the agent asked."""
+
+    channel_type: str
+    platform_id: str
+    question_id: str
+    answer: str
+    sender: str | None = None
+    thread_id: str | None = None
+
+
+InboundEvent = InboundChat | InboundAnswer
+
+
+class ChannelError(Exception):
+    """A send that did not go through. `retryable=False` means trying again cannot help
+    (e.g. the chat no longer exists)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Card(msgspec.Struct, frozen=True):
+    title: str
+    text: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
+
+
+# What an adapter can do beyond plain text; the DeliveryActor degrades gracefully without.
+FILES = "files"
+EDIT = "edit"
+REACTION = "reaction"
+QUESTION = "question"
+CARD = "card"
+
+
+class ChannelAdapter(Protocol):
+    @property
+    def channel_type(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+    def start(self, on_event: Callable[[InboundEvent], None]) -> None:
+        """Begin receiving; `on_event` may be called from any thread."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def send_text(self, target: Target, text: str, files: tuple[Path, ...] = ()) -> str | None:
+        """Send a message (with files when FILES is a capability); returns the platform's message id."""
+        ...
+
+    def edit_text(self, target: Target, platform_message_id: str, text: str) -> None: ...
+
+    def add_reaction(self, target: Target, platform_message_id: str, emoji: str) -> None: ...
+
+    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+        """Offer the options as the platform can (buttons, a numbered list); the choice comes
+        back as an `InboundAnswer`."""
+        ...
+
+    def send_card(self, target: Target, card: Card) -> str | None: ...

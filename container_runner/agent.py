@@ -1,0 +1,159 @@
+"""AgentActor: runs one batch at a time through the provider.
+
+It never dies on a bad turn: whatever goes wrong becomes an error reply to the user and the
+batch is marked done, so nothing is left `processing` for the host to kill us over.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from container_runner.formatting import Formatter
+from container_runner.messages import Ack, AgentIdle, Beat, ConnectInbox, TakeFollowUps, Work, WriteMessage
+from container_runner.providers.base import Provider, ProviderError
+from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
+from container_runner.turn import TurnContext
+from protocol.content import ChatIn, ChatOut, ContentError
+from protocol.rows import MessageIn
+
+log = logging.getLogger(__name__)
+
+# Platform commands that mean nothing to the agent; dropped without a reply.
+DROPPED_COMMANDS = frozenset({"/help", "/start", "/settings", "/stop", "/menu"})
+
+
+class _BeatingToolBox(ToolBox):
+    """Every tool call is agent activity: touch the heartbeat before and after it."""
+
+    def __init__(self, inner: ToolBox, heartbeat: pykka.ActorRef[Any]) -> None:
+        super().__init__([])
+        self._inner = inner
+        self._heartbeat = heartbeat
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return self._inner.definitions()
+
+    def names(self) -> list[str]:
+        return self._inner.names()
+
+    def run(self, call: ToolCall) -> ToolOutcome:
+        self._heartbeat.tell(Beat())
+        try:
+            return self._inner.run(call)
+        finally:
+            self._heartbeat.tell(Beat())
+
+
+class AgentActor(pykka.ThreadingActor):
+    # A turn can outlive a stop request; it must not keep the process from exiting.
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        provider: Provider,
+        tools: ToolBox,
+        formatter: Formatter,
+        context: TurnContext,
+        outbox: pykka.ActorRef[Any],
+        heartbeat: pykka.ActorRef[Any],
+        admin_user_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._provider = provider
+        self._tools = _BeatingToolBox(tools, heartbeat)
+        self._formatter = formatter
+        self._context = context
+        self._outbox = outbox
+        self._heartbeat = heartbeat
+        self._admin_user_id = admin_user_id
+        self._inbox: pykka.ActorRef[Any] | None = None
+        self._taken: list[MessageIn] = []
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Work(batch=batch):
+                self._work(batch)
+            case ConnectInbox(inbox=inbox):
+                self._inbox = inbox
+            case _:
+                log.warning("agent: ignoring unexpected message %r", message)
+        return None
+
+    def _work(self, batch: tuple[MessageIn, ...]) -> None:
+        self._heartbeat.tell(Beat())
+        self._context.begin(batch)
+        self._taken = list(batch)
+        status = "completed"
+        try:
+            self._handle(batch)
+        except ProviderError as exc:
+            status = "failed"
+            self._reply(f"Sorry, I could not answer: {exc}")
+        except Exception as exc:
+            log.exception("agent: turn failed")
+            status = "failed"
+            self._reply(f"Sorry, something went wrong on my side ({type(exc).__name__}). Please try again.")
+        finally:
+            self._finish(status)
+
+    def _handle(self, batch: tuple[MessageIn, ...]) -> None:
+        command = _command(batch)
+        if command is not None:
+            name, sender_id = command
+            if name in DROPPED_COMMANDS:
+                return
+            if name == "/clear":
+                self._clear(sender_id)
+                return
+        result = self._provider.run(self._formatter.batch(batch), self._tools, self._follow_ups)
+        if result.text.strip():
+            self._reply(result.text)
+
+    def _clear(self, sender_id: str | None) -> None:
+        if self._admin_user_id is None or sender_id != self._admin_user_id:
+            self._reply("Only the admin can clear this conversation.")
+            return
+        self._provider.clear()
+        self._reply("Conversation cleared. Starting afresh.")
+
+    def _follow_ups(self) -> str | None:
+        """Between model turns: messages that arrived meanwhile join the running query."""
+        if self._inbox is None:
+            return None
+        rows: tuple[MessageIn, ...] = self._inbox.ask(TakeFollowUps(), block=True)
+        if not rows:
+            return None
+        self._taken.extend(rows)
+        self._context.begin(tuple(self._taken))
+        return self._formatter.batch(rows)
+
+    def _reply(self, text: str) -> None:
+        self._outbox.ask(
+            WriteMessage(ChatOut(text=text), routing=self._context.routing, in_reply_to=self._context.reply_to)
+        )
+
+    def _finish(self, status: str) -> None:
+        ids = tuple(row.id for row in self._taken)
+        self._taken = []
+        try:
+            self._outbox.ask(Ack(ids, status))
+        finally:
+            self._heartbeat.tell(Beat())
+            if self._inbox is not None:
+                self._inbox.tell(AgentIdle())
+
+
+def _command(batch: tuple[MessageIn, ...]) -> tuple[str, str | None] | None:
+    """A batch that is exactly one chat message starting with `/` is a command."""
+    if len(batch) != 1 or batch[0].kind != "chat":
+        return None
+    try:
+        content = batch[0].decoded()
+    except ContentError:
+        return None
+    if not isinstance(content, ChatIn) or not content.text.startswith("/"):
+        return None
+    return content.text.split(maxsplit=1)[0].lower(), content.sender_id

@@ -1,0 +1,72 @@
+"""How inbound rows are shown to the model. Routing fields (platform, channel, thread) never
+appear: the agent refers to messages by seq only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
+
+from protocol.content import ChatIn, ContentError, Notice, QuestionAnswer, TaskIn, WebhookIn
+from protocol.layout import SessionLayout
+from protocol.rows import MessageIn
+from protocol.timeutil import parse_ts
+
+
+class Formatter:
+    def __init__(self, layout: SessionLayout, timezone: str) -> None:
+        self._layout = layout
+        self._zone = ZoneInfo(timezone)
+
+    def batch(self, rows: Sequence[MessageIn]) -> str:
+        """One row alone, or several in a `<messages>` block, oldest first."""
+        parts = [self.row(row) for row in sorted(rows, key=lambda row: row.seq)]
+        if len(parts) == 1:
+            return parts[0]
+        return "<messages>\n" + "\n".join(parts) + "\n</messages>"
+
+    def row(self, row: MessageIn) -> str:
+        try:
+            content = row.decoded()
+        except ContentError as exc:
+            # The host wrote it, so this is a bug, but the agent should still see something.
+            return f"<unreadable id={quoteattr(str(row.seq))}>{escape(str(exc))}</unreadable>"
+        when = self._local_time(row.timestamp)
+        match content:
+            case ChatIn():
+                return self._chat(row, content, when)
+            case TaskIn(prompt=prompt):
+                attrs = _attrs(id=row.seq, time=when, recurrence=row.recurrence)
+                return f"<task {attrs}>{escape(prompt)}</task>"
+            case WebhookIn(source=source, event=event, payload=payload):
+                attrs = _attrs(id=row.seq, source=source, event=event, time=when)
+                return f"<webhook {attrs}>{escape(json.dumps(payload, ensure_ascii=False))}</webhook>"
+            case QuestionAnswer(question_id=question_id, answer=answer):
+                attrs = _attrs(id=row.seq, type="question_answer", question=question_id, time=when)
+                return f"<system {attrs}>{escape(answer)}</system>"
+            case Notice(text=text):
+                return f"<system {_attrs(id=row.seq, type='notice', time=when)}>{escape(text)}</system>"
+        return f"<unreadable id={quoteattr(str(row.seq))}/>"
+
+    def _chat(self, row: MessageIn, content: ChatIn, when: str) -> str:
+        body = escape(content.text)
+        for name in content.files:
+            path = self._layout.root / "inbox" / row.id / name
+            body += f"\n<attachment name={quoteattr(name)} path={quoteattr(str(path))}/>"
+        return f"<message {_attrs(id=row.seq, sender=content.sender, time=when)}>{body}</message>"
+
+    def _local_time(self, stamp: str) -> str:
+        try:
+            moment = parse_ts(stamp)
+        except ValueError:
+            return stamp
+        return moment.astimezone(self._zone).strftime("%Y-%m-%d %H:%M %Z")
+
+    def local(self, moment: datetime) -> str:
+        return moment.astimezone(self._zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _attrs(**values: object) -> str:
+    return " ".join(f"{key}={quoteattr(str(value))}" for key, value in values.items() if value is not None)

@@ -1,0 +1,66 @@
+"""Messages between the container's actors: facts (`InboundChanged`) and commands (`Work`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from protocol.rows import MessageIn, Routing
+
+
+class InboundChanged(msgspec.Struct, frozen=True):
+    """Something in inbound.db may have changed (file event, timer, or safety tick)."""
+
+
+class Work(msgspec.Struct, frozen=True):
+    """A batch for the agent, already acked as `processing`."""
+
+    batch: tuple[MessageIn, ...]
+
+
+class AgentIdle(msgspec.Struct, frozen=True):
+    """The agent finished its batch and can take the next."""
+
+
+class TakeFollowUps(msgspec.Struct, frozen=True):
+    """Ask: rows that arrived while the agent was busy (acked `processing` on the way out)."""
+
+
+class WriteMessage(msgspec.Struct, frozen=True):
+    """Ask the OutboxActor to write one `messages_out` row; answers the written MessageOut."""
+
+    content: Any
+    routing: Routing = Routing()
+    in_reply_to: str | None = None
+    message_id: str | None = None
+
+
+class Ack(msgspec.Struct, frozen=True):
+    """Ask the OutboxActor to record `processing_ack` for inbound rows."""
+
+    message_ids: tuple[str, ...]
+    status: str
+
+
+class SaveState(msgspec.Struct, frozen=True):
+    key: str
+    value: str
+
+
+class DeleteState(msgspec.Struct, frozen=True):
+    key: str
+
+
+class ClearStaleClaims(msgspec.Struct, frozen=True):
+    """Ask: drop `processing` acks a dead predecessor left; answers their message ids."""
+
+
+class Beat(msgspec.Struct, frozen=True):
+    """The agent did something: touch the heartbeat now."""
+
+
+class ConnectInbox(msgspec.Struct, frozen=True):
+    """Wire the agent to the inbox after both started (each needs the other's ref)."""
+
+    inbox: Any

@@ -1,0 +1,183 @@
+"""Tools that talk to the user: replies, files, edits, reactions and questions.
+Every one of them is a row the OutboxActor writes; the host delivers it."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import pykka
+
+from container_runner.messages import WriteMessage
+from container_runner.questions import QuestionBoard
+from container_runner.tools.base import Tool, ToolError, ToolOutcome
+from container_runner.tools.function import FunctionTool
+from container_runner.turn import TurnContext
+from protocol import inbound, outbound
+from protocol.content import AskQuestionOut, ChatOut, EditOut, OutboundContent, ReactionOut
+from protocol.db import read_transaction
+from protocol.layout import SessionLayout
+from protocol.rows import MessageOut
+
+
+class _Sender:
+    """What all messaging tools share: write a row for the current conversation."""
+
+    def __init__(self, outbox: pykka.ActorRef[Any], context: TurnContext) -> None:
+        self.outbox = outbox
+        self.context = context
+
+    def send(self, content: OutboundContent, message_id: str | None = None) -> MessageOut:
+        request = WriteMessage(content, self.context.routing, self.context.reply_to, message_id)
+        written: MessageOut = self.outbox.ask(request, block=True)
+        return written
+
+
+class SendMessageInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, description="The message to send, in Markdown.")]
+
+
+class SendMessage(FunctionTool[SendMessageInput]):
+    name = "send_message"
+    description = "Send a message to the user right away, before your turn ends (e.g. progress on a long task)."
+    input_type = SendMessageInput
+
+    def __init__(self, sender: _Sender) -> None:
+        self._sender = sender
+
+    def call(self, arguments: SendMessageInput) -> ToolOutcome:
+        row = self._sender.send(ChatOut(text=arguments.text))
+        return ToolOutcome(f"sent as message {row.seq}")
+
+
+class SendFileInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: Annotated[str, msgspec.Meta(description="Path of the file, relative to your workspace or absolute.")]
+    text: Annotated[str, msgspec.Meta(description="Optional caption.")] = ""
+
+
+class SendFile(FunctionTool[SendFileInput]):
+    name = "send_file"
+    description = "Send a file from your workspace (or an attachment you received) to the user."
+    input_type = SendFileInput
+
+    def __init__(self, sender: _Sender, layout: SessionLayout, workspace: Path) -> None:
+        self._sender = sender
+        self._layout = layout
+        self._roots = (workspace.resolve(), (layout.root / "inbox").resolve())
+        self._workspace = workspace
+
+    def call(self, arguments: SendFileInput) -> ToolOutcome:
+        source = self._source(arguments.path)
+        message_id = uuid.uuid4().hex
+        folder = self._layout.outbox(message_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / source.name)
+        row = self._sender.send(ChatOut(text=arguments.text, files=[source.name]), message_id=message_id)
+        return ToolOutcome(f"sent {source.name} as message {row.seq}")
+
+    def _source(self, raw: str) -> Path:
+        candidate = Path(raw) if Path(raw).is_absolute() else self._workspace / raw
+        real = candidate.resolve()
+        if not any(real.is_relative_to(root) for root in self._roots):
+            raise ToolError(f"{raw}: only files in your workspace or your received attachments can be sent")
+        if not real.is_file():
+            raise ToolError(f"{raw}: no such file")
+        return real
+
+
+class EditMessageInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    message_id: Annotated[int, msgspec.Meta(description="The id (seq) of a message you sent earlier.")]
+    text: Annotated[str, msgspec.Meta(min_length=1, description="The new text.")]
+
+
+class EditMessage(FunctionTool[EditMessageInput]):
+    name = "edit_message"
+    description = "Replace the text of a message you sent earlier."
+    input_type = EditMessageInput
+
+    def __init__(self, sender: _Sender, layout: SessionLayout) -> None:
+        self._sender = sender
+        self._layout = layout
+
+    def call(self, arguments: EditMessageInput) -> ToolOutcome:
+        with read_transaction(self._layout.outbound_db) as conn:
+            target = outbound.get_by_seq(conn, arguments.message_id)
+        if target is None or target.kind != "chat":
+            raise ToolError(f"message {arguments.message_id} is not a message you sent")
+        row = self._sender.send(EditOut(message_seq=arguments.message_id, text=arguments.text))
+        return ToolOutcome(f"edit requested as message {row.seq}")
+
+
+class AddReactionInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    message_id: Annotated[int, msgspec.Meta(description="The id (seq) of any message in this conversation.")]
+    emoji: Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="One emoji, e.g. 👍.")]
+
+
+class AddReaction(FunctionTool[AddReactionInput]):
+    name = "add_reaction"
+    description = "React to a message with an emoji."
+    input_type = AddReactionInput
+
+    def __init__(self, sender: _Sender, layout: SessionLayout) -> None:
+        self._sender = sender
+        self._layout = layout
+
+    def call(self, arguments: AddReactionInput) -> ToolOutcome:
+        if not self._exists(arguments.message_id):
+            raise ToolError(f"there is no message {arguments.message_id} in this conversation")
+        row = self._sender.send(ReactionOut(message_seq=arguments.message_id, emoji=arguments.emoji))
+        return ToolOutcome(f"reaction requested as message {row.seq}")
+
+    def _exists(self, seq: int) -> bool:
+        # Parity says which table: even seqs are the host's, odd ones ours.
+        if seq % 2 == 0:
+            with read_transaction(self._layout.inbound_db) as conn:
+                return inbound.get_by_seq(conn, seq) is not None
+        with read_transaction(self._layout.outbound_db) as conn:
+            return outbound.get_by_seq(conn, seq) is not None
+
+
+class AskUserQuestionInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    question: Annotated[str, msgspec.Meta(min_length=1)]
+    options: Annotated[list[str], msgspec.Meta(min_length=1, max_length=10, description="The choices offered.")]
+
+
+class AskUserQuestion(FunctionTool[AskUserQuestionInput]):
+    name = "ask_user_question"
+    description = "Ask the user a multiple-choice question and wait for the answer."
+    input_type = AskUserQuestionInput
+
+    def __init__(self, sender: _Sender, board: QuestionBoard, timeout_s: float) -> None:
+        self._sender = sender
+        self._board = board
+        self._timeout_s = timeout_s
+
+    def call(self, arguments: AskUserQuestionInput) -> ToolOutcome:
+        question_id = uuid.uuid4().hex
+        self._board.open(question_id)
+        self._sender.send(AskQuestionOut(question_id, arguments.question, list(arguments.options)))
+        answer = self._board.wait(question_id, self._timeout_s)
+        if answer is None:
+            return ToolOutcome(f"no answer within {self._timeout_s:.0f} s", is_error=True)
+        return ToolOutcome(f"the user chose: {answer}")
+
+
+def messaging_tools(
+    outbox: pykka.ActorRef[Any],
+    context: TurnContext,
+    layout: SessionLayout,
+    workspace: Path,
+    board: QuestionBoard,
+    question_timeout_s: float,
+) -> list[Tool]:
+    sender = _Sender(outbox, context)
+    return [
+        SendMessage(sender),
+        SendFile(sender, layout, workspace),
+        EditMessage(sender, layout),
+        AddReaction(sender, layout),
+        AskUserQuestion(sender, board, question_timeout_s),
+    ]

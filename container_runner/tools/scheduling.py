@@ -1,0 +1,167 @@
+"""Tools for tasks the agent sets itself. The container never writes inbound.db (DESIGN
+invariant 5): every change goes out as a `system` row; the host validates and applies it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import msgspec
+import pykka
+from cronsim import CronSim, CronSimError
+
+from container_runner.messages import WriteMessage
+from container_runner.tools.base import Tool, ToolError, ToolOutcome
+from container_runner.tools.function import FunctionTool
+from container_runner.turn import TurnContext
+from protocol import inbound
+from protocol.content import CancelTask, ContentError, PauseTask, ResumeTask, ScheduleTask, SystemAction, TaskIn
+from protocol.db import read_transaction
+from protocol.layout import SessionLayout
+from protocol.rows import MessageIn
+from protocol.timeutil import format_ts, parse_ts, parse_user_time, utc_now
+
+
+def check_cron(expression: str, zone: str) -> None:
+    try:
+        CronSim(expression, datetime.now(ZoneInfo(zone)))
+    except CronSimError as exc:
+        raise ToolError(f"recurrence {expression!r} is not a valid cron expression: {exc}") from None
+
+
+class _Requester:
+    def __init__(self, outbox: pykka.ActorRef[Any], context: TurnContext) -> None:
+        self._outbox = outbox
+        self._context = context
+
+    def request(self, action: SystemAction) -> None:
+        self._outbox.ask(WriteMessage(action, self._context.routing, self._context.reply_to), block=True)
+
+
+_WHEN = "When to run first: ISO-8601, e.g. 2026-12-01T09:00 (local time unless an offset is given)."
+_CRON = "Optional cron expression for a recurring task, in local time, e.g. '0 9 * * 1-5'."
+
+
+class ScheduleTaskInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    prompt: Annotated[str, msgspec.Meta(min_length=1, description="What to do when the task runs.")]
+    process_after: Annotated[
+        str,
+        msgspec.Meta(
+            description="When to run first: ISO-8601, e.g. 2026-12-01T09:00 (local time unless an offset is given)."
+        ),
+    ]
+    recurrence: Annotated[
+        str | None,
+        msgspec.Meta(description="Optional cron expression for a recurring task, in local time, e.g. '0 9 * * 1-5'."),
+    ] = None
+
+
+class ScheduleTaskTool(FunctionTool[ScheduleTaskInput]):
+    name = "schedule_task"
+    description = "Schedule a prompt for yourself to run later, once or on a cron schedule."
+    input_type = ScheduleTaskInput
+
+    def __init__(self, requester: _Requester, zone: str) -> None:
+        self._requester = requester
+        self._zone = zone
+
+    def call(self, arguments: ScheduleTaskInput) -> ToolOutcome:
+        try:
+            when = parse_user_time(arguments.process_after, self._zone)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        if arguments.recurrence:
+            check_cron(arguments.recurrence, self._zone)
+        task_id = uuid.uuid4().hex[:12]
+        action = ScheduleTask(task_id, arguments.prompt, format_ts(when), arguments.recurrence or None)
+        self._requester.request(action)
+        local = when.astimezone(ZoneInfo(self._zone)).strftime("%Y-%m-%d %H:%M %Z")
+        late = " (that time has passed: it runs right away)" if when < utc_now() else ""
+        return ToolOutcome(f"task {task_id} scheduled for {local}{late}")
+
+
+class ListTasksInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    status: Literal["pending", "paused", "completed", "failed", "cancelled"] | None = None
+
+
+class ListTasks(FunctionTool[ListTasksInput]):
+    name = "list_tasks"
+    description = "List your scheduled tasks, optionally only those with one status."
+    input_type = ListTasksInput
+
+    def __init__(self, layout: SessionLayout, zone: str) -> None:
+        self._layout = layout
+        self._zone = ZoneInfo(zone)
+
+    def call(self, arguments: ListTasksInput) -> ToolOutcome:
+        with read_transaction(self._layout.inbound_db) as conn:
+            statuses = (arguments.status,) if arguments.status else ("pending", "paused", "completed", "failed")
+            rows = [row for row in inbound.messages_with_status(conn, *statuses) if row.kind == "task"]
+        if not rows:
+            return ToolOutcome("no tasks")
+        return ToolOutcome("\n".join(self._line(row) for row in rows))
+
+    def _line(self, row: MessageIn) -> str:
+        try:
+            prompt = row.decoded().prompt if isinstance(row.decoded(), TaskIn) else ""
+        except ContentError:
+            prompt = "?"
+        when = (
+            parse_ts(row.process_after).astimezone(self._zone).strftime("%Y-%m-%d %H:%M %Z")
+            if row.process_after
+            else "now"
+        )
+        repeat = f" recurrence={row.recurrence!r}" if row.recurrence else ""
+        excerpt = prompt if len(prompt) <= 80 else prompt[:77] + "..."
+        return f"task_id={row.series_id or row.id} status={row.status} next={when}{repeat}: {excerpt}"
+
+
+class TaskIdInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    task_id: Annotated[str, msgspec.Meta(min_length=1, description="The task_id from schedule_task or list_tasks.")]
+
+
+class _SeriesAction(FunctionTool[TaskIdInput]):
+    input_type = TaskIdInput
+    action: type[CancelTask | PauseTask | ResumeTask]
+    verb: str
+
+    def __init__(self, requester: _Requester) -> None:
+        self._requester = requester
+
+    def call(self, arguments: TaskIdInput) -> ToolOutcome:
+        self._requester.request(self.action(arguments.task_id))
+        return ToolOutcome(f"{self.verb} of task {arguments.task_id} requested")
+
+
+class CancelTaskTool(_SeriesAction):
+    name = "cancel_task"
+    description = "Cancel a task, with all its future occurrences."
+    action = CancelTask
+    verb = "cancellation"
+
+
+class PauseTaskTool(_SeriesAction):
+    name = "pause_task"
+    description = "Pause a task (all its occurrences) until it is resumed."
+    action = PauseTask
+    verb = "pause"
+
+
+class ResumeTaskTool(_SeriesAction):
+    name = "resume_task"
+    description = "Resume a paused task."
+    action = ResumeTask
+    verb = "resumption"
+
+
+def scheduling_tools(outbox: pykka.ActorRef[Any], context: TurnContext, layout: SessionLayout, zone: str) -> list[Tool]:
+    requester = _Requester(outbox, context)
+    return [
+        ScheduleTaskTool(requester, zone),
+        ListTasks(layout, zone),
+        CancelTaskTool(requester),
+        PauseTaskTool(requester),
+        ResumeTaskTool(requester),
+    ]

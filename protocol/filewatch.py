@@ -1,0 +1,34 @@
+"""watchdog glue shared by both sides: file events under a folder become one callback with
+the changed path. Handlers downstream are idempotent, so duplicates and bursts are harmless;
+a lost event is recovered by each side's slow safety timer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+
+class _Forward(FileSystemEventHandler):
+    def __init__(self, callback: Callable[[Path], None]) -> None:
+        self._callback = callback
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in {"opened", "closed_no_write"}:
+            return  # reads do not change anything; ignoring them avoids feedback from our own readers
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw:
+                path = raw.decode() if isinstance(raw, bytes) else raw
+                self._callback(Path(path))
+
+
+def watch_folder(folder: Path, callback: Callable[[Path], None], *, recursive: bool) -> BaseObserver:
+    """Start an observer calling `callback(path)` for every change under `folder`."""
+    observer = Observer()
+    observer.schedule(_Forward(callback), str(folder), recursive=recursive)
+    observer.daemon = True
+    observer.start()
+    return observer

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pykka
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _stop_all_actors() -> Iterator[None]:
+    """Every test leaves no actor behind, even when it fails halfway."""
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)

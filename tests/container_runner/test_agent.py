@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from container_runner.agent import AgentActor
+from container_runner.formatting import Formatter
+from container_runner.messages import Ack, AgentIdle, Beat, ConnectInbox, TakeFollowUps, Work, WriteMessage
+from container_runner.providers.base import FollowUps, ProviderError, TurnResult
+from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
+from container_runner.turn import TurnContext
+from protocol.content import ChatIn, ChatOut, TaskIn, encode_content
+from protocol.layout import SessionLayout
+from protocol.rows import MessageIn, MessageOut
+from tests.fakes.actors import RecorderActor, received, wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class ScriptedProvider:
+    """Answers with `text`, or raises `error`; records prompts and can call a tool first."""
+
+    def __init__(self, text: str = "hello back", error: Exception | None = None, tool: str | None = None) -> None:
+        self.text = text
+        self.error = error
+        self.tool = tool
+        self.prompts: list[str] = []
+        self.follow_ups: list[str | None] = []
+        self.cleared = 0
+
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+        self.prompts.append(prompt)
+        if self.tool:
+            tools.run(ToolCall("t1", self.tool, {}))
+        self.follow_ups.append(follow_ups())
+        if self.error:
+            raise self.error
+        return TurnResult(self.text)
+
+    def clear(self) -> None:
+        self.cleared += 1
+
+
+class EchoTool:
+    name = "echo"
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": "echo", "input_schema": {"type": "object"}}
+
+    def run(self, arguments: dict[str, Any]) -> ToolOutcome:
+        return ToolOutcome("echoed")
+
+
+def _chat(seq: int, text: str, sender_id: str = "u1") -> MessageIn:
+    return MessageIn(
+        id=f"m{seq}",
+        seq=seq,
+        kind="chat",
+        timestamp="2026-11-25T10:00:00.000000Z",
+        platform_id="chat-9",
+        channel_type="cli",
+        content=encode_content(ChatIn(text=text, sender="Ann", sender_id=sender_id)),
+    )
+
+
+def _outbox_reply(message: Any) -> Any:
+    if isinstance(message, WriteMessage):
+        return MessageOut(id="o", seq=99, timestamp="", kind="chat", content="{}")
+    return None
+
+
+def _start(tmp_path: Path, provider: ScriptedProvider, follow_ups: tuple[MessageIn, ...] = ()) -> dict[str, Any]:
+    outbox = RecorderActor.start(_outbox_reply)
+    heartbeat = RecorderActor.start()
+    served = iter([follow_ups])
+    inbox = RecorderActor.start(lambda m: next(served, ()) if isinstance(m, TakeFollowUps) else None)
+    agent = AgentActor.start(
+        provider,
+        ToolBox([EchoTool()]),
+        Formatter(SessionLayout(tmp_path), "UTC"),
+        TurnContext(),
+        outbox,
+        heartbeat,
+        "admin",
+    )
+    agent.tell(ConnectInbox(inbox))
+    return {"agent": agent, "outbox": outbox, "heartbeat": heartbeat, "inbox": inbox}
+
+
+def _written(outbox: Any) -> list[WriteMessage]:
+    return [m for m in received(outbox) if isinstance(m, WriteMessage)]
+
+
+def test_a_batch_becomes_a_reply_and_a_completed_ack(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    actors = _start(tmp_path, provider)
+    actors["agent"].tell(Work((_chat(2, "hi"),)))
+    wait_for(actors["inbox"], AgentIdle)
+    (reply,) = _written(actors["outbox"])
+    assert reply.content == ChatOut(text="hello back")
+    assert reply.routing.platform_id == "chat-9" and reply.in_reply_to == "m2"
+    assert Ack(("m2",), "completed") in received(actors["outbox"])
+    assert provider.prompts == ['<message id="2" sender="Ann" time="2026-11-25 10:00 UTC">hi</message>']
+
+
+def test_tool_only_turn_is_still_completed(tmp_path: Path) -> None:
+    provider = ScriptedProvider(text="", tool="echo")
+    actors = _start(tmp_path, provider)
+    actors["agent"].tell(Work((_chat(2, "do it quietly"),)))
+    wait_for(actors["inbox"], AgentIdle)
+    assert _written(actors["outbox"]) == []
+    assert Ack(("m2",), "completed") in received(actors["outbox"])
+    assert len([m for m in received(actors["heartbeat"]) if isinstance(m, Beat)]) >= 3
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(ProviderError("the model is overloaded"), "overloaded"), (RuntimeError("boom"), "RuntimeError")],
+)
+def test_errors_become_an_error_reply_and_the_agent_lives_on(tmp_path: Path, error: Exception, expected: str) -> None:
+    provider = ScriptedProvider(error=error)
+    actors = _start(tmp_path, provider)
+    actors["agent"].tell(Work((_chat(2, "hi"),)))
+    wait_for(actors["inbox"], AgentIdle)
+    (reply,) = _written(actors["outbox"])
+    assert expected in reply.content.text
+    assert Ack(("m2",), "failed") in received(actors["outbox"])
+    provider.error = None
+    actors["agent"].tell(Work((_chat(4, "again"),)))
+    wait_for(actors["inbox"], AgentIdle, count=2)
+    assert Ack(("m4",), "completed") in received(actors["outbox"])
+
+
+def test_follow_ups_join_the_running_query_and_are_acked_with_it(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    actors = _start(tmp_path, provider, follow_ups=(_chat(4, "and also"),))
+    actors["agent"].tell(Work((_chat(2, "first"),)))
+    wait_for(actors["inbox"], AgentIdle)
+    assert provider.follow_ups[0] is not None and "and also" in provider.follow_ups[0]
+    assert Ack(("m2", "m4"), "completed") in received(actors["outbox"])
+
+
+def test_clear_is_for_the_admin_only(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    actors = _start(tmp_path, provider)
+    actors["agent"].tell(Work((_chat(2, "/clear", sender_id="stranger"),)))
+    actors["agent"].tell(Work((_chat(4, "/clear", sender_id="admin"),)))
+    wait_for(actors["inbox"], AgentIdle, count=2)
+    texts = [m.content.text for m in _written(actors["outbox"])]
+    assert texts == ["Only the admin can clear this conversation.", "Conversation cleared. Starting afresh."]
+    assert provider.cleared == 1 and provider.prompts == []
+
+
+def test_platform_commands_are_dropped_and_others_reach_the_model(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    actors = _start(tmp_path, provider)
+    actors["agent"].tell(Work((_chat(2, "/help"),)))
+    actors["agent"].tell(Work((_chat(4, "/weather Paris"),)))
+    wait_for(actors["inbox"], AgentIdle, count=2)
+    assert len(provider.prompts) == 1 and "/weather Paris" in provider.prompts[0]
+    assert Ack(("m2",), "completed") in received(actors["outbox"])
+
+
+def test_a_task_is_answered_where_it_was_scheduled(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    actors = _start(tmp_path, provider)
+    task = MessageIn(
+        id="t1",
+        seq=6,
+        kind="task",
+        timestamp="2026-11-25T10:00:00.000000Z",
+        platform_id="chat-7",
+        channel_type="cli",
+        content=encode_content(TaskIn(prompt="remind me")),
+    )
+    actors["agent"].tell(Work((task,)))
+    wait_for(actors["inbox"], AgentIdle)
+    (reply,) = _written(actors["outbox"])
+    assert reply.routing.platform_id == "chat-7"
