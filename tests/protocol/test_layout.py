@@ -1,0 +1,177 @@
+"""Session-folder paths. The container writes inside this folder, so every name taken from it
+is untrusted (DESIGN invariant 6): message ids become folder names, files are taken only by
+basename, never through a symlink, never from outside the message's outbox."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from protocol.layout import (
+    HEARTBEAT,
+    INBOUND_DB,
+    OUTBOUND_DB,
+    PROXY_SOCKET,
+    SessionLayout,
+    UnsafePathError,
+    check_message_id,
+    contained_file,
+)
+
+
+@pytest.mark.parametrize("message_id", ["m1", "A-b_9", "x" * 64, "0", "-", "_"])
+def test_check_message_id_accepts_the_safe_alphabet(message_id: str) -> None:
+    assert check_message_id(message_id) == message_id
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    ["", "x" * 65, "../x", "a/b", ".", "..", "a b", "a.b", "a\x00b", "é", "m1\n", "/abs", "a\\b"],
+)
+def test_check_message_id_refuses_anything_else(message_id: str) -> None:
+    with pytest.raises(UnsafePathError):
+        check_message_id(message_id)
+
+
+def test_unsafe_path_error_is_a_value_error() -> None:
+    assert issubclass(UnsafePathError, ValueError)
+
+
+def test_session_layout_paths(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path)
+    assert layout.inbound_db == tmp_path / INBOUND_DB == tmp_path / "inbound.db"
+    assert layout.outbound_db == tmp_path / OUTBOUND_DB == tmp_path / "outbound.db"
+    assert layout.heartbeat == tmp_path / HEARTBEAT == tmp_path / ".heartbeat"
+    assert layout.proxy_socket == tmp_path / PROXY_SOCKET
+    # The journal must sit beside the DB, so both DBs live directly in the mounted folder.
+    assert layout.inbound_db.parent == layout.outbound_db.parent == tmp_path
+    assert layout.inbox("m1") == tmp_path / "inbox" / "m1"
+    assert layout.outbox("m1") == tmp_path / "outbox" / "m1"
+
+
+@pytest.mark.parametrize("message_id", ["../x", "a/b", ""])
+def test_inbox_and_outbox_refuse_unsafe_ids(tmp_path: Path, message_id: str) -> None:
+    layout = SessionLayout(tmp_path)
+    with pytest.raises(UnsafePathError):
+        layout.inbox(message_id)
+    with pytest.raises(UnsafePathError):
+        layout.outbox(message_id)
+
+
+def test_create_makes_the_folders_and_can_run_again(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "sessions" / "s1")
+    layout.create()
+    layout.create()
+    assert (layout.root / "inbox").is_dir()
+    assert (layout.root / "outbox").is_dir()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "session" / "outbox" / "m1"
+    folder.mkdir(parents=True)
+    (folder / "report.pdf").write_bytes(b"%PDF")
+    return folder
+
+
+def test_contained_file_accepts_a_regular_file(outbox: Path) -> None:
+    assert contained_file(outbox, "report.pdf") == (outbox / "report.pdf").resolve()
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".", "..", "/etc/passwd", "a\x00b", "./report.pdf"])
+def test_contained_file_refuses_anything_but_a_basename(outbox: Path, name: str) -> None:
+    with pytest.raises(UnsafePathError, match="plain basename"):
+        contained_file(outbox, name)
+
+
+def test_contained_file_refuses_a_symlink_pointing_outside(outbox: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    (outbox / "innocent.txt").symlink_to(secret)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        contained_file(outbox, "innocent.txt")
+
+
+def test_contained_file_refuses_a_symlink_even_pointing_inside(outbox: Path) -> None:
+    # The target could be swapped between check and use; no symlink is ever followed.
+    (outbox / "alias.pdf").symlink_to(outbox / "report.pdf")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        contained_file(outbox, "alias.pdf")
+
+
+def test_contained_file_refuses_a_dangling_symlink(outbox: Path) -> None:
+    (outbox / "dangling").symlink_to(outbox / "nowhere")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        contained_file(outbox, "dangling")
+
+
+def test_contained_file_refuses_a_missing_file(outbox: Path) -> None:
+    with pytest.raises(UnsafePathError, match="does not exist"):
+        contained_file(outbox, "missing.pdf")
+
+
+def test_contained_file_refuses_a_directory(outbox: Path) -> None:
+    (outbox / "folder").mkdir()
+    with pytest.raises(UnsafePathError):
+        contained_file(outbox, "folder")
+
+
+def test_contained_file_refuses_a_fifo(outbox: Path) -> None:
+    # Reading a FIFO the container made would block the host forever.
+    os.mkfifo(outbox / "pipe")
+    with pytest.raises(UnsafePathError):
+        contained_file(outbox, "pipe")
+
+
+def _session_with_file(tmp_path: Path) -> SessionLayout:
+    layout = SessionLayout(tmp_path / "session")
+    layout.create()
+    layout.outbox("m1").mkdir()
+    (layout.outbox("m1") / "report.pdf").write_bytes(b"%PDF")
+    return layout
+
+
+def test_outbox_file_accepts_a_file_in_the_message_outbox(tmp_path: Path) -> None:
+    layout = _session_with_file(tmp_path)
+    assert layout.outbox_file("m1", "report.pdf") == (layout.outbox("m1") / "report.pdf").resolve()
+
+
+def test_outbox_file_refuses_an_unsafe_message_id(tmp_path: Path) -> None:
+    layout = _session_with_file(tmp_path)
+    with pytest.raises(UnsafePathError):
+        layout.outbox_file("../outbox/m1", "report.pdf")
+
+
+def test_outbox_file_refuses_a_message_folder_that_is_a_symlink(tmp_path: Path) -> None:
+    # The container owns outbox/<id>/: pointed at a host folder, it would make the host send
+    # its own files to the chat.
+    layout = _session_with_file(tmp_path)
+    host_secrets = tmp_path / "host-secrets"
+    host_secrets.mkdir()
+    (host_secrets / "id_rsa").write_text("key")
+    layout.outbox("m2").symlink_to(host_secrets, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="not inside"):
+        layout.outbox_file("m2", "id_rsa")
+
+
+def test_outbox_file_refuses_an_outbox_that_is_a_symlink(tmp_path: Path) -> None:
+    layout = _session_with_file(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "m1").mkdir(parents=True)
+    (elsewhere / "m1" / "id_rsa").write_text("key")
+    (layout.root / "outbox").rename(layout.root / "outbox.old")
+    (layout.root / "outbox").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="not inside"):
+        layout.outbox_file("m1", "id_rsa")
+
+
+def test_outbox_file_works_when_the_root_path_has_a_symlink(tmp_path: Path) -> None:
+    # The host's own path to the session may go through a symlink (a data dir moved to
+    # another disk); only what lies below the root is the container's.
+    layout = _session_with_file(tmp_path)
+    alias = tmp_path / "alias"
+    alias.symlink_to(layout.root, target_is_directory=True)
+    via_alias = SessionLayout(alias)
+    assert via_alias.outbox_file("m1", "report.pdf") == (layout.outbox("m1") / "report.pdf").resolve()
