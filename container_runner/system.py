@@ -33,16 +33,16 @@ def build_provider(config: RunnerConfig, state: StateStore) -> Provider:
         from container_runner.providers.mock import MockProvider
 
         return MockProvider(state)
-    from container_runner.providers.claude import ClaudeProvider
+    from container_runner.providers.claude import ClaudeProvider, ClaudeSettings
 
-    return ClaudeProvider(
+    settings = ClaudeSettings(
         model=config.model,
-        system=system_prompt(config.assistant_name, config.agent_dir, config.timezone, config.global_dir),
-        state=state,
+        system_prompt=system_prompt(config.assistant_name, config.agent_dir, config.timezone, config.global_dir),
         base_url=config.base_url,
         proxy_socket=config.proxy_socket,
-        stall_timeout_s=config.stall_timeout_s,
+        stall_timeout=config.stall_timeout_s,
     )
+    return ClaudeProvider(settings, state)
 
 
 class RunnerSystem:

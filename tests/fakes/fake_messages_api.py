@@ -1,0 +1,480 @@
+"""A scripted stand-in for the Anthropic Messages API, served over real HTTP.
+
+Tests point the real `anthropic` SDK at it (loopback TCP, and optionally a Unix socket like
+the host's credential proxy) so that streaming, retries, timeouts and error mapping are
+exercised through the same code paths as production. Replies are taken from a queue of
+`FakeReply` values; every request is recorded for assertions.
+"""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import json
+import os
+import socketserver
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+ReplyKind = Literal["message", "error", "stall"]
+
+# The `error.type` the real API reports for each status code.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+# Deltas are cut into pieces this long so the SDK's accumulation is exercised.
+_DELTA_CHUNK = 8
+
+_ids = itertools.count(1)
+
+
+def _next_id(prefix: str) -> str:
+    return f"{prefix}_fake{next(_ids):06d}"
+
+
+@dataclass(frozen=True)
+class FakeUsage:
+    """Token counts reported for a reply; set them high to make a provider compact."""
+
+    input_tokens: int = 10
+    output_tokens: int = 5
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class FakeReply:
+    """One scripted answer to one `POST /v1/messages`. Build it with the class methods."""
+
+    kind: ReplyKind
+    content: tuple[dict[str, Any], ...] = ()
+    stop_reason: str = "end_turn"
+    usage: FakeUsage | None = None
+    status: int = 200
+    error_message: str = ""
+    mid_stream: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    stall_seconds: float = 0.0
+    before_headers: bool = False
+
+    @classmethod
+    def text(cls, text: str, *, usage: FakeUsage | None = None, stop_reason: str = "end_turn") -> FakeReply:
+        return cls("message", content=({"type": "text", "text": text},), stop_reason=stop_reason, usage=usage)
+
+    @classmethod
+    def tool_use(
+        cls,
+        name: str,
+        input: dict[str, Any],
+        id: str | None = None,
+        *,
+        text: str | None = None,
+        usage: FakeUsage | None = None,
+    ) -> FakeReply:
+        """A model turn asking for one tool call, optionally preceded by some text."""
+        blocks: list[dict[str, Any]] = [] if text is None else [{"type": "text", "text": text}]
+        blocks.append(tool_use_block(name, input, id))
+        return cls("message", content=tuple(blocks), stop_reason="tool_use", usage=usage)
+
+    @classmethod
+    def blocks(
+        cls, content: Iterable[dict[str, Any]], *, stop_reason: str = "end_turn", usage: FakeUsage | None = None
+    ) -> FakeReply:
+        """Any content (e.g. several `tool_use_block`s) with any stop reason."""
+        return cls("message", content=tuple(content), stop_reason=stop_reason, usage=usage)
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str | None = None,
+        *,
+        retry_after_ms: int | None = 1,
+        mid_stream: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> FakeReply:
+        """An API error. `retry_after_ms` keeps the SDK's retry back-off from slowing tests
+        (None sends no hint). `mid_stream` answers 200 and sends an SSE `error` event after
+        `message_start`, as the API does when it fails during generation."""
+        extra = dict(headers or {})
+        if retry_after_ms is not None:
+            extra.setdefault("retry-after-ms", str(retry_after_ms))
+        return cls(
+            "error",
+            status=status,
+            error_message=message or f"fake error {status}",
+            mid_stream=mid_stream,
+            headers=tuple(extra.items()),
+        )
+
+    @classmethod
+    def stall(cls, seconds: float, *, before_headers: bool = False) -> FakeReply:
+        """Go silent for `seconds` (cut short when the server stops): after `message_start`
+        by default, or before any response byte with `before_headers`."""
+        return cls("stall", stall_seconds=seconds, before_headers=before_headers)
+
+
+def tool_use_block(name: str, input: dict[str, Any], id: str | None = None) -> dict[str, Any]:
+    return {"type": "tool_use", "id": id or _next_id("toolu"), "name": name, "input": input}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    raw_body: bytes
+    body: Any  # the decoded JSON, or None when the body was not JSON
+    transport: Literal["tcp", "unix"]
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.body, dict) and self.body.get("stream") is True
+
+
+@dataclass
+class _Shared:
+    """State shared by the server threads; every access holds `lock`."""
+
+    default_usage: FakeUsage
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    replies: deque[FakeReply] = field(default_factory=deque)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+class FakeMessagesAPI:
+    """The fake server. Use it as a context manager, or call `start()` and `stop()`.
+
+    `base_url` is the loopback URL; `socket_path` the Unix socket when one was asked for.
+    """
+
+    def __init__(
+        self,
+        replies: Iterable[FakeReply] = (),
+        *,
+        unix_socket: str | os.PathLike[str] | None = None,
+        default_usage: FakeUsage | None = None,
+    ) -> None:
+        self._shared = _Shared(default_usage=default_usage or FakeUsage())
+        self._shared.replies.extend(replies)
+        self._socket_path = None if unix_socket is None else str(unix_socket)
+        self._servers: list[socketserver.BaseServer] = []
+        self._threads: list[threading.Thread] = []
+        self._base_url: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> FakeMessagesAPI:
+        tcp = _TCPServer(("127.0.0.1", 0), _Handler, self._shared)
+        self._base_url = f"http://127.0.0.1:{tcp.server_address[1]}"
+        self._servers.append(tcp)
+        if self._socket_path is not None:
+            Path(self._socket_path).unlink(missing_ok=True)
+            self._servers.append(_UnixServer(self._socket_path, _Handler, self._shared))
+        for server in self._servers:
+            # A short poll interval only so that stop() returns promptly.
+            thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="fake-messages-api", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        # Wake stalled handlers first so that nothing holds a connection open.
+        self._shared.stopping.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._socket_path is not None:
+            Path(self._socket_path).unlink(missing_ok=True)
+        self._servers.clear()
+        self._threads.clear()
+
+    def __enter__(self) -> FakeMessagesAPI:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- addresses -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("the fake Messages API is not started")
+        return self._base_url
+
+    @property
+    def socket_path(self) -> str | None:
+        return self._socket_path
+
+    # -- scripting -------------------------------------------------------------------
+
+    def enqueue(self, *replies: FakeReply) -> None:
+        with self._shared.lock:
+            self._shared.replies.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """Scripted replies not consumed yet."""
+        with self._shared.lock:
+            return len(self._shared.replies)
+
+    @property
+    def default_usage(self) -> FakeUsage:
+        with self._shared.lock:
+            return self._shared.default_usage
+
+    @default_usage.setter
+    def default_usage(self, usage: FakeUsage) -> None:
+        with self._shared.lock:
+            self._shared.default_usage = usage
+
+    # -- recordings ------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._shared.lock:
+            return list(self._shared.requests)
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until at least `count` requests arrived (for tests that drive the client
+        from another thread); raises TimeoutError otherwise."""
+        with self._shared.lock:
+            if not self._shared.lock.wait_for(lambda: len(self._shared.requests) >= count, timeout):
+                raise TimeoutError(f"expected {count} requests, got {len(self._shared.requests)}")
+            return list(self._shared.requests)
+
+
+class _TCPServer(http.server.ThreadingHTTPServer):
+    # Handler threads may sit on idle keep-alive connections; never wait for them.
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], shared: _Shared) -> None:
+        self.shared = shared
+        self.transport: Literal["tcp", "unix"] = "tcp"
+        super().__init__(address, handler)
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: type[_Handler], shared: _Shared) -> None:
+        self.shared = shared
+        self.transport: Literal["tcp", "unix"] = "unix"
+        super().__init__(path, handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # An idle keep-alive connection is dropped after this long so that handler threads end.
+    timeout = 10
+
+    @property
+    def _shared(self) -> _Shared:
+        shared: _Shared = getattr(self.server, "shared")  # noqa: B009 - set by both server classes
+        return shared
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: test output stays readable (and Unix-socket peers have no address)."""
+
+    def address_string(self) -> str:
+        return str(self.client_address or "unix")
+
+    def do_POST(self) -> None:
+        request = self._record()
+        try:
+            if request.path.split("?")[0] != "/v1/messages":
+                self._send_error_json(404, f"no such path: {request.path}")
+                return
+            reply = self._next_reply(request)
+            self._answer(request, reply)
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            # The client gave up (read timeout, closed stream); nothing left to tell it.
+            self.close_connection = True
+
+    # -- request side ----------------------------------------------------------------
+
+    def _record(self) -> RecordedRequest:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        recorded = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            raw_body=raw,
+            body=body,
+            transport=getattr(self.server, "transport", "tcp"),
+        )
+        with self._shared.lock:
+            self._shared.requests.append(recorded)
+            self._shared.lock.notify_all()
+        return recorded
+
+    def _next_reply(self, request: RecordedRequest) -> FakeReply:
+        with self._shared.lock:
+            if self._shared.replies:
+                return self._shared.replies.popleft()
+            usage = self._shared.default_usage
+        return FakeReply("message", content=({"type": "text", "text": _echo(request.body)},), usage=usage)
+
+    # -- response side ---------------------------------------------------------------
+
+    def _answer(self, request: RecordedRequest, reply: FakeReply) -> None:
+        if reply.kind == "stall" and reply.before_headers:
+            self._shared.stopping.wait(reply.stall_seconds)
+            self.close_connection = True
+            return
+        if reply.kind == "error" and not (reply.mid_stream and request.stream):
+            self._send_error_json(reply.status, reply.error_message, dict(reply.headers))
+            return
+        message = self._message(request, reply)
+        if request.stream:
+            self._send_stream(message, reply)
+        else:
+            self._send_json(200, message)
+
+    def _message(self, request: RecordedRequest, reply: FakeReply) -> dict[str, Any]:
+        usage = reply.usage
+        if usage is None:
+            with self._shared.lock:
+                usage = self._shared.default_usage
+        model = request.body.get("model", "claude-fake") if isinstance(request.body, dict) else "claude-fake"
+        return {
+            "id": _next_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [dict(block) for block in reply.content],
+            "stop_reason": reply.stop_reason,
+            "stop_sequence": None,
+            "usage": usage.to_json(),
+        }
+
+    def _send_stream(self, message: dict[str, Any], reply: FakeReply) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("request-id", _next_id("req"))
+        self.end_headers()
+        start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
+        self._event("message_start", {"type": "message_start", "message": start})
+        if reply.kind == "stall":
+            self._shared.stopping.wait(reply.stall_seconds)
+            self.close_connection = True
+            return
+        if reply.kind == "error":
+            error_type = _ERROR_TYPES.get(reply.status, "api_error")
+            self._event("error", {"type": "error", "error": {"type": error_type, "message": reply.error_message}})
+            self._end_chunks()
+            return
+        self._event("ping", {"type": "ping"})
+        for index, block in enumerate(message["content"]):
+            for name, data in _block_events(index, block):
+                self._event(name, data)
+        delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        usage = {"output_tokens": message["usage"]["output_tokens"]}
+        self._event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+        self._event("message_stop", {"type": "message_stop"})
+        self._end_chunks()
+
+    def _event(self, name: str, data: dict[str, Any]) -> None:
+        payload = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+        self.wfile.flush()
+
+    def _end_chunks(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _send_error_json(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        error_type = _ERROR_TYPES.get(status, "api_error")
+        body = {"type": "error", "error": {"type": error_type, "message": message}, "request_id": _next_id("req")}
+        self._send_json(status, body, headers)
+
+    def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", body.get("request_id") or _next_id("req"))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+
+def _block_events(index: int, block: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The content_block_start/delta/stop events the API streams for one block."""
+    if block["type"] == "text":
+        yield (
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": {**block, "text": ""}},
+        )
+        for piece in _chunks(block["text"]):
+            delta = {"type": "text_delta", "text": piece}
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    elif block["type"] == "tool_use":
+        start = {**block, "input": {}}
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+        for piece in _chunks(json.dumps(block["input"])):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    else:
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+    yield "content_block_stop", {"type": "content_block_stop", "index": index}
+
+
+def _chunks(text: str) -> Iterator[str]:
+    for start in range(0, len(text), _DELTA_CHUNK):
+        yield text[start : start + _DELTA_CHUNK]
+
+
+def _echo(body: Any) -> str:
+    """The default reply: echoes the last user text, so flows without a script still talk."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in reversed(messages or []):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return f"echo: {content}"
+        texts = [
+            block.get("text", "") for block in content or [] if isinstance(block, dict) and block.get("type") == "text"
+        ]
+        if texts:
+            return f"echo: {texts[-1]}"
+    return "echo"
