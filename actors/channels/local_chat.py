@@ -1,0 +1,598 @@
+"""The local terminal chat: JSON lines over a Unix socket; `scripts/chat.py` is its client.
+
+One JSON object per line (UTF-8, at most `MAX_LINE_BYTES`). A client sends
+
+    {"text": "...", "sender": "alice"}            a message; optional "chat" (default
+                                                  "local"), "sender_id", "thread"
+    {"answer": "...", "question_id": "...", ...}  the choice for a question; optional
+                                                  "sender", "chat", "thread"
+    {"join": "<chat>"}                            receive that chat's messages
+
+and gets exactly one reply line for each: `{"type": "ack", "id": ...}` once the host took
+it, `{"type": "joined", "chat": ...}`, or `{"type": "error", "error": "..."}`. A client is
+in one chat at a time ("local" until it says otherwise). The host's sends reach every
+client in the chat as lines of type "message", "edit", "reaction", "question" or "card".
+
+The socket is the only access control (mode 0600), so only the host's own user can talk
+to the agents through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import selectors
+import socket
+import stat
+import struct
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actors.channels.base import (
+    CARD,
+    EDIT,
+    FILES,
+    QUESTION,
+    REACTION,
+    Card,
+    ChannelError,
+    InboundAnswer,
+    InboundChat,
+    InboundEvent,
+    Target,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL_TYPE = "cli"
+DEFAULT_CHAT = "local"
+MAX_LINE_BYTES = 1024 * 1024
+
+_RECV_BYTES = 64 * 1024
+# Long enough for a busy terminal, short enough that a client that stopped reading cannot
+# hold a delivery thread for long: it is dropped instead.
+DEFAULT_SEND_TIMEOUT = 5.0
+# stop() must not hang on a reader thread stuck inside the host's on_event.
+_JOIN_TIMEOUT = 5.0
+_ACCEPT_RETRY_DELAY = 0.5
+
+
+class _BadRequestError(Exception):
+    """A client line we cannot use; the message goes back to that client verbatim."""
+
+
+@dataclass(frozen=True)
+class _ChatRequest:
+    chat: str
+    text: str
+    sender: str
+    sender_id: str
+    thread: str | None
+
+
+@dataclass(frozen=True)
+class _AnswerRequest:
+    chat: str
+    question_id: str
+    answer: str
+    sender: str | None
+    thread: str | None
+
+
+@dataclass(frozen=True)
+class _JoinRequest:
+    chat: str
+
+
+_Request = _ChatRequest | _AnswerRequest | _JoinRequest
+
+
+class _Client:
+    """One connected terminal. Its reader thread owns the socket and closes it; everyone
+    else only shuts it down, so a descriptor is never closed under a running recv/send."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        self.chat = DEFAULT_CHAT  # guarded by the channel's lock
+        self.thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+        self._hung_up = threading.Event()
+
+    @property
+    def hung_up(self) -> bool:
+        return self._hung_up.is_set()
+
+    def write(self, obj: dict[str, Any]) -> None:
+        self.write_line(_encode(obj))
+
+    def write_line(self, data: bytes) -> None:
+        with self._write_lock:
+            self.sock.sendall(data)
+
+    def hang_up(self) -> None:
+        self._hung_up.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._hung_up.set()
+        with self._write_lock:
+            self.sock.close()
+
+
+@dataclass
+class _Run:
+    """What one start() created; stop() tears down exactly this."""
+
+    server: socket.socket
+    wake_reader: socket.socket
+    wake_writer: socket.socket
+    socket_id: tuple[int, int]
+    on_event: Callable[[InboundEvent], None]
+    stopping: threading.Event
+    accept_thread: threading.Thread | None = None
+
+
+class LocalChatChannel:
+    """The `ChannelAdapter` for people chatting from a terminal on the host machine."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        assistant_name: str = "Assistant",
+        *,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    ) -> None:
+        self._socket_path = Path(socket_path)
+        self._assistant_name = assistant_name
+        self._send_timeout = send_timeout
+        self._lock = threading.Lock()
+        self._run: _Run | None = None
+        self._clients: set[_Client] = set()
+        # A fresh token per adapter keeps ids unique across host restarts, so an id stored
+        # before a restart can never name a different message afterwards.
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._ids = itertools.count(1)
+        self._ids_lock = threading.Lock()
+        self._client_numbers = itertools.count(1)
+
+    @property
+    def channel_type(self) -> str:
+        return CHANNEL_TYPE
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({FILES, EDIT, REACTION, QUESTION, CARD})
+
+    @property
+    def socket_path(self) -> Path:
+        return self._socket_path
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, on_event: Callable[[InboundEvent], None]) -> None:
+        with self._lock:
+            if self._run is not None:
+                return
+            server = _listen(self._socket_path)
+            wake_reader, wake_writer = socket.socketpair()
+            st = os.stat(self._socket_path)
+            run = _Run(server, wake_reader, wake_writer, (st.st_dev, st.st_ino), on_event, threading.Event())
+            run.accept_thread = threading.Thread(
+                target=self._accept_loop, args=(run,), name="local-chat-accept", daemon=True
+            )
+            self._run = run
+            run.accept_thread.start()
+        log.info("local chat listening on %s", self._socket_path)
+
+    def stop(self) -> None:
+        with self._lock:
+            run = self._run
+            if run is None:
+                return
+            self._run = None
+            run.stopping.set()
+            clients = list(self._clients)
+            self._clients.clear()
+        with contextlib.suppress(OSError):
+            run.wake_writer.send(b"x")
+        if run.accept_thread is not None:
+            run.accept_thread.join(_JOIN_TIMEOUT)
+        for sock in (run.server, run.wake_reader, run.wake_writer):
+            sock.close()
+        _remove_socket_file(self._socket_path, run.socket_id)
+        for client in clients:
+            client.hang_up()
+        for client in clients:
+            _join(client.thread)
+        log.info("local chat stopped")
+
+    # -- sends -------------------------------------------------------------------------
+
+    def send_text(self, target: Target, text: str, files: tuple[Path, ...] = ()) -> str | None:
+        message_id = self._next_id("cli-out")
+        self._send_to_chat(
+            target.platform_id,
+            {
+                "type": "message",
+                "id": message_id,
+                "sender": self._assistant_name,
+                "text": text,
+                "files": [os.path.abspath(path) for path in files],
+                "thread": target.thread_id,
+            },
+        )
+        return message_id
+
+    def edit_text(self, target: Target, platform_message_id: str, text: str) -> None:
+        self._send_to_chat(target.platform_id, {"type": "edit", "id": platform_message_id, "text": text})
+
+    def add_reaction(self, target: Target, platform_message_id: str, emoji: str) -> None:
+        self._send_to_chat(target.platform_id, {"type": "reaction", "id": platform_message_id, "emoji": emoji})
+
+    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+        message_id = self._next_id("cli-out")
+        self._send_to_chat(
+            target.platform_id,
+            {
+                "type": "question",
+                "id": message_id,
+                "sender": self._assistant_name,
+                "question_id": question_id,
+                "question": question,
+                "options": list(options),
+                "thread": target.thread_id,
+            },
+        )
+        return message_id
+
+    def send_card(self, target: Target, card: Card) -> str | None:
+        message_id = self._next_id("cli-out")
+        self._send_to_chat(
+            target.platform_id,
+            {
+                "type": "card",
+                "id": message_id,
+                "sender": self._assistant_name,
+                "title": card.title,
+                "text": card.text,
+                "fields": [[label, value] for label, value in card.fields],
+                "thread": target.thread_id,
+            },
+        )
+        return message_id
+
+    def _send_to_chat(self, chat: str, obj: dict[str, Any]) -> None:
+        data = _encode(obj)
+        delivered = 0
+        for client in self._members(chat):
+            try:
+                client.write_line(data)
+            except OSError as exc:
+                log.info("local chat: dropping %s, write failed: %s", client.name, exc)
+                self._drop(client)
+            else:
+                delivered += 1
+        if delivered == 0:
+            raise _no_client(chat)
+
+    def _members(self, chat: str) -> list[_Client]:
+        with self._lock:
+            if self._run is None:
+                raise ChannelError("the local chat is not running", retryable=True)
+            members = [client for client in self._clients if client.chat == chat]
+        if not members:
+            raise _no_client(chat)
+        return members
+
+    # -- clients -----------------------------------------------------------------------
+
+    def _accept_loop(self, run: _Run) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(run.server, selectors.EVENT_READ)
+            selector.register(run.wake_reader, selectors.EVENT_READ)
+            while not run.stopping.is_set():
+                ready = {key.fileobj for key, _ in selector.select()}
+                if run.wake_reader in ready or run.stopping.is_set():
+                    return
+                try:
+                    conn, _ = run.server.accept()
+                except OSError as exc:
+                    # e.g. out of descriptors: the listening socket stays readable, so back
+                    # off instead of spinning.
+                    log.warning("local chat: accept failed: %s", exc)
+                    run.stopping.wait(_ACCEPT_RETRY_DELAY)
+                    continue
+                self._admit(run, conn)
+
+    def _admit(self, run: _Run, conn: socket.socket) -> None:
+        _set_send_timeout(conn, self._send_timeout)
+        client = _Client(conn, f"client-{next(self._client_numbers)}")
+        client.thread = threading.Thread(
+            target=self._serve_client, args=(client, run.on_event), name=f"local-chat-{client.name}", daemon=True
+        )
+        with self._lock:
+            if self._run is not run:
+                conn.close()
+                return
+            self._clients.add(client)
+            # Started under the lock so stop() never sees a client whose thread it cannot join.
+            client.thread.start()
+        log.debug("local chat: %s connected", client.name)
+
+    def _serve_client(self, client: _Client, on_event: Callable[[InboundEvent], None]) -> None:
+        try:
+            for line in _read_lines(client.sock):
+                if client.hung_up:
+                    break
+                self._handle_line(client, line, on_event)
+        except OSError as exc:
+            log.debug("local chat: %s: %s", client.name, exc)
+        finally:
+            self._forget(client)
+            client.close()
+            log.debug("local chat: %s disconnected", client.name)
+
+    def _drop(self, client: _Client) -> None:
+        self._forget(client)
+        client.hang_up()
+
+    def _forget(self, client: _Client) -> None:
+        with self._lock:
+            self._clients.discard(client)
+
+    def _handle_line(self, client: _Client, line: bytes | None, on_event: Callable[[InboundEvent], None]) -> None:
+        if line is None:
+            client.write(_error(f"line longer than {MAX_LINE_BYTES} bytes; it was dropped"))
+            return
+        if not line.strip():
+            return  # blank lines are harmless (e.g. typed into netcat)
+        try:
+            request = _parse(line)
+        except _BadRequestError as exc:
+            client.write(_error(str(exc)))
+            return
+        with self._lock:
+            # Joining first means a reply the host produces while on_event runs finds the client.
+            client.chat = request.chat
+        if isinstance(request, _JoinRequest):
+            client.write({"type": "joined", "chat": request.chat})
+            return
+        message_id = self._next_id("cli")
+        _hand_over(client, on_event, _to_event(request, message_id), message_id)
+
+    def _next_id(self, kind: str) -> str:
+        with self._ids_lock:
+            number = next(self._ids)
+        return f"{kind}-{self._id_prefix}-{number}"
+
+
+def _hand_over(client: _Client, on_event: Callable[[InboundEvent], None], event: InboundEvent, message_id: str) -> None:
+    """The ack promises the host has the message, so it is written only after on_event returned."""
+    try:
+        on_event(event)
+    except Exception as exc:
+        log.exception("local chat: the host did not take message %s", message_id)
+        reason = str(exc) or type(exc).__name__
+        client.write(_error(f"the host could not take the message: {reason}"))
+        return
+    client.write({"type": "ack", "id": message_id})
+
+
+# -- socket plumbing --------------------------------------------------------------------
+
+
+def _listen(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _clear_stale_socket(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = False
+    try:
+        # Linux gives the new socket file the mode of the unbound socket, so it is private
+        # from the moment it exists; the chmod after bind covers systems that ignore this.
+        with contextlib.suppress(OSError):
+            os.fchmod(server.fileno(), 0o600)
+        server.bind(str(path))
+        bound = True
+        os.chmod(path, 0o600)
+        server.listen(16)
+    except OSError as exc:
+        server.close()
+        if bound:
+            path.unlink(missing_ok=True)
+        raise ChannelError(f"cannot listen for local chat on {path}: {exc}", retryable=False) from exc
+    return server
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """A crash leaves the socket file behind; a live host must not lose its socket to us."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ChannelError(f"{path} exists and is not a socket; refusing to replace it", retryable=False)
+    if _someone_listens(path):
+        raise ChannelError(f"another process already serves local chat on {path}", retryable=False)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ChannelError(f"cannot remove the stale socket {path}: {exc}", retryable=False) from exc
+
+
+def _someone_listens(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _remove_socket_file(path: Path, socket_id: tuple[int, int]) -> None:
+    """Only our own socket: a host started after us may already have replaced it."""
+    try:
+        st = path.lstat()
+        if (st.st_dev, st.st_ino) == socket_id:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def _set_send_timeout(conn: socket.socket, seconds: float) -> None:
+    # SO_SNDTIMEO bounds writes only; a plain settimeout would also end the idle reads.
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except OSError as exc:
+        log.warning("local chat: cannot bound send time: %s", exc)
+
+
+def _join(thread: threading.Thread | None) -> None:
+    if thread is None or thread is threading.current_thread():
+        return
+    thread.join(_JOIN_TIMEOUT)
+    if thread.is_alive():
+        log.warning("local chat: %s did not finish within %.0fs", thread.name, _JOIN_TIMEOUT)
+
+
+def _read_lines(sock: socket.socket) -> Iterator[bytes | None]:
+    """Each complete line from the client; None stands for a line over the cap, whose bytes
+    are discarded as they arrive so a huge line never sits in memory."""
+    buffer = bytearray()
+    discarding = False
+    while True:
+        chunk = sock.recv(_RECV_BYTES)
+        if not chunk:
+            if buffer and not discarding:
+                yield bytes(buffer)  # a last line without its newline still counts
+            return
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if discarding:
+                discarding = False  # the tail of a line already reported
+            elif len(line) > MAX_LINE_BYTES:
+                yield None
+            else:
+                yield line
+        if discarding:
+            buffer.clear()
+        elif len(buffer) > MAX_LINE_BYTES:
+            buffer.clear()
+            discarding = True
+            yield None
+
+
+# -- the wire format --------------------------------------------------------------------
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(obj) + b"\n"
+
+
+def _error(reason: str) -> dict[str, Any]:
+    return {"type": "error", "error": reason}
+
+
+def _no_client(chat: str) -> ChannelError:
+    return ChannelError(f"no local chat client is connected to chat {chat!r}", retryable=True)
+
+
+def _parse(line: bytes) -> _Request:
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        raise _BadRequestError(f"not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise _BadRequestError(f"expected a JSON object, got {_json_type(obj)}")
+    kinds = [key for key in ("text", "answer", "join") if key in obj]
+    if len(kinds) > 1:
+        raise _BadRequestError(f"a line carries one of 'text', 'answer' or 'join', not {' and '.join(kinds)}")
+    if not kinds:
+        raise _BadRequestError("missing 'text' (a message), 'answer' or 'join'")
+    if kinds[0] == "join":
+        return _JoinRequest(chat=_required_str(obj, "join"))
+    chat = _optional_str(obj, "chat") or DEFAULT_CHAT
+    thread = _optional_str(obj, "thread")
+    if kinds[0] == "answer":
+        return _AnswerRequest(
+            chat=chat,
+            question_id=_required_str(obj, "question_id"),
+            answer=_required_str(obj, "answer"),
+            sender=_optional_str(obj, "sender"),
+            thread=thread,
+        )
+    sender = _required_str(obj, "sender")
+    return _ChatRequest(
+        chat=chat,
+        text=_required_str(obj, "text"),
+        sender=sender,
+        sender_id=_optional_str(obj, "sender_id") or sender,
+        thread=thread,
+    )
+
+
+def _required_str(obj: dict[str, Any], key: str) -> str:
+    value = _optional_str(obj, key)
+    if value is None:
+        raise _BadRequestError(f"missing '{key}'")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], key: str) -> str | None:
+    """A non-empty string, or None when the key is absent or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _BadRequestError(f"'{key}' must be a string, got {_json_type(value)}")
+    if not value.strip():
+        raise _BadRequestError(f"'{key}' must not be empty")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def _to_event(request: _ChatRequest | _AnswerRequest, message_id: str) -> InboundEvent:
+    if isinstance(request, _AnswerRequest):
+        return InboundAnswer(
+            channel_type=CHANNEL_TYPE,
+            platform_id=request.chat,
+            question_id=request.question_id,
+            answer=request.answer,
+            sender=request.sender,
+            thread_id=request.thread,
+        )
+    return InboundChat(
+        channel_type=CHANNEL_TYPE,
+        platform_id=request.chat,
+        text=request.text,
+        sender=request.sender,
+        sender_id=request.sender_id,
+        thread_id=request.thread,
+        platform_message_id=message_id,
+        # Everything typed here is addressed to the assistant: there is no one else to talk to.
+        mentions_assistant=True,
+    )

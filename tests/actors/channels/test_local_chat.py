@@ -1,0 +1,482 @@
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from actors.channels.base import (
+    CARD,
+    EDIT,
+    FILES,
+    QUESTION,
+    REACTION,
+    Card,
+    ChannelAdapter,
+    ChannelError,
+    InboundAnswer,
+    InboundChat,
+    InboundEvent,
+    Target,
+)
+from actors.channels.local_chat import MAX_LINE_BYTES, LocalChatChannel
+
+pytestmark = pytest.mark.timeout(20)
+
+REPO = Path(__file__).resolve().parents[3]
+WAIT = 5.0
+LOCAL = Target("local")
+
+
+class Events:
+    """Collects what the channel hands the host; `fail_on` makes on_event raise for a text."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[InboundEvent] = queue.Queue()
+        self.fail_on: str | None = None
+
+    def __call__(self, event: InboundEvent) -> None:
+        if isinstance(event, InboundChat) and event.text == self.fail_on:
+            raise RuntimeError("session store is full")
+        self.queue.put(event)
+
+    def next(self) -> InboundEvent:
+        return self.queue.get(timeout=WAIT)
+
+    def next_chat(self) -> InboundChat:
+        event = self.next()
+        assert isinstance(event, InboundChat)
+        return event
+
+
+class Client:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(WAIT)
+        self.sock.connect(str(path))
+        self.reader = self.sock.makefile("rb")
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, obj: object) -> None:
+        self.send_raw(json.dumps(obj).encode() + b"\n")
+
+    def read(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        assert line, "the server closed the connection"
+        obj = json.loads(line)
+        assert isinstance(obj, dict)
+        return obj
+
+    def join(self, chat: str = "local") -> None:
+        """Once "joined" is back, the server has registered this client in the chat."""
+        self.send({"join": chat})
+        assert self.read() == {"type": "joined", "chat": chat}
+
+    def say(self, text: str, **extra: str) -> dict[str, Any]:
+        self.send({"text": text, "sender": "alice", **extra})
+        return self.read()
+
+    def at_eof(self) -> bool:
+        return self.reader.readline() == b""
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    # pytest's tmp_path can exceed the 108-byte limit of a Unix socket path.
+    path = Path(tempfile.mkdtemp(prefix="hutch-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def socket_path(sock_dir: Path) -> Path:
+    return sock_dir / "run" / "cli.sock"
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def channel(socket_path: Path, events: Events) -> Iterator[LocalChatChannel]:
+    adapter = LocalChatChannel(socket_path, assistant_name="Ada")
+    adapter.start(events)
+    yield adapter
+    adapter.stop()
+
+
+@pytest.fixture
+def client(channel: LocalChatChannel, socket_path: Path) -> Iterator[Client]:
+    connected = Client(socket_path)
+    connected.join()
+    yield connected
+    connected.close()
+
+
+def test_is_a_channel_adapter_with_every_capability(socket_path: Path) -> None:
+    adapter: ChannelAdapter = LocalChatChannel(socket_path)
+    assert adapter.channel_type == "cli"
+    assert adapter.capabilities == {FILES, EDIT, REACTION, QUESTION, CARD}
+
+
+def test_socket_is_private_in_a_created_directory(channel: LocalChatChannel, socket_path: Path) -> None:
+    mode = socket_path.stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_message_becomes_inbound_chat_and_is_acked(client: Client, events: Events) -> None:
+    ack = client.say("hello there")
+    event = events.next_chat()
+    assert event == InboundChat(
+        channel_type="cli",
+        platform_id="local",
+        text="hello there",
+        sender="alice",
+        sender_id="alice",
+        platform_message_id=event.platform_message_id,
+        mentions_assistant=True,
+    )
+    assert event.platform_message_id is not None
+    assert event.platform_message_id.startswith("cli-")
+    assert ack == {"type": "ack", "id": event.platform_message_id}
+
+
+def test_optional_fields_are_passed_on(client: Client, events: Events) -> None:
+    client.say("in a thread", chat="kitchen", sender_id="u-1", thread="t-9")
+    event = events.next_chat()
+    assert (event.platform_id, event.sender_id, event.thread_id) == ("kitchen", "u-1", "t-9")
+
+
+def test_message_ids_are_unique(client: Client) -> None:
+    ids = {client.say(f"message {n}")["id"] for n in range(5)}
+    assert len(ids) == 5
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object, got an array"),
+        (b'{"sender": "alice"}', "missing 'text'"),
+        (b'{"text": "hi"}', "missing 'sender'"),
+        (b'{"text": 5, "sender": "alice"}', "'text' must be a string"),
+        (b'{"text": "hi", "sender": ["alice"]}', "'sender' must be a string"),
+        (b'{"text": "", "sender": "alice"}', "'text' must not be empty"),
+        (b'{"text": "hi", "sender": "alice", "chat": 3}', "'chat' must be a string"),
+        (b'{"text": "hi", "answer": "x", "sender": "alice"}', "not text and answer"),
+        (b'{"answer": "yes", "sender": "alice"}', "missing 'question_id'"),
+    ],
+)
+def test_bad_line_gets_an_error_and_the_connection_stays_usable(
+    client: Client, events: Events, line: bytes, reason: str
+) -> None:
+    client.send_raw(line + b"\n")
+    reply = client.read()
+    assert reply["type"] == "error"
+    assert reason in reply["error"]
+    assert client.say("still here")["type"] == "ack"
+    assert events.next_chat().text == "still here"
+    assert events.queue.empty()
+
+
+@pytest.mark.parametrize("newline_later", [False, True])
+def test_oversize_line_is_refused_once(client: Client, events: Events, newline_later: bool) -> None:
+    big = b'{"text": "' + b"x" * MAX_LINE_BYTES + b'", "sender": "alice"}'
+    if newline_later:
+        # The cap is enforced before the newline arrives, so a huge line is never buffered.
+        client.send_raw(big)
+        assert "longer than" in client.read()["error"]
+        client.send_raw(b"more of the same\n")
+    else:
+        client.send_raw(big + b"\n")
+        assert "longer than" in client.read()["error"]
+    assert client.say("after the big one")["type"] == "ack"
+    assert events.next_chat().text == "after the big one"
+
+
+def test_line_at_the_cap_is_accepted(client: Client, events: Events) -> None:
+    head, tail = b'{"sender": "alice", "text": "', b'"}'
+    client.send_raw(head + b"y" * (MAX_LINE_BYTES - len(head) - len(tail)) + tail + b"\n")
+    assert client.read()["type"] == "ack"
+    assert len(events.next_chat().text) == MAX_LINE_BYTES - len(head) - len(tail)
+
+
+def test_on_event_failure_is_reported_instead_of_acked(client: Client, events: Events) -> None:
+    events.fail_on = "doomed"
+    reply = client.say("doomed")
+    assert reply == {"type": "error", "error": "the host could not take the message: session store is full"}
+    assert client.say("fine")["type"] == "ack"
+    assert events.next_chat().text == "fine"
+
+
+def test_answer_becomes_inbound_answer(client: Client, events: Events) -> None:
+    client.send({"answer": "Tuesday", "question_id": "q-7", "sender": "alice", "thread": "t-1"})
+    assert client.read()["type"] == "ack"
+    assert events.next() == InboundAnswer(
+        channel_type="cli", platform_id="local", question_id="q-7", answer="Tuesday", sender="alice", thread_id="t-1"
+    )
+
+
+def test_sends_reach_the_client_as_lines(channel: LocalChatChannel, client: Client, sock_dir: Path) -> None:
+    report = sock_dir / "report.txt"
+    message_id = channel.send_text(Target("local", "t-2"), "here you go", (report,))
+    assert message_id is not None
+    assert message_id.startswith("cli-out-")
+    assert client.read() == {
+        "type": "message",
+        "id": message_id,
+        "sender": "Ada",
+        "text": "here you go",
+        "files": [str(report)],
+        "thread": "t-2",
+    }
+
+    channel.edit_text(LOCAL, message_id, "here you go, fixed")
+    assert client.read() == {"type": "edit", "id": message_id, "text": "here you go, fixed"}
+
+    channel.add_reaction(LOCAL, message_id, "👍")
+    assert client.read() == {"type": "reaction", "id": message_id, "emoji": "👍"}
+
+    question_id = channel.ask_question(LOCAL, "q-1", "Which day?", ("Monday", "Tuesday"))
+    assert client.read() == {
+        "type": "question",
+        "id": question_id,
+        "sender": "Ada",
+        "question_id": "q-1",
+        "question": "Which day?",
+        "options": ["Monday", "Tuesday"],
+        "thread": None,
+    }
+
+    card_id = channel.send_card(LOCAL, Card("Build", "all green", (("tests", "412"), ("time", "9s"))))
+    assert client.read() == {
+        "type": "card",
+        "id": card_id,
+        "sender": "Ada",
+        "title": "Build",
+        "text": "all green",
+        "fields": [["tests", "412"], ["time", "9s"]],
+        "thread": None,
+    }
+    assert len({message_id, question_id, card_id}) == 3
+
+
+def test_relative_file_paths_are_made_absolute(channel: LocalChatChannel, client: Client) -> None:
+    channel.send_text(LOCAL, "see attached", (Path("out/report.txt"),))
+    assert client.read()["files"] == [os.path.join(os.getcwd(), "out", "report.txt")]
+
+
+def test_every_client_of_the_chat_receives_and_others_do_not(
+    channel: LocalChatChannel, client: Client, socket_path: Path
+) -> None:
+    second, elsewhere = Client(socket_path), Client(socket_path)
+    try:
+        second.join()
+        elsewhere.join("kitchen")
+        channel.send_text(LOCAL, "to everyone here")
+        assert client.read()["text"] == "to everyone here"
+        assert second.read()["text"] == "to everyone here"
+        channel.send_text(Target("kitchen"), "only the kitchen")
+        assert elsewhere.read()["text"] == "only the kitchen"
+    finally:
+        second.close()
+        elsewhere.close()
+
+
+def test_client_joins_the_chat_it_writes_to(channel: LocalChatChannel, client: Client, events: Events) -> None:
+    client.say("moving", chat="garden")
+    with pytest.raises(ChannelError):
+        channel.send_text(LOCAL, "nobody in local now")
+    channel.send_text(Target("garden"), "hi garden")
+    assert client.read()["text"] == "hi garden"
+
+
+def test_send_without_a_client_is_a_retryable_error(channel: LocalChatChannel) -> None:
+    with pytest.raises(ChannelError, match="no local chat client is connected to chat 'local'") as caught:
+        channel.send_text(LOCAL, "anyone?")
+    assert caught.value.retryable
+
+
+def test_send_before_start_is_a_retryable_error(socket_path: Path) -> None:
+    with pytest.raises(ChannelError) as caught:
+        LocalChatChannel(socket_path).send_text(LOCAL, "too early")
+    assert caught.value.retryable
+
+
+def test_disconnected_client_is_dropped(channel: LocalChatChannel, client: Client, socket_path: Path) -> None:
+    gone = Client(socket_path)
+    gone.join()
+    gone.close()
+    for attempt in range(2):
+        channel.send_text(LOCAL, f"still one listener ({attempt})")
+        assert client.read()["text"] == f"still one listener ({attempt})"
+    client.close()
+    for _ in range(2):
+        with pytest.raises(ChannelError, match="no local chat client") as caught:
+            channel.send_text(LOCAL, "nobody left")
+        assert caught.value.retryable
+
+
+def test_client_that_stops_reading_is_dropped(socket_path: Path, events: Events) -> None:
+    adapter = LocalChatChannel(socket_path, send_timeout=0.2)
+    adapter.start(events)
+    stuck = Client(socket_path)
+    try:
+        stuck.join()
+        with pytest.raises(ChannelError, match="no local chat client"):
+            for _ in range(1000):
+                adapter.send_text(LOCAL, "z" * 65536)
+        with pytest.raises(ChannelError):
+            adapter.send_text(LOCAL, "small")
+    finally:
+        stuck.close()
+        adapter.stop()
+
+
+def test_stop_disconnects_clients_and_removes_the_socket(
+    channel: LocalChatChannel, client: Client, socket_path: Path, events: Events
+) -> None:
+    channel.stop()
+    assert not socket_path.exists()
+    assert client.at_eof()
+    channel.stop()  # idempotent
+    with pytest.raises(ChannelError):
+        channel.send_text(LOCAL, "stopped")
+
+    channel.start(events)
+    channel.start(events)  # idempotent
+    again = Client(socket_path)
+    try:
+        assert again.say("back again")["type"] == "ack"
+        assert events.next_chat().text == "back again"
+    finally:
+        again.close()
+
+
+def test_stale_socket_file_is_replaced(socket_path: Path, events: Events) -> None:
+    socket_path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(socket_path))  # closed without unlinking, as a crash leaves it
+    adapter = LocalChatChannel(socket_path)
+    adapter.start(events)
+    try:
+        talker = Client(socket_path)
+        assert talker.say("hi")["type"] == "ack"
+        talker.close()
+    finally:
+        adapter.stop()
+
+
+def test_live_socket_is_not_taken_over(channel: LocalChatChannel, socket_path: Path, events: Events) -> None:
+    with pytest.raises(ChannelError, match="already serves") as caught:
+        LocalChatChannel(socket_path).start(events)
+    assert not caught.value.retryable
+    assert socket_path.exists()
+
+
+def test_a_regular_file_is_not_replaced(socket_path: Path, events: Events) -> None:
+    socket_path.parent.mkdir()
+    socket_path.write_text("precious")
+    with pytest.raises(ChannelError, match="not a socket"):
+        LocalChatChannel(socket_path).start(events)
+    assert socket_path.read_text() == "precious"
+
+
+# -- scripts/chat.py ---------------------------------------------------------------------
+
+
+def _lines_of(stream: IO[str]) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_for(lines: queue.Queue[str], expected: str) -> list[str]:
+    seen: list[str] = []
+    while expected not in seen:
+        seen.append(lines.get(timeout=WAIT))
+    return seen
+
+
+def _run_chat(socket_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "chat.py"), "--socket", str(socket_path), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+
+
+def test_chat_script_sends_and_prints(channel: LocalChatChannel, socket_path: Path, events: Events) -> None:
+    chat = _run_chat(socket_path, "--name", "bob")
+    assert chat.stdin is not None
+    assert chat.stdout is not None
+    out = _lines_of(chat.stdout)
+    try:
+        chat.stdin.write("hello from the terminal\n")
+        chat.stdin.flush()
+        event = events.next_chat()
+        assert (event.text, event.sender, event.platform_id) == ("hello from the terminal", "bob", "local")
+
+        channel.send_text(LOCAL, "hi bob", (Path("/tmp/a.txt"),))
+        assert _wait_for(out, "Ada: hi bob")
+        assert _wait_for(out, "  file: /tmp/a.txt")
+
+        channel.ask_question(LOCAL, "q-3", "Coffee or tea?", ("coffee", "tea"))
+        assert _wait_for(out, "  2. tea")
+        chat.stdin.write("2\n")
+        chat.stdin.flush()
+        assert events.next() == InboundAnswer(
+            channel_type="cli", platform_id="local", question_id="q-3", answer="tea", sender="bob"
+        )
+
+        message_id = channel.send_text(LOCAL, "draft")
+        assert message_id is not None
+        channel.edit_text(LOCAL, message_id, "final")
+        channel.add_reaction(LOCAL, message_id, "🎉")
+        channel.send_card(LOCAL, Card("Status", "ok", (("disk", "12%"),)))
+        shown = _wait_for(out, "  disk: 12%")
+        assert f"(edited {message_id}) final" in shown
+        assert f"(reaction 🎉 on {message_id})" in shown
+        assert "Ada: [Status]" in shown
+
+        chat.stdin.close()  # Ctrl-D
+        assert chat.wait(WAIT) == 0
+    finally:
+        chat.kill()
+        chat.wait()
+
+
+def test_chat_script_explains_a_missing_host(sock_dir: Path) -> None:
+    chat = _run_chat(sock_dir / "nothing.sock")
+    _, err = chat.communicate(timeout=WAIT)
+    assert chat.returncode == 1
+    assert "is the host running? start it with `make run`" in err
+    assert len(err.strip().splitlines()) == 1
