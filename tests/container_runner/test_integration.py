@@ -1,0 +1,224 @@
+"""The runner end to end: the test plays host, writing inbound.db and watching outbound.db
+and `.heartbeat` through real watchdog events."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from container_runner.config import RunnerConfig
+from container_runner.providers.mock import MockProvider
+from container_runner.system import RunnerSystem, build_provider
+from protocol import outbound
+from protocol.content import ChatIn, ChatOut, ScheduleTask
+from protocol.db import write_transaction
+from protocol.layout import SessionLayout
+from protocol.rows import MessageOut
+from protocol.timeutil import now_ts
+from tests.fakes.session import ROUTING, FolderEvents, acks, make_session, replies, write_in
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.integration]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Host:
+    """A session folder, an agent folder, and runner processes started on them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.layout = make_session(tmp_path / "s")
+        self.agent_dir = tmp_path / "agent"
+        self.agent_dir.mkdir()
+        self.log = tmp_path / "runner.log"
+        self.events = FolderEvents(self.layout.root)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("ANTHROPIC_")}
+        env.update(
+            HUTCH_SESSION_DIR=str(self.layout.root),
+            HUTCH_AGENT_DIR=str(self.agent_dir),
+            HUTCH_PROVIDER="mock",
+            HUTCH_HEARTBEAT_INTERVAL="0.5",
+            HUTCH_SAFETY_INTERVAL="30",
+            HUTCH_ADMIN_USER_ID="admin",
+        )
+        env.update(extra)
+        return env
+
+    def start(self, **extra: str) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "container_runner"],
+                env=self.env(**extra),
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        self.processes.append(process)
+        return process
+
+    def wait_until_answered(self, message_id: str) -> MessageOut:
+        def answered() -> MessageOut | None:
+            if message_id not in self.completed():
+                return None
+            return chat_reply(self.layout, message_id)
+
+        try:
+            return self.events.wait_until(answered)
+        except TimeoutError:
+            raise AssertionError(f"no answer; runner log:\n{self.log.read_text()}") from None
+
+    def completed(self) -> set[str]:
+        return {key for key, ack in acks(self.layout).items() if ack.status == "completed"}
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        self.events.close()
+
+
+def chat_reply(layout: SessionLayout, message_id: str) -> MessageOut | None:
+    for row in replies(layout):
+        if row.in_reply_to == message_id and row.kind == "chat":
+            return row
+    return None
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    host = Host(tmp_path)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+def test_a_message_is_answered_acked_and_the_heartbeat_is_fresh(host: Host) -> None:
+    host.start()
+    row = write_in(host.layout, ChatIn(text="hello runner", sender="Ann", sender_id="u1"))
+    written_ns = host.layout.inbound_db.stat().st_mtime_ns
+    reply = host.wait_until_answered(row.id)
+    assert reply.seq % 2 == 1 and reply.seq > row.seq
+    assert reply.routing == ROUTING
+    content = reply.decoded()
+    assert isinstance(content, ChatOut) and content.text.startswith("mock: hello runner")
+    assert acks(host.layout)[row.id].status == "completed"
+    host.events.wait_until(
+        lambda: host.layout.heartbeat.exists() and host.layout.heartbeat.stat().st_mtime_ns > written_ns
+    )
+
+
+def test_a_tool_directive_yields_a_system_row(host: Host) -> None:
+    host.start()
+    text = '!tool schedule_task {"prompt": "x", "process_after": "2030-01-01T00:00:00Z"}'
+    row = write_in(host.layout, ChatIn(text=text, sender="Ann"))
+    reply = host.wait_until_answered(row.id)
+    assert "schedule_task -> task " in reply.decoded().text
+    (system,) = [out for out in replies(host.layout) if out.kind == "system"]
+    action = system.decoded()
+    assert isinstance(action, ScheduleTask)
+    assert action.prompt == "x" and action.process_after == "2030-01-01T00:00:00.000000Z"
+    assert system.in_reply_to == row.id and system.routing == ROUTING and system.seq % 2 == 1
+
+
+def test_a_stale_processing_claim_is_cleared_and_the_message_answered(host: Host) -> None:
+    row = write_in(host.layout, ChatIn(text="left over", sender="Ann"))
+    with write_transaction(host.layout.outbound_db) as conn:
+        outbound.set_ack(conn, row.id, "processing", now_ts())
+    host.start()
+    reply = host.wait_until_answered(row.id)
+    assert reply.decoded().text.startswith("mock: left over")
+    assert "cleared_claims=1" in host.log.read_text()
+
+
+def test_sigterm_stops_the_runner_cleanly(host: Host) -> None:
+    process = host.start()
+    row = write_in(host.layout, ChatIn(text="before stop", sender="Ann"))
+    host.wait_until_answered(row.id)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert "runner stopped" in host.log.read_text()
+
+
+def test_a_bad_configuration_exits_with_a_message(host: Host) -> None:
+    process = host.start(HUTCH_PROVIDER="gpt")
+    assert process.wait(timeout=10) == 2
+    assert "HUTCH_PROVIDER='gpt'" in host.log.read_text()
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def load(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def save(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def test_build_provider_follows_the_config(host: Host) -> None:
+    from container_runner.providers.claude import ClaudeProvider
+
+    (host.agent_dir / "CLAUDE.md").write_text("Always answer in French.")
+    base = RunnerConfig(session_dir=host.layout.root, agent_dir=host.agent_dir)
+    assert isinstance(build_provider(base, DictStore()), MockProvider)
+    claude = RunnerConfig(
+        session_dir=host.layout.root,
+        agent_dir=host.agent_dir,
+        provider="claude",
+        model="claude-test",
+        proxy_socket=host.layout.proxy_socket,
+        stall_timeout_s=7,
+    )
+    provider = build_provider(claude, DictStore())  # builds a client; no request is made
+    assert isinstance(provider, ClaudeProvider)
+    settings = provider._settings
+    assert settings.model == "claude-test" and settings.stall_timeout == 7
+    assert settings.proxy_socket == host.layout.proxy_socket and settings.api_key is None
+    assert "Always answer in French." in settings.system_prompt
+    provider.close()
+
+
+def test_in_process_system_answers_and_keeps_state_across_restarts(host: Host) -> None:
+    config = RunnerConfig(
+        session_dir=host.layout.root,
+        agent_dir=host.agent_dir,
+        heartbeat_interval_s=0.5,
+        safety_interval_s=30,
+        admin_user_id="admin",
+        stop_timeout_s=5,
+    )
+    first = write_in(host.layout, ChatIn(text="one", sender="Ann"))
+    system = RunnerSystem(config)
+    system.start()
+    try:
+        assert host.wait_until_answered(first.id).decoded().text == "mock: one\n[turn 1]"
+    finally:
+        system.stop()
+    system = RunnerSystem(config)
+    system.start()
+    try:
+        # The turn counter lives in outbound.db, so a restarted runner continues it.
+        second = write_in(host.layout, ChatIn(text="two", sender="Ann"))
+        assert host.wait_until_answered(second.id).decoded().text == "mock: two\n[turn 2]"
+        clear = write_in(host.layout, ChatIn(text="/clear", sender="Boss", sender_id="admin"))
+        assert host.wait_until_answered(clear.id).decoded().text == "Conversation cleared. Starting afresh."
+        third = write_in(host.layout, ChatIn(text="three", sender="Ann"))
+        assert host.wait_until_answered(third.id).decoded().text == "mock: three\n[turn 1]"
+    finally:
+        system.stop()
+    assert host.layout.heartbeat.exists()
