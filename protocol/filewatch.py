@@ -4,12 +4,18 @@ a lost event is recovered by each side's slow safety timer."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+
+
+# watchdog warns when a folder created under a recursive watch is registered twice; the
+# second registration replaces the first, which is what we want.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 
 class _Forward(FileSystemEventHandler):

@@ -1,0 +1,132 @@
+"""The host's settings: environment (or a `.env` file), overridden by command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+
+RUNTIMES = ("process", "docker", "auto")
+PROVIDERS = ("claude", "mock")
+
+
+class ConfigError(ValueError):
+    """A setting that is wrong; the message names it."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    data_dir: Path = Path("data")
+    runtime: str = "auto"
+    provider: str = "claude"
+    model: str = "claude-sonnet-4-5"
+    idle_timeout_s: float = 1800.0
+    max_containers: int = 5
+    timezone: str = "UTC"
+    log_level: str = "INFO"
+    api_key: str | None = None
+    base_url: str = "https://api.anthropic.com"
+    assistant_name: str = "Assistant"
+    sweep_interval_s: float = 30.0
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data_dir / "sessions"
+
+    @property
+    def groups_dir(self) -> Path:
+        return self.data_dir / "groups"
+
+    @property
+    def central_db(self) -> Path:
+        return self.data_dir / "hutch.db"
+
+    @property
+    def chat_socket(self) -> Path:
+        return self.data_dir / "cli.sock"
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> HostConfig:
+    """Flags beat the environment, the environment beats `.env`, and `.env` beats defaults."""
+    values: dict[str, str] = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    values.update(os.environ if env is None else env)
+    config = _from_env(values)
+    return _apply_flags(config, _parser().parse_args(argv))
+
+
+def _from_env(env: Mapping[str, str]) -> HostConfig:
+    defaults = HostConfig()
+    return _checked(
+        HostConfig(
+            data_dir=Path(env.get("HUTCH_DATA_DIR") or defaults.data_dir),
+            runtime=env.get("HUTCH_RUNTIME") or defaults.runtime,
+            provider=env.get("HUTCH_PROVIDER") or defaults.provider,
+            model=env.get("HUTCH_MODEL") or defaults.model,
+            idle_timeout_s=_number(env, "HUTCH_IDLE_TIMEOUT", defaults.idle_timeout_s),
+            max_containers=int(_number(env, "HUTCH_MAX_CONTAINERS", defaults.max_containers)),
+            timezone=env.get("TZ") or defaults.timezone,
+            log_level=(env.get("HUTCH_LOG_LEVEL") or defaults.log_level).upper(),
+            api_key=env.get("ANTHROPIC_API_KEY") or None,
+            base_url=env.get("ANTHROPIC_BASE_URL") or defaults.base_url,
+            assistant_name=env.get("HUTCH_ASSISTANT_NAME") or defaults.assistant_name,
+            sweep_interval_s=_number(env, "HUTCH_SWEEP_INTERVAL", defaults.sweep_interval_s),
+        )
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m actors.main", description="Run the hutch host.")
+    parser.add_argument("--data-dir", type=Path, help="where everything is kept (HUTCH_DATA_DIR)")
+    parser.add_argument("--runtime", choices=RUNTIMES, help="how agents run (HUTCH_RUNTIME)")
+    parser.add_argument("--provider", choices=PROVIDERS, help="the model provider (HUTCH_PROVIDER)")
+    parser.add_argument("--model", help="the Claude model (HUTCH_MODEL)")
+    parser.add_argument("--idle-timeout", type=float, help="seconds before an idle agent stops (HUTCH_IDLE_TIMEOUT)")
+    parser.add_argument("--max-containers", type=int, help="agents running at once (HUTCH_MAX_CONTAINERS)")
+    parser.add_argument("--timezone", help="the users' time zone (TZ)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (HUTCH_LOG_LEVEL)")
+    return parser
+
+
+def _apply_flags(config: HostConfig, flags: argparse.Namespace) -> HostConfig:
+    changes = {
+        "data_dir": flags.data_dir,
+        "runtime": flags.runtime,
+        "provider": flags.provider,
+        "model": flags.model,
+        "idle_timeout_s": flags.idle_timeout,
+        "max_containers": flags.max_containers,
+        "timezone": flags.timezone,
+        "log_level": flags.log_level.upper() if flags.log_level else None,
+    }
+    return _checked(replace(config, **{key: value for key, value in changes.items() if value is not None}))
+
+
+def _checked(config: HostConfig) -> HostConfig:
+    if config.runtime not in RUNTIMES:
+        raise ConfigError(f"HUTCH_RUNTIME={config.runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if config.provider not in PROVIDERS:
+        raise ConfigError(f"HUTCH_PROVIDER={config.provider!r}: expected one of {', '.join(PROVIDERS)}")
+    if config.max_containers < 1:
+        raise ConfigError(f"HUTCH_MAX_CONTAINERS={config.max_containers}: must be at least 1")
+    if config.idle_timeout_s <= 0:
+        raise ConfigError(f"HUTCH_IDLE_TIMEOUT={config.idle_timeout_s}: must be positive")
+    try:
+        ZoneInfo(config.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"TZ={config.timezone!r} is not a known time zone") from None
+    return config
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None

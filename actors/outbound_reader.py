@@ -1,0 +1,61 @@
+"""Reading what a container wrote: it is untrusted (DESIGN invariant 6). Every row is
+checked column by column and its content decoded strictly; a bad row becomes a
+`RejectedRow` with a reason, never an exception that could stop the session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from protocol.content import MAX_CONTENT_BYTES, ContentError, OutboundContent, decode_content
+from protocol.db import read_transaction
+from protocol.rows import MessageOut
+
+_COLUMNS = "id, seq, in_reply_to, timestamp, deliver_after, kind, platform_id, channel_type, thread_id"
+
+
+class ReadRow(msgspec.Struct, frozen=True):
+    row: MessageOut
+    content: OutboundContent
+
+
+class RejectedRow(msgspec.Struct, frozen=True):
+    key: str
+    seq: int
+    reason: str
+
+
+def read_outbound_after(path: Path, cursor: int, limit: int = 200) -> list[ReadRow | RejectedRow]:
+    """Rows with seq above `cursor`, in seq order. Oversized content is never loaded."""
+    if not path.exists():
+        return []
+    with read_transaction(path) as conn:
+        raw = conn.execute(
+            f"SELECT {_COLUMNS}, length(CAST(content AS BLOB)) AS content_bytes,"
+            " CASE WHEN length(CAST(content AS BLOB)) > ? THEN NULL ELSE content END AS content"
+            " FROM messages_out WHERE typeof(seq) = 'integer' AND seq > ? ORDER BY seq LIMIT ?",
+            (MAX_CONTENT_BYTES, cursor, limit),
+        ).fetchall()
+    return [_check(dict(row)) for row in raw]
+
+
+def _check(raw: dict[str, Any]) -> ReadRow | RejectedRow:
+    key = str(raw.get("id"))[:64]
+    seq = int(raw["seq"])
+    where = f"messages_out row {key!r}"
+    size = raw.pop("content_bytes")
+    if raw.get("content") is None:
+        return RejectedRow(key, seq, f"{where}: content is {size} bytes, more than {MAX_CONTENT_BYTES}")
+    if seq % 2 == 0:
+        return RejectedRow(key, seq, f"{where}: seq {seq} is even; the container's seqs are odd")
+    try:
+        row = msgspec.convert(raw, MessageOut, strict=True)
+    except msgspec.ValidationError as exc:
+        return RejectedRow(key, seq, f"{where}: {exc}")
+    try:
+        content = decode_content("messages_out", row.id, row.kind, row.content)
+    except ContentError as exc:
+        return RejectedRow(key, seq, str(exc))
+    return ReadRow(row, content)
