@@ -12,7 +12,6 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-
 # watchdog warns when a folder created under a recursive watch is registered twice; the
 # second registration replaces the first, which is what we want.
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
