@@ -1,0 +1,450 @@
+"""The credential proxy: how an agent reaches the model API without ever holding a key.
+
+Each session gets its own Unix socket inside its session folder (the one folder its
+container can see). The agent's SDK talks plain HTTP to that socket; the proxy forwards
+`/v1/...` requests to the real API with the host's credentials added and streams the
+answer back unbuffered, so server-sent events arrive as they are produced. Because every
+socket belongs to exactly one session, the proxy knows who is calling without trusting
+anything the caller says (invariant 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+import socketserver
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Final, Literal, cast
+from urllib.parse import unquote
+
+import httpx2
+
+log = logging.getLogger("hutch.credentials")
+
+# Only the model API is reachable through the proxy.
+_FORWARDED_PREFIX: Final = "/v1/"
+
+# Meaningful for one connection only (RFC 9110 7.6.1), so never copied across the proxy.
+_HOP_BY_HOP: Final = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
+    | {"transfer-encoding", "upgrade", "proxy-connection", "expect"}
+)
+# The proxy sets these itself: Host and framing for the upstream hop, credentials always.
+_REQUEST_REPLACED: Final = frozenset({"host", "content-length", "x-api-key", "authorization"})
+_RESPONSE_REPLACED: Final = frozenset({"content-length"})
+
+# A Messages request tops out around 32 MB; anything far beyond is a misbehaving agent.
+MAX_REQUEST_BODY: Final = 64 * 1024 * 1024
+
+# Connecting must be quick; a response may legitimately take minutes between bytes, and the
+# agent side is where stalls are detected.
+_UPSTREAM_TIMEOUT: Final = httpx2.Timeout(connect=10.0, read=None, write=60.0, pool=None)
+
+# sockaddr_un.sun_path is 108 bytes on Linux (104 on macOS), NUL included.
+_MAX_SOCKET_PATH: Final = 107
+
+
+class CredentialProxy:
+    """Forwards each session's model API calls with the host's credentials.
+
+    `api_key` is sent as `x-api-key`, `auth_token` as `authorization: Bearer ...`. Without
+    either, requests are answered with a 401 that says so, rather than failing somewhere
+    less visible.
+    """
+
+    def __init__(self, upstream_base_url: str, api_key: str | None, auth_token: str | None = None) -> None:
+        self._upstream = _Upstream(upstream_base_url, api_key, auth_token)
+        self._lock = threading.Lock()
+        self._servers: dict[str, _SessionServer] = {}
+        self._counts: dict[str, int] = {}
+        self._stopped = False
+        if not self._upstream.has_credentials:
+            log.warning("credential proxy has no API key or auth token: agents' model calls will fail")
+
+    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None:
+        """Listen for `session_id`'s agent on `socket_path` (replacing any earlier socket of it)."""
+        if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+            raise ValueError(f"socket path too long for AF_UNIX ({len(os.fsencode(socket_path))} bytes): {socket_path}")
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the credential proxy is stopped")
+            previous = self._servers.pop(session_id, None)
+        if previous is not None:
+            previous.close()
+        server = _SessionServer.listen(socket_path, session_id, agent_group, self._upstream, self._count)
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
+                self._servers[session_id] = server
+                self._counts.setdefault(session_id, 0)
+        if stopped:  # stop() ran while the socket was being set up
+            server.close()
+            raise RuntimeError("the credential proxy is stopped")
+        log.info("credential proxy listening for %s on %s", server.tag, socket_path)
+
+    def close_socket(self, session_id: str) -> None:
+        """Stop serving `session_id`: cut its open connections and remove its socket file."""
+        with self._lock:
+            server = self._servers.pop(session_id, None)
+        if server is not None:
+            server.close()
+            log.info("credential proxy closed the socket of %s", server.tag)
+
+    def requests_by_session(self) -> dict[str, int]:
+        """How many requests each session has made (closed sessions included)."""
+        with self._lock:
+            return dict(self._counts)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
+            server.close()
+        self._upstream.close()
+
+    def _count(self, session_id: str) -> None:
+        with self._lock:
+            self._counts[session_id] = self._counts.get(session_id, 0) + 1
+
+
+class _Upstream:
+    """The real API: where requests go and what credentials they carry."""
+
+    def __init__(self, base_url: str, api_key: str | None, auth_token: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials: list[tuple[str, str]] = []
+        if api_key:
+            self._credentials.append(("x-api-key", api_key))
+        if auth_token:
+            self._credentials.append(("authorization", f"Bearer {auth_token}"))
+        # A bare transport, not a Client: no cookie jar shared between sessions, no default
+        # headers, no redirects followed on an agent's behalf.
+        self._transport = httpx2.HTTPTransport(limits=httpx2.Limits(max_connections=None, max_keepalive_connections=20))
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self._credentials)
+
+    def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> httpx2.Response:
+        """Send the request and return as soon as the status and headers are in."""
+        request = httpx2.Request(
+            method,
+            self.base_url + target,
+            headers=[*headers, *self._credentials],
+            content=body,
+            extensions={"timeout": _UPSTREAM_TIMEOUT.as_dict()},
+        )
+        response = self._transport.handle_request(request)
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """One session's socket: a thread per connection, a wake-up pair to stop promptly."""
+
+    daemon_threads = True
+    # Closing a session must not wait for a streaming response to finish.
+    block_on_close = False
+
+    def __init__(
+        self, path: Path, session_id: str, agent_group: str, upstream: _Upstream, count: Callable[[str], None]
+    ) -> None:
+        super().__init__(str(path), _ProxyHandler, bind_and_activate=False)
+        self.path = path
+        self.session_id = session_id
+        self.tag = f"{agent_group}/{session_id[:8]}"
+        self.upstream = upstream
+        self._count = count
+        self._closing = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        self._inode: tuple[int, int] | None = None
+        self._thread = threading.Thread(target=self._serve, name=f"proxy-{self.tag}", daemon=True)
+
+    @classmethod
+    def listen(
+        cls, path: Path, session_id: str, agent_group: str, upstream: _Upstream, count: Callable[[str], None]
+    ) -> _SessionServer:
+        _remove_stale_socket(path)
+        server = cls(path, session_id, agent_group, upstream, count)
+        try:
+            server.server_bind()
+            server._inode = _inode_of(path)
+            # Tightened before listen(): until then every connection attempt is refused, so
+            # there is no moment at which a looser mode could be used.
+            os.chmod(path, 0o600)
+            server.socket.setblocking(False)  # a vanished client must not block accept()
+            server.server_activate()
+        except BaseException:
+            server._release()
+            raise
+        server._thread.start()
+        return server
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread.is_alive():
+            self._thread.join()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            # Unblocks the handler: its next read sees EOF, its next write fails.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._release()
+
+    def note_request(self) -> None:
+        self._count(self.session_id)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        conn, _ = self.socket.accept()
+        conn.setblocking(True)
+        with self._conns_lock:
+            self._conns.add(conn)
+        # BaseHTTPRequestHandler expects an (host, port) address; the caller is the session.
+        return conn, (self.tag, 0)
+
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        with self._conns_lock:
+            if isinstance(request, socket.socket):
+                self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
+        # Called from an except block. An agent hanging up mid-response is routine; anything
+        # else is a proxy bug, worth a traceback in the log rather than on stderr.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("[%s] connection ended: %s", self.tag, exc)
+        else:
+            log.exception("[%s] proxy handler failed", self.tag)
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._closing:
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self._closing:
+                        self.handle_request()
+
+    def _release(self) -> None:
+        self.server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+        # Only our own socket: a later open_socket may already have bound a new one here.
+        if self._inode is not None and _inode_of(self.path) == self._inode:
+            self.path.unlink(missing_ok=True)
+
+
+def _inode_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket left by a crashed host would make bind() fail; anything else is not ours."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise FileExistsError(f"a directory is in the way of the proxy socket: {path}")
+    log.info("removing stale file at proxy socket path %s", path)
+    path.unlink()
+
+
+class _BadRequestError(Exception):
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    # Keep-alive saves the agent's SDK a connect per request; every response below is
+    # either length-delimited, chunked, or followed by closing the connection.
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def session(self) -> _SessionServer:
+        return cast(_SessionServer, self.server)
+
+    def _forward(self) -> None:
+        session = self.session
+        session.note_request()
+        if not _is_forwardable(self.path):
+            self._send_error_json(
+                404, "not_found_error", f"the credential proxy forwards only {_FORWARDED_PREFIX} paths"
+            )
+            return
+        if not session.upstream.has_credentials:
+            self._send_error_json(401, "authentication_error", "the host has no Anthropic API credentials configured")
+            return
+        try:
+            body = self._read_body()
+        except _BadRequestError as exc:
+            self._send_error_json(exc.status, exc.error_type, str(exc))
+            return
+        try:
+            response = session.upstream.send(self.command, self.path, self._forwarded_headers(), body)
+        except httpx2.InvalidURL as exc:
+            self._send_error_json(400, "invalid_request_error", f"invalid request target: {exc}")
+            return
+        except httpx2.HTTPError as exc:
+            log.warning("[%s] %s %s -> upstream unreachable: %s", session.tag, self.command, self.path, exc)
+            self._send_error_json(502, "api_error", f"the model API could not be reached: {exc}")
+            return
+        log.info("[%s] %s %s -> %d", session.tag, self.command, self.path, response.status_code)
+        try:
+            self._relay(response)
+        finally:
+            response.close()
+
+    # BaseHTTPRequestHandler dispatches on these names; every method is forwarded alike.
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward  # noqa: N815
+
+    def _forwarded_headers(self) -> list[tuple[str, str]]:
+        return _strip_headers(self.headers.items(), _REQUEST_REPLACED, self.headers.get_all("connection") or [])
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            return self._read_chunked_body()
+        raw_length = self.headers.get("content-length")
+        if raw_length is None:
+            return b""
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise _BadRequestError(400, "invalid_request_error", "invalid Content-Length") from None
+        if length < 0:
+            raise _BadRequestError(400, "invalid_request_error", "invalid Content-Length")
+        if length > MAX_REQUEST_BODY:
+            raise _BadRequestError(413, "request_too_large", "request body too large")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise _BadRequestError(400, "invalid_request_error", "request body ended early")
+        return body
+
+    def _read_chunked_body(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024)
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadRequestError(400, "invalid_request_error", "malformed chunked body") from None
+            if size == 0:
+                break
+            total += size
+            if total > MAX_REQUEST_BODY:
+                raise _BadRequestError(413, "request_too_large", "request body too large")
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise _BadRequestError(400, "invalid_request_error", "malformed chunked body")
+            parts.append(chunk)
+        # Trailers carry nothing the upstream needs; read them to the blank line.
+        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+            pass
+        return b"".join(parts)
+
+    def _relay(self, response: httpx2.Response) -> None:
+        """Pass status, headers and body on; body bytes leave as soon as they arrive."""
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
+        connection_tokens = [v for k, v in headers if k.lower() == "connection"]
+        self.send_response_only(response.status_code, response.reason_phrase or None)
+        for name, value in _strip_headers(headers, _RESPONSE_REPLACED, connection_tokens):
+            self.send_header(name, value)
+        framing = self._send_framing_headers(response)
+        self.end_headers()
+        if framing == "none":
+            return
+        try:
+            for chunk in response.iter_raw():
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk)
+            if framing == "chunked":
+                self.wfile.write(b"0\r\n\r\n")
+        except httpx2.HTTPError as exc:
+            # Headers are gone already; an unterminated body is how the agent learns of it.
+            log.warning("[%s] upstream broke off %s %s: %s", self.session.tag, self.command, self.path, exc)
+            self.close_connection = True
+        except OSError as exc:
+            log.info("[%s] agent went away during %s %s: %s", self.session.tag, self.command, self.path, exc)
+            self.close_connection = True
+
+    def _send_framing_headers(self, response: httpx2.Response) -> Literal["none", "raw", "chunked"]:
+        """Send the framing headers and say how the body is to be written."""
+        length = response.headers.get("content-length")
+        status = response.status_code
+        if self.command == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            if length is not None:
+                self.send_header("Content-Length", length)
+            return "none"
+        if length is not None:
+            self.send_header("Content-Length", length)
+            return "raw"
+        if self.request_version != "HTTP/1.0":
+            self.send_header("Transfer-Encoding", "chunked")
+            return "chunked"
+        self.send_header("Connection", "close")
+        return "raw"
+
+    def _send_error_json(self, status: int, error_type: str, message: str) -> None:
+        body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        # Whatever of the request body is still unread would be taken for the next request.
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            with contextlib.suppress(OSError):
+                self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Malformed request lines and the like: answer in the API's error shape, not HTML.
+        self.log_error("code %d, message %s", code, message)
+        error_type = "not_found_error" if code == 404 else "invalid_request_error"
+        self._send_error_json(code, error_type, message or self.responses.get(code, ("error",))[0])
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("[%s] %s", self.address_string(), format % args)
+
+
+def _is_forwardable(target: str) -> bool:
+    path = target.split("?", 1)[0]
+    if not path.startswith(_FORWARDED_PREFIX):
+        return False
+    # "/v1/../admin" would leave the API prefix once the upstream normalises it.
+    return all(unquote(segment) not in (".", "..") for segment in path.split("/"))
+
+
+def _strip_headers(
+    headers: Iterable[tuple[str, str]], replaced: frozenset[str], connection_values: list[str]
+) -> list[tuple[str, str]]:
+    # Headers named in Connection are hop-by-hop too, whatever they are called.
+    listed = {token.strip().lower() for value in connection_values for token in value.split(",")}
+    dropped = _HOP_BY_HOP | replaced | listed
+    return [(name, value) for name, value in headers if name.lower() not in dropped]

@@ -1,0 +1,182 @@
+"""Development runtime: the agent is a plain child process of the host.
+
+Nothing is isolated here: the agent runs as the host's user, on the host's filesystem.
+What this runtime does keep from the container runtime is the shape of the contract: a
+minimal environment without credentials, the agent folder as working directory, its own
+process group (so a Ctrl-C in the host's terminal does not reach it, and stopping it takes
+everything it started), and one `on_exit` per agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Final
+
+from actors.runtime.base import AgentHandle, AgentSpec, RuntimeStartError
+
+log = logging.getLogger("hutch.runtime.process")
+agent_log = logging.getLogger("hutch.agent")
+
+# The runner is started by module name, so the repo root must be importable whatever the
+# host's working directory is (actors/runtime/process.py -> repo root).
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+
+# Only what a Python program needs to behave normally; anything else in the host's
+# environment (API keys, tokens, cloud credentials) stays with the host.
+_INHERITED_ENV: Final = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH")
+
+# Even if a caller puts them in spec.env or extra_env by mistake: invariant 10.
+_CREDENTIAL_ENV: Final = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"})
+
+# After SIGKILL the kernel ends the process promptly; this only bounds a process stuck in
+# uninterruptible sleep so stop() cannot hang forever.
+_KILL_WAIT_S: Final = 5.0
+
+# A program that prints without newlines must not make the reader buffer without bound.
+_MAX_LINE_BYTES: Final = 64 * 1024
+
+# Grandchildren that escaped the process group may keep the output pipe open; on_exit
+# must not wait on them for long.
+_READER_JOIN_S: Final = 5.0
+
+
+class ProcessRuntime:
+    """Starts `python -m container_runner` (or `command`) as a child process per session."""
+
+    name: Final = "process"
+    isolates: Final = False
+
+    def __init__(
+        self,
+        python: str = sys.executable,
+        extra_env: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
+    ) -> None:
+        self._command: tuple[str, ...] = tuple(command) if command is not None else (python, "-m", "container_runner")
+        self._extra_env: dict[str, str] = dict(extra_env or {})
+
+    def start(self, spec: AgentSpec, on_exit: Callable[[int], None]) -> AgentHandle:
+        env = self._child_env(spec)
+        try:
+            proc = subprocess.Popen(
+                self._command,
+                cwd=spec.agent_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot start agent {spec.tag}: {exc}") from exc
+        log.info("started agent %s as pid %d", spec.tag, proc.pid)
+        return ProcessHandle(proc, spec.tag, on_exit)
+
+    def _child_env(self, spec: AgentSpec) -> dict[str, str]:
+        env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
+        env.update(self._extra_env)
+        env.update(spec.env)
+        for key in _CREDENTIAL_ENV & env.keys():
+            log.warning("not passing %s to agent %s: credentials never reach an agent", key, spec.tag)
+            del env[key]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        # A pipe makes Python block-buffer stdout; log lines should arrive as they happen.
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+
+class ProcessHandle:
+    """A running agent process and the two threads that watch it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], tag: str, on_exit: Callable[[int], None]) -> None:
+        self._proc = proc
+        self._tag = tag
+        self._on_exit = on_exit
+        # Held while signalling the group and while reaping the leader, so a signal is never
+        # sent to a process group id the kernel may already have handed to someone else.
+        self._lock = threading.Lock()
+        self._reaped = False
+        self._left = threading.Event()  # the leader has ended (it may not be reaped yet)
+        self._exited = threading.Event()  # reaped, output drained: returncode is final
+        if proc.stdout is None:
+            raise ValueError("the agent process must be started with stdout=PIPE")
+        self._reader = threading.Thread(
+            target=self._pump_output, args=(proc.stdout,), name=f"agent-out-{tag}", daemon=True
+        )
+        self._waiter = threading.Thread(target=self._wait, name=f"agent-wait-{tag}", daemon=True)
+        self._reader.start()
+        self._waiter.start()
+
+    @property
+    def ident(self) -> str:
+        return str(self._proc.pid)
+
+    def alive(self) -> bool:
+        return not self._left.is_set()
+
+    def stop(self, timeout_s: float = 10) -> int | None:
+        self._signal_group(signal.SIGTERM)
+        if not self._exited.wait(timeout_s):
+            log.warning("agent %s ignored SIGTERM for %.1fs; killing it", self._tag, timeout_s)
+            self._signal_group(signal.SIGKILL)
+            if not self._exited.wait(_KILL_WAIT_S):
+                log.error("agent %s (pid %s) did not end after SIGKILL", self._tag, self.ident)
+                return None
+        return self._proc.returncode
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with self._lock:
+            if not self._reaped:
+                self._killpg_locked(sig)
+
+    def _killpg_locked(self, sig: signal.Signals) -> None:
+        # start_new_session=True made the child leader of a group with its own pid; a
+        # missing group just means everything in it has already ended.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def _pump_output(self, stream: IO[bytes]) -> None:
+        with stream:
+            for raw in iter(lambda: stream.readline(_MAX_LINE_BYTES), b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                agent_log.info("[%s] %s", self._tag, line)
+
+    def _wait(self) -> None:
+        self._wait_for_leader()
+        self._left.set()
+        with self._lock:
+            # Whatever the agent started dies with it, as it would with its container.
+            self._killpg_locked(signal.SIGKILL)
+            code = self._proc.wait()
+            self._reaped = True
+        self._reader.join(_READER_JOIN_S)
+        log.info("agent %s exited with code %d", self._tag, code)
+        self._exited.set()
+        try:
+            self._on_exit(code)
+        except Exception:
+            log.exception("on_exit callback for agent %s failed", self._tag)
+
+    def _wait_for_leader(self) -> None:
+        """Block until the leader has ended, leaving it a zombie where the OS allows.
+
+        A zombie still holds its pid, so the group can be killed afterwards without any
+        chance of hitting a recycled process group id.
+        """
+        if hasattr(os, "waitid"):
+            # ChildProcessError: someone else reaped it; Popen.wait() copes with that.
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT)
+        else:  # macOS before Python 3.13: reap now, accept the tiny reuse window
+            self._proc.wait()

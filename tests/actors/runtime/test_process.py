@@ -1,0 +1,219 @@
+"""ProcessRuntime with tiny `python -c` agents instead of the real container_runner."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from actors.runtime.base import AgentRuntime, AgentSpec, RuntimeStartError
+from actors.runtime.process import REPO_ROOT, ProcessRuntime
+
+pytestmark = pytest.mark.timeout(20)
+
+TAG = "family/abcdef01"
+
+
+class Exits:
+    """Records on_exit calls; `wait()` returns the first code."""
+
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+        self._done = threading.Event()
+
+    def __call__(self, code: int) -> None:
+        self.codes.append(code)
+        self._done.set()
+
+    def wait(self) -> int:
+        assert self._done.wait(10), "on_exit was not called"
+        return self.codes[0]
+
+
+class LineWaiter(logging.Handler):
+    """Fires when the agent logs a line containing `needle`: the agent is ready to be poked."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+    def wait(self) -> None:
+        assert self.seen.wait(10), f"agent never printed {self.needle!r}"
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> AgentSpec:
+    session_dir = tmp_path / "sessions" / "abcdef0123"
+    agent_dir = tmp_path / "groups" / "family"
+    session_dir.mkdir(parents=True)
+    agent_dir.mkdir(parents=True)
+    return AgentSpec(
+        session_id="abcdef0123456789",
+        agent_group="family",
+        session_dir=session_dir,
+        agent_dir=agent_dir,
+        env={"HUTCH_SESSION_DIR": str(session_dir), "HUTCH_AGENT_DIR": str(agent_dir), "HUTCH_PROVIDER": "mock"},
+    )
+
+
+@pytest.fixture
+def ready(caplog: pytest.LogCaptureFixture) -> Iterator[LineWaiter]:
+    caplog.set_level(logging.INFO, logger="hutch.agent")
+    waiter = LineWaiter("ready")
+    logger = logging.getLogger("hutch.agent")
+    logger.addHandler(waiter)
+    yield waiter
+    logger.removeHandler(waiter)
+
+
+def runtime_for(script: str, extra_env: Mapping[str, str] | None = None) -> ProcessRuntime:
+    return ProcessRuntime(extra_env=extra_env, command=[sys.executable, "-c", script])
+
+
+def test_is_an_agent_runtime() -> None:
+    runtime: AgentRuntime = ProcessRuntime()
+    assert runtime.name == "process"
+    assert runtime.isolates is False
+
+
+def test_env_is_minimal_and_cwd_is_agent_dir(spec: AgentSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-host-secret")
+    monkeypatch.setenv("SOME_HOST_SETTING", "x")
+    script = "import json, os; json.dump({'env': dict(os.environ), 'cwd': os.getcwd()}, open('seen.json', 'w'))"
+    exits = Exits()
+    runtime_for(script, extra_env={"HUTCH_EXTRA": "1", "ANTHROPIC_AUTH_TOKEN": "leak"}).start(spec, exits)
+    assert exits.wait() == 0
+
+    seen = json.loads((spec.agent_dir / "seen.json").read_text())
+    env = seen["env"]
+    assert Path(seen["cwd"]) == spec.agent_dir.resolve()
+    for key, value in spec.env.items():
+        assert env[key] == value
+    assert env["HUTCH_EXTRA"] == "1"
+    assert "ANTHROPIC_API_KEY" not in env
+    assert "ANTHROPIC_AUTH_TOKEN" not in env
+    assert "SOME_HOST_SETTING" not in env
+    assert env["PATH"] == os.environ["PATH"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+
+
+def test_output_lines_are_logged_with_the_session_tag(
+    spec: AgentSpec, caplog: pytest.LogCaptureFixture, ready: LineWaiter
+) -> None:
+    script = "import sys; print('hello'); print('oops', file=sys.stderr); sys.stdout.write('no newline')"
+    exits = Exits()
+    runtime_for(script).start(spec, exits)
+    exits.wait()
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "hutch.agent"]
+    assert f"[{TAG}] hello" in lines
+    assert f"[{TAG}] oops" in lines
+    assert f"[{TAG}] no newline" in lines
+
+
+def test_normal_exit_reports_the_code_once(spec: AgentSpec) -> None:
+    exits = Exits()
+    handle = runtime_for("raise SystemExit(7)").start(spec, exits)
+    assert handle.ident.isdigit()
+    assert exits.wait() == 7
+    assert not handle.alive()
+    # Stopping an agent that already ended is harmless and reports the same code.
+    assert handle.stop(timeout_s=1) == 7
+    assert exits.codes == [7]
+
+
+def test_stop_sends_sigterm_first(spec: AgentSpec, ready: LineWaiter) -> None:
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
+        "print('ready')\n"
+        "while True: time.sleep(1)\n"
+    )
+    exits = Exits()
+    handle = runtime_for(script).start(spec, exits)
+    ready.wait()
+    assert handle.alive()
+    assert handle.stop(timeout_s=10) == 3
+    assert exits.wait() == 3
+    assert exits.codes == [3]
+    assert not handle.alive()
+
+
+def test_stop_escalates_to_sigkill(spec: AgentSpec, ready: LineWaiter) -> None:
+    script = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready')\n"
+        "while True: time.sleep(1)\n"
+    )
+    exits = Exits()
+    handle = runtime_for(script).start(spec, exits)
+    ready.wait()
+    assert handle.stop(timeout_s=0.3) == -signal.SIGKILL
+    assert exits.wait() == -signal.SIGKILL
+    assert exits.codes == [-signal.SIGKILL]
+
+
+def test_kill(spec: AgentSpec, ready: LineWaiter) -> None:
+    exits = Exits()
+    handle = runtime_for("import time\nprint('ready')\nwhile True: time.sleep(1)\n").start(spec, exits)
+    ready.wait()
+    handle.kill()
+    assert exits.wait() == -signal.SIGKILL
+    assert exits.codes == [-signal.SIGKILL]
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfd_open (Linux) to watch the grandchild")
+def test_processes_the_agent_started_end_with_it(spec: AgentSpec) -> None:
+    # The grandchild inherits the output pipe: left alive, it would also hold back on_exit.
+    script = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "open('grandchild.pid', 'w').write(str(p.pid))\n"
+    )
+    exits = Exits()
+    runtime_for(script).start(spec, exits)
+    assert exits.wait() == 0
+
+    pid = int((spec.agent_dir / "grandchild.pid").read_text())
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already ended and reaped by whoever adopted it
+    try:
+        # A pidfd becomes readable when the process ends; a survivor would sleep for 60 s.
+        readable, _, _ = select.select([pidfd], [], [], 10)
+        assert readable, "the grandchild outlived the agent"
+    finally:
+        os.close(pidfd)
+
+
+def test_missing_interpreter_is_a_start_error(spec: AgentSpec) -> None:
+    exits = Exits()
+    with pytest.raises(RuntimeStartError):
+        ProcessRuntime(python="/nonexistent/python3").start(spec, exits)
+    assert exits.codes == []
+
+
+def test_missing_agent_dir_is_a_start_error(spec: AgentSpec, tmp_path: Path) -> None:
+    broken = AgentSpec(
+        session_id=spec.session_id,
+        agent_group=spec.agent_group,
+        session_dir=spec.session_dir,
+        agent_dir=tmp_path / "nowhere",
+    )
+    with pytest.raises(RuntimeStartError):
+        runtime_for("pass").start(broken, Exits())
