@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -68,7 +70,7 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             provider=env.get("HUTCH_PROVIDER") or defaults.provider,
             model=env.get("HUTCH_MODEL") or defaults.model,
             idle_timeout_s=_number(env, "HUTCH_IDLE_TIMEOUT", defaults.idle_timeout_s),
-            max_containers=int(_number(env, "HUTCH_MAX_CONTAINERS", defaults.max_containers)),
+            max_containers=_integer(env, "HUTCH_MAX_CONTAINERS", defaults.max_containers),
             timezone=env.get("TZ") or defaults.timezone,
             log_level=(env.get("HUTCH_LOG_LEVEL") or defaults.log_level).upper(),
             api_key=env.get("ANTHROPIC_API_KEY") or None,
@@ -115,6 +117,10 @@ def _checked(config: HostConfig) -> HostConfig:
         raise ConfigError(f"HUTCH_MAX_CONTAINERS={config.max_containers}: must be at least 1")
     if config.idle_timeout_s <= 0:
         raise ConfigError(f"HUTCH_IDLE_TIMEOUT={config.idle_timeout_s}: must be positive")
+    if config.sweep_interval_s <= 0:  # the sweep's ticker would spin without pause
+        raise ConfigError(f"HUTCH_SWEEP_INTERVAL={config.sweep_interval_s}: must be positive")
+    if not isinstance(logging.getLevelNamesMapping().get(config.log_level), int):
+        raise ConfigError(f"HUTCH_LOG_LEVEL={config.log_level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     try:
         ZoneInfo(config.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -127,6 +133,16 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if not float(value).is_integer():
+        raise ConfigError(f"{name}={env.get(name)!r} is not a whole number")
+    return int(value)

@@ -97,11 +97,7 @@ class DeliveryActor(pykka.ThreadingActor):
     def _ask(
         self, adapter: ChannelAdapter, request: Deliver, question_id: str, question: str, options: tuple[str, ...]
     ) -> str | None:
-        if QUESTION in adapter.capabilities:
-            platform_id = adapter.ask_question(request.target, question_id, question, options)
-        else:
-            numbered = "\n".join(f"{index}. {option}" for index, option in enumerate(options, 1))
-            platform_id = adapter.send_text(request.target, f"{question}\n{numbered}")
+        # Recorded before it is shown: an answer can come back the moment the platform has it.
         if self._store is not None and pending_questions.get(self._store, question_id) is None:
             pending_questions.create(
                 self._store,
@@ -114,7 +110,10 @@ class DeliveryActor(pykka.ThreadingActor):
                 channel_type=request.channel_type,
                 thread_id=request.target.thread_id,
             )
-        return platform_id
+        if QUESTION in adapter.capabilities:
+            return adapter.ask_question(request.target, question_id, question, options)
+        numbered = "\n".join(f"{index}. {option}" for index, option in enumerate(options, 1))
+        return adapter.send_text(request.target, f"{question}\n{numbered}")
 
     def _notify(self, channel_type: str, target: Target, text: str) -> None:
         adapter = self._adapters.get(channel_type)
@@ -125,6 +124,9 @@ class DeliveryActor(pykka.ThreadingActor):
             adapter.send_text(target, text)
         except ChannelError as exc:
             log.warning("delivery: notice to %s/%s not sent (%s): %s", channel_type, target.platform_id, exc, text)
+        except Exception:
+            # A tell: raising here would stop the actor and every session's deliveries with it.
+            log.exception("delivery: %s adapter failed sending a notice: %s", channel_type, text)
 
 
 def _send_text(adapter: ChannelAdapter, target: Target, text: str, files: tuple[Path, ...]) -> str | None:

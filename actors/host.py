@@ -13,6 +13,7 @@ import pykka
 
 from actors.channels.local_chat import LocalChatChannel
 from actors.config import HostConfig
+from actors.messages import Ready
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
 from actors.session import ProxySockets, SessionSettings
@@ -143,6 +144,7 @@ def start_host(
     )
     channels = [LocalChatChannel(config.chat_socket, config.assistant_name)]
     supervisor = Supervisor.start(setup, store, runtime, channels, proxy)
+    supervisor.ask(Ready(), block=True, timeout=60)
     log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, runtime.name, provider)
     return Host(config, store, supervisor, runtime)
 

@@ -141,3 +141,7 @@ class SessionIdle(msgspec.Struct, frozen=True):
 class SessionFailed(msgspec.Struct, frozen=True):
     session_id: str
     error: str
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """Ask: answers once the Supervisor has started its actors and channels."""

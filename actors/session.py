@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ from protocol.timers import ActorTimer
 from protocol.timeutil import format_ts, now_ts, parse_ts, utc_now
 
 log = logging.getLogger("hutch.session")
+
+# A handler slower than this holds up every other event of the session; worth a log line.
+SLOW_HANDLER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class SessionActor(pykka.ThreadingActor):
         self._wake_timer.cancel()
         self._idle_timer.cancel()
         self._stop_agent("the session is stopping")
+        self._close_proxy()  # the agent's exit is not handled any more: the actor is stopped
         self._slots.release(self._info.session_id)
         log.info("%s session stopped", self._info.tag)
 
@@ -164,11 +169,21 @@ class SessionActor(pykka.ThreadingActor):
         self._idle_timer.cancel()
         if self._handle is not None:
             self._handle.kill()
+        self._close_proxy()
         self._slots.release(self._info.session_id)
         if self._supervisor is not None:
             self._supervisor.tell(SessionFailed(self._info.session_id, str(exception_value)))
 
     def on_receive(self, message: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return self._dispatch(message)
+        finally:
+            took = time.monotonic() - started
+            if took > SLOW_HANDLER_S:
+                log.warning("%s handling %s took %.1f s", self._info.tag, type(message).__name__, took)
+
+    def _dispatch(self, message: Any) -> Any:
         match message:
             case WriteInbound():
                 return self._write_inbound(message)
@@ -385,12 +400,21 @@ class SessionActor(pykka.ThreadingActor):
     def _ensure_agent(self) -> None:
         if self._handle is not None or self._waiting_for_slot:
             return
-        granted = self._slots.acquire(self._info.session_id, lambda: self.actor_ref.tell(SlotGranted()))
+        granted = self._slots.acquire(self._info.session_id, self._slot_granted)
         if not granted:
             self._waiting_for_slot = True
             log.info("%s waiting for a container slot", self._info.tag)
             return
         self._start_agent()
+
+    def _slot_granted(self) -> None:
+        """Called from the thread of the session that freed the slot."""
+        try:
+            self.actor_ref.tell(SlotGranted())
+        except pykka.ActorDeadError:
+            # This session stopped while it waited: pass the slot on rather than raise into
+            # the session that released it.
+            self._slots.release(self._info.session_id)
 
     def _start_agent(self) -> None:
         if self._handle is not None:
@@ -423,6 +447,7 @@ class SessionActor(pykka.ThreadingActor):
             self._handle = self._runtime.start(spec, lambda code: self._exited(generation, code))
         except RuntimeStartError as exc:
             log.error("%s agent failed to start: %s", self._info.tag, exc)
+            self._close_proxy()
             self._slots.release(self._info.session_id)
             self._retry_rows(self._due_trigger_ids(), f"the agent could not start ({exc})")
             return
@@ -444,12 +469,16 @@ class SessionActor(pykka.ThreadingActor):
         self._handle = None
         self._stopping = False
         self._slots.release(self._info.session_id)
-        if self._proxy is not None:
-            self._proxy.close_socket(self._info.session_id)
+        self._close_proxy()
         log.info("%s agent exited with code %d%s", self._info.tag, message.exit_code,
                  "" if deliberate else " unexpectedly")  # fmt: skip
         if not deliberate:
-            self._retry_claims(f"the agent exited with code {message.exit_code}")
+            reason = f"the agent exited with code {message.exit_code}"
+            if not self._retry_claims(reason):
+                # It died before claiming anything (e.g. a setting the runner refuses): count a
+                # try against what it should have run, or it is restarted at once, forever.
+                self._retry_rows(self._due_trigger_ids(), reason)
+        self._started_at = None  # its leftover claims are nobody's work now
         self._refresh()
 
     def _stop_agent(self, reason: str) -> None:
@@ -501,11 +530,13 @@ class SessionActor(pykka.ThreadingActor):
             return f"a message has been processing for {(now - oldest).total_seconds():.0f} s"
         return None
 
-    def _retry_claims(self, reason: str) -> None:
+    def _retry_claims(self, reason: str) -> bool:
+        """Retry what the agent had claimed; False when it had claimed nothing."""
         claims = self._current_claims()
         fresh = [key for key, ack in claims.items() if (key, ack.status_changed) not in self._counted_claims]
         self._counted_claims.update((key, claims[key].status_changed) for key in fresh)
         self._retry_rows(fresh, reason)
+        return bool(claims)
 
     def _due_trigger_ids(self) -> list[str]:
         with read_transaction(self._layout.inbound_db) as conn:
@@ -527,12 +558,18 @@ class SessionActor(pykka.ThreadingActor):
                 if tries >= self._settings.max_tries:
                     inbound.set_status(conn, [message_id], "failed")
                     given_up.append(row)
+                    if row.kind == "task" and row.recurrence:
+                        self._schedule_next(conn, row)  # one failed run does not end the series
                 else:
                     log.info("%s message seq=%d will be retried in %.0f s (try %d of %d): %s",
                              self._info.tag, row.seq, delay, tries + 1, self._settings.max_tries, reason)  # fmt: skip
         for row in given_up:
             log.error("%s message seq=%d failed after %d tries: %s", self._info.tag, row.seq, row.tries + 1, reason)
             self._notify(row, "Sorry, I could not process your message after several attempts. Please try again.")
+
+    def _close_proxy(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close_socket(self._info.session_id)
 
     def _notify(self, row: MessageIn, text: str) -> None:
         if row.channel_type and row.platform_id:

@@ -16,7 +16,16 @@ import pykka
 
 from actors.channels.base import ChannelAdapter, InboundAnswer, InboundChat, InboundEvent
 from actors.delivery import DeliveryActor
-from actors.messages import Drain, EnsureSession, InboundReceived, SessionFailed, SessionIdle, StopIfIdle, WriteInbound
+from actors.messages import (
+    Drain,
+    EnsureSession,
+    InboundReceived,
+    Ready,
+    SessionFailed,
+    SessionIdle,
+    StopIfIdle,
+    WriteInbound,
+)
 from actors.registry import SessionRegistry
 from actors.routing import choose_wiring
 from actors.runtime.base import AgentRuntime
@@ -122,7 +131,8 @@ class Supervisor(pykka.ThreadingActor):
     def _stop_session(self, session_id: str, ref: pykka.ActorRef[Any]) -> None:
         self._registry.remove(session_id)
         try:
-            ref.stop(block=True, timeout=self._setup.session_settings.stop_timeout_s + 5)
+            # The agent gets stop_timeout_s to finish, then a kill and a few seconds to confirm it.
+            ref.stop(block=True, timeout=self._setup.session_settings.stop_timeout_s * 2 + 10)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             log.warning("session %s did not stop cleanly: %s", session_id[:8], exc)
 
@@ -146,6 +156,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_idle(session_id)
             case SessionFailed(session_id=session_id, error=error):
                 self._on_failed(session_id, error)
+            case Ready():
+                return True  # on_start ran before any message is handled
             case _:
                 log.warning("supervisor: ignoring unexpected message %r", message)
         return None
@@ -270,6 +282,3 @@ class Supervisor(pykka.ThreadingActor):
             return
         log.warning("session %s failed (%s); restarting it from disk", session_id[:8], error)
         self._session_ref(session)
-
-    def registry(self) -> SessionRegistry:
-        return self._registry

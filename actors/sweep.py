@@ -5,6 +5,7 @@ sessions with work on disk but no actor (after a restart, or an event that never
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,13 @@ class SweepActor(pykka.ThreadingActor):
             if folder is None:
                 continue
             layout = SessionLayout(self._sessions_root / folder / session.id)
-            if _has_work(layout):
+            try:
+                work = _has_work(layout)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                # outbound.db is the container's to write: one broken file must not stop the sweep.
+                log.warning("sweep: cannot read the files of session %s: %s", session.id[:8], exc)
+                continue
+            if work:
                 found += 1
                 log.info("sweep: session %s has work on disk; starting it", session.id[:8])
                 self._supervisor.tell(EnsureSession(session.id))

@@ -17,13 +17,20 @@ from watchdog.observers.api import BaseObserver
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 
+# Events that change nothing. `closed` (IN_CLOSE_WRITE) is one of them despite its name: a
+# SQLite reader opens the file read-write, so every read ends with one, our own included;
+# passing it on would wake the reader to read again, without end. A real write always shows
+# as `modified`, `created` or `deleted` as well.
+_NO_CHANGE = frozenset({"opened", "closed", "closed_no_write"})
+
+
 class _Forward(FileSystemEventHandler):
     def __init__(self, callback: Callable[[Path], None]) -> None:
         self._callback = callback
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in {"opened", "closed_no_write"}:
-            return  # reads do not change anything; ignoring them avoids feedback from our own readers
+        if event.event_type in _NO_CHANGE:
+            return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if raw:
                 path = raw.decode() if isinstance(raw, bytes) else raw

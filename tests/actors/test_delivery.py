@@ -1,0 +1,439 @@
+"""DeliveryActor: one attempt per Deliver, the outcome told to `reply_to`, graceful degradation."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pykka
+import pytest
+
+from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError, Target
+from actors.delivery import DeliveryActor
+from actors.messages import (
+    AskQuestion,
+    Deliver,
+    Delivered,
+    DeliveryAction,
+    DeliveryFailed,
+    EditText,
+    Notify,
+    React,
+    SendCard,
+    SendText,
+)
+from actors.store import agent_groups, messaging_groups, pending_questions, sessions
+from actors.store.db import Store, open_store
+from actors.store.sessions import Session
+from tests.fakes.actors import RecorderActor, wait_for
+from tests.fakes.channel import ALL_CAPABILITIES, FakeChannel
+
+pytestmark = pytest.mark.timeout(30)
+
+TARGET = Target("chat-1", "thread-9")
+SESSION_ID = "s" * 32
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "hutch.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def session(store: Store) -> Session:
+    group = agent_groups.create(store, name="main", folder="main")
+    chat = messaging_groups.create(store, channel_type="fake", platform_id="chat-1")
+    key = sessions.session_key("shared", agent_group_id=group.id, messaging_group_id=chat.id)
+    return sessions.create(store, agent_group_id=group.id, messaging_group_id=chat.id, session_key=key)
+
+
+@pytest.fixture
+def reply_to() -> Iterator[pykka.ActorRef[Any]]:
+    ref = RecorderActor.start()
+    yield ref
+    ref.stop()
+
+
+StartDelivery = Callable[..., pykka.ActorRef[Any]]
+
+
+@pytest.fixture
+def start_delivery() -> Iterator[StartDelivery]:
+    started: list[pykka.ActorRef[Any]] = []
+
+    def start(*channels: FakeChannel, store: Store | None = None) -> pykka.ActorRef[Any]:
+        ref = DeliveryActor.start(channels, store)
+        started.append(ref)
+        return ref
+
+    yield start
+    for ref in started:
+        if ref.is_alive():
+            ref.stop()
+
+
+_counter = itertools.count(1)
+
+
+class Sync(msgspec.Struct, frozen=True):
+    """A message the actor ignores; asking it waits until everything before it was handled."""
+
+
+def deliver(
+    delivery: pykka.ActorRef[Any],
+    reply_to: pykka.ActorRef[Any],
+    action: DeliveryAction,
+    *,
+    channel_type: str = "fake",
+    session_id: str = SESSION_ID,
+) -> Delivered | DeliveryFailed:
+    """One Deliver; returns what came back to `reply_to` for it."""
+    message_out_id = f"out-{next(_counter)}"
+    delivery.tell(
+        Deliver(
+            session_id=session_id,
+            message_out_id=message_out_id,
+            channel_type=channel_type,
+            target=TARGET,
+            action=action,
+            reply_to=reply_to,
+        )
+    )
+    (answer,) = wait_for(
+        reply_to,
+        lambda m: isinstance(m, Delivered | DeliveryFailed) and m.message_out_id == message_out_id,
+    )
+    assert isinstance(answer, Delivered | DeliveryFailed)
+    return answer
+
+
+# --- sends ---------------------------------------------------------------------------------
+
+
+def test_send_text_with_files_is_delivered_with_the_platform_id(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], tmp_path: Path
+) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(b"png")
+
+    first = deliver(delivery, reply_to, SendText("hello", (str(picture),)))
+    second = deliver(delivery, reply_to, SendText("again"))
+
+    assert first == Delivered(first.message_out_id, "p-1")
+    assert second == Delivered(second.message_out_id, "p-2")
+    sent = channel.calls_of("send_text")
+    assert [call.args for call in sent] == [(TARGET, "hello", (picture,)), (TARGET, "again", ())]
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_channel_error_becomes_delivery_failed_with_its_retry_flag(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], retryable: bool
+) -> None:
+    channel = FakeChannel(fail_with=ChannelError("platform says no", retryable=retryable))
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, SendText("hello"))
+
+    assert isinstance(answer, DeliveryFailed)
+    assert answer.retryable is retryable
+    assert "platform says no" in answer.error
+    assert len(channel.calls_of("send_text")) == 1
+
+
+def test_an_adapter_bug_becomes_a_retryable_failure_and_the_actor_lives_on(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    channel = FakeChannel(crash_with=KeyError("oops"))
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, SendText("hello"))
+
+    assert isinstance(answer, DeliveryFailed)
+    assert answer.retryable
+    assert "KeyError" in answer.error
+    assert delivery.is_alive()
+    channel.crash_with = None
+    assert isinstance(deliver(delivery, reply_to, SendText("hello")), Delivered)
+
+
+def test_unknown_channel_fails_for_good(start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, SendText("hello"), channel_type="telegram")
+
+    assert isinstance(answer, DeliveryFailed)
+    assert not answer.retryable
+    assert "telegram" in answer.error
+    assert channel.sends() == []
+
+
+def test_a_reply_to_that_stopped_does_not_hurt_the_actor(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+    gone = RecorderActor.start()
+    gone.stop()
+    delivery.tell(
+        Deliver(
+            session_id=SESSION_ID,
+            message_out_id="lost",
+            channel_type="fake",
+            target=TARGET,
+            action=SendText("hi"),
+            reply_to=gone,
+        )
+    )
+
+    assert isinstance(deliver(delivery, reply_to, SendText("next")), Delivered)
+    assert [call.args[1] for call in channel.calls_of("send_text")] == ["hi", "next"]
+
+
+# --- degradations --------------------------------------------------------------------------
+
+
+def test_without_files_the_text_names_the_files(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], tmp_path: Path
+) -> None:
+    channel = FakeChannel(capabilities=ALL_CAPABILITIES - {FILES})
+    delivery = start_delivery(channel)
+    files = (str(tmp_path / "report.pdf"), str(tmp_path / "chart.png"))
+
+    answer = deliver(delivery, reply_to, SendText("here you go", files))
+
+    assert answer == Delivered(answer.message_out_id, "p-1")
+    (call,) = channel.calls_of("send_text")
+    target, text, sent_files = call.args
+    assert target == TARGET
+    assert sent_files == ()
+    assert text.startswith("here you go")
+    assert "report.pdf" in text
+    assert "chart.png" in text
+
+
+def test_edit_with_edit_support_edits_in_place(start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, EditText("p-77", "fixed"))
+
+    assert answer == Delivered(answer.message_out_id, "p-77")
+    assert [call.args for call in channel.sends()] == [(TARGET, "p-77", "fixed")]
+
+
+def test_without_edit_a_correction_is_sent(start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]) -> None:
+    channel = FakeChannel(capabilities=ALL_CAPABILITIES - {EDIT})
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, EditText("p-77", "fixed"))
+
+    assert answer == Delivered(answer.message_out_id, "p-1")
+    assert [call.method for call in channel.sends()] == ["send_text"]
+    assert channel.sends()[0].args[1] == "(correction) fixed"
+
+
+def test_reaction_with_support(start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, React("p-5", "👍"))
+
+    assert answer == Delivered(answer.message_out_id, None)
+    assert [call.args for call in channel.sends()] == [(TARGET, "p-5", "👍")]
+
+
+def test_without_reactions_nothing_is_sent_but_it_counts_as_delivered(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    channel = FakeChannel(capabilities=ALL_CAPABILITIES - {REACTION})
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, React("p-5", "👍"))
+
+    assert answer == Delivered(answer.message_out_id, None)
+    assert channel.sends() == []
+
+
+def test_without_questions_the_options_are_numbered_text(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    channel = FakeChannel(capabilities=ALL_CAPABILITIES - {QUESTION})
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, AskQuestion("q1", "Tea or coffee?", ("Tea", "Coffee")))
+
+    assert answer == Delivered(answer.message_out_id, "p-1")
+    (call,) = channel.sends()
+    assert call.method == "send_text"
+    assert call.args[1] == "Tea or coffee?\n1. Tea\n2. Coffee"
+
+
+def test_card_with_support(start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+    card = Card("Weather", "Sunny", (("High", "24"),))
+
+    answer = deliver(delivery, reply_to, SendCard(card))
+
+    assert answer == Delivered(answer.message_out_id, "p-1")
+    assert [call.args for call in channel.sends()] == [(TARGET, card)]
+
+
+def test_without_cards_the_card_is_rendered_as_text(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    channel = FakeChannel(capabilities=ALL_CAPABILITIES - {CARD})
+    delivery = start_delivery(channel)
+
+    answer = deliver(delivery, reply_to, SendCard(Card("Weather", "", (("High", "24"), ("Low", "12")))))
+
+    assert answer == Delivered(answer.message_out_id, "p-1")
+    (call,) = channel.sends()
+    assert call.method == "send_text"
+    assert call.args[1] == "*Weather*\nHigh: 24\nLow: 12"
+
+
+def test_plain_text_only_channel_degrades_everything(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    channel = FakeChannel(capabilities=frozenset())
+    delivery = start_delivery(channel)
+
+    for action in (
+        SendText("t"),
+        EditText("p-1", "e"),
+        React("p-1", "x"),
+        AskQuestion("q", "Q?", ("a",)),
+        SendCard(Card("C")),
+    ):
+        assert isinstance(deliver(delivery, reply_to, action), Delivered)
+
+    assert {call.method for call in channel.sends()} == {"send_text"}
+    assert len(channel.sends()) == 4  # the reaction has no text form
+
+
+# --- questions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capabilities", [ALL_CAPABILITIES, ALL_CAPABILITIES - {QUESTION}], ids=["buttons", "text"])
+def test_ask_question_records_a_pending_question(
+    start_delivery: StartDelivery,
+    reply_to: pykka.ActorRef[Any],
+    store: Store,
+    session: Session,
+    capabilities: frozenset[str],
+) -> None:
+    channel = FakeChannel(capabilities=capabilities)
+    delivery = start_delivery(channel, store=store)
+
+    answer = deliver(
+        delivery, reply_to, AskQuestion("q-42", "Tea or coffee?", ("Tea", "Coffee")), session_id=session.id
+    )
+
+    assert answer == Delivered(answer.message_out_id, "p-1")
+    question = pending_questions.get(store, "q-42")
+    assert question is not None
+    assert question.session_id == session.id
+    assert question.message_out_id == answer.message_out_id
+    assert question.question == "Tea or coffee?"
+    assert question.options == ("Tea", "Coffee")
+    assert (question.channel_type, question.platform_id, question.thread_id) == ("fake", "chat-1", "thread-9")
+    assert question.status == "open"
+    expected_method = "ask_question" if QUESTION in capabilities else "send_text"
+    assert [call.method for call in channel.sends()] == [expected_method]
+
+
+def test_asking_the_same_question_again_keeps_one_row(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], store: Store, session: Session
+) -> None:
+    channel = FakeChannel(fail_with=ChannelError("flaky"))
+    delivery = start_delivery(channel, store=store)
+    ask = AskQuestion("q-1", "Ok?", ("Yes", "No"))
+
+    assert isinstance(deliver(delivery, reply_to, ask, session_id=session.id), DeliveryFailed)
+    channel.fail_with = None
+    assert isinstance(deliver(delivery, reply_to, ask, session_id=session.id), Delivered)
+
+    assert [q.id for q in pending_questions.list_all(store, session_id=session.id)] == ["q-1"]
+    assert len(channel.calls_of("ask_question")) == 2
+
+
+class _AnsweringChannel(FakeChannel):
+    """A platform so quick that the person answers while the question is being sent."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.known_when_shown: list[bool] = []
+
+    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+        self.known_when_shown.append(pending_questions.get(self.store, question_id) is not None)
+        return super().ask_question(target, question_id, question, options)
+
+
+def test_the_question_is_known_before_anyone_can_answer_it(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], store: Store, session: Session
+) -> None:
+    channel = _AnsweringChannel(store)
+    delivery = start_delivery(channel, store=store)
+
+    deliver(delivery, reply_to, AskQuestion("q-7", "Now?", ("Yes",)), session_id=session.id)
+
+    assert channel.known_when_shown == [True]
+
+
+# --- notices -------------------------------------------------------------------------------
+
+
+def test_notify_sends_the_text(start_delivery: StartDelivery) -> None:
+    channel = FakeChannel()
+    delivery = start_delivery(channel)
+
+    delivery.ask(Notify("fake", TARGET, "your message failed"))
+
+    assert [call.args for call in channel.sends()] == [(TARGET, "your message failed", ())]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [ChannelError("down", retryable=False), RuntimeError("adapter bug")],
+    ids=["channel-error", "adapter-bug"],
+)
+def test_notify_failures_are_only_logged(
+    start_delivery: StartDelivery,
+    reply_to: pykka.ActorRef[Any],
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hutch.delivery")
+    channel = FakeChannel(fail_with=failure) if isinstance(failure, ChannelError) else FakeChannel(crash_with=failure)
+    delivery = start_delivery(channel)
+
+    delivery.tell(Notify("fake", TARGET, "your message failed"))
+    delivery.tell(Notify("telegram", TARGET, "nobody hears this"))
+    # Answered only after both notices were handled; a crash on either would fail this ask.
+    assert delivery.ask(Sync(), timeout=10) is None
+    channel.fail_with = None
+    channel.crash_with = None
+
+    assert delivery.is_alive()
+    assert isinstance(deliver(delivery, reply_to, SendText("still here")), Delivered)
+    assert [call.args[1] for call in channel.calls_of("send_text")] == ["your message failed", "still here"]
+    messages = [record.getMessage() for record in caplog.records if record.name == "hutch.delivery"]
+    assert any("your message failed" in message for message in messages)
+    assert any("telegram" in message for message in messages)
+
+
+def test_unexpected_messages_are_ignored(start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]) -> None:
+    delivery = start_delivery(FakeChannel())
+
+    assert delivery.ask(Sync()) is None
+    assert isinstance(deliver(delivery, reply_to, SendText("ok")), Delivered)

@@ -1,0 +1,46 @@
+"""A test's side of the local chat socket: what `scripts/chat.py` does for a person."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+
+class ChatClient:
+    def __init__(self, path: Path, sender: str = "tester", timeout: float = 30) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.connect(str(path))
+        self._reader = self._socket.makefile("r", encoding="utf-8")
+        self._sender = sender
+        self._timeout = timeout
+        self._acks: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._reader:
+            event = json.loads(line)
+            if event.get("type") in {"ack", "error", "joined"}:
+                self._acks.put(event)
+            else:
+                self.messages.put(event)
+
+    def send(self, text: str) -> dict[str, Any]:
+        """Send a message; returns the host's ack (or error) line."""
+        line = json.dumps({"text": text, "sender": self._sender}) + "\n"
+        self._socket.sendall(line.encode())
+        return self._acks.get(timeout=self._timeout)
+
+    def next_message(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.messages.get(timeout=timeout or self._timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
