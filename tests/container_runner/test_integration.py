@@ -21,6 +21,7 @@ from protocol.db import write_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageOut
 from protocol.timeutil import now_ts
+from tests.fakes.probes import MemoryState
 from tests.fakes.session import ROUTING, FolderEvents, acks, make_session, replies, write_in
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.integration]
@@ -156,26 +157,12 @@ def test_a_bad_configuration_exits_with_a_message(host: Host) -> None:
     assert "HUTCH_PROVIDER='gpt'" in host.log.read_text()
 
 
-class DictStore:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    def load(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    def save(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
 def test_build_provider_follows_the_config(host: Host) -> None:
     from container_runner.providers.claude import ClaudeProvider
 
     (host.agent_dir / "CLAUDE.md").write_text("Always answer in French.")
     base = RunnerConfig(session_dir=host.layout.root, agent_dir=host.agent_dir)
-    assert isinstance(build_provider(base, DictStore()), MockProvider)
+    assert isinstance(build_provider(base, MemoryState()), MockProvider)
     claude = RunnerConfig(
         session_dir=host.layout.root,
         agent_dir=host.agent_dir,
@@ -184,7 +171,7 @@ def test_build_provider_follows_the_config(host: Host) -> None:
         proxy_socket=host.layout.proxy_socket,
         stall_timeout_s=7,
     )
-    provider = build_provider(claude, DictStore())  # builds a client; no request is made
+    provider = build_provider(claude, MemoryState())  # builds a client; no request is made
     assert isinstance(provider, ClaudeProvider)
     settings = provider._settings
     assert settings.model == "claude-test" and settings.stall_timeout == 7

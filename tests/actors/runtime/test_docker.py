@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from actors.runtime.docker import (
 )
 from protocol.content import ChatIn, ChatOut
 from protocol.layout import SessionLayout
+from tests.fakes.probes import Exits, LineWaiter
 from tests.fakes.session import FolderEvents, acks, make_session, replies, write_in
 
 PYTHON = "/opt/hutch/bin/python"
@@ -50,38 +50,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 def needs_engine(test: F) -> F:
     """A test through the real engine (its `client` fixture skips when there is none)."""
     return pytest.mark.docker(pytest.mark.timeout(120)(test))  # type: ignore[no-any-return]
-
-
-class Exits:
-    """Records on_exit calls; `wait()` returns the first code."""
-
-    def __init__(self) -> None:
-        self.codes: list[int] = []
-        self._done = threading.Event()
-
-    def __call__(self, code: int) -> None:
-        self.codes.append(code)
-        self._done.set()
-
-    def wait(self, timeout: float = 60) -> int:
-        assert self._done.wait(timeout), "on_exit was not called"
-        return self.codes[0]
-
-
-class LineWaiter(logging.Handler):
-    """Fires when an agent logs a line containing `needle`."""
-
-    def __init__(self, needle: str) -> None:
-        super().__init__()
-        self.needle = needle
-        self.seen = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.needle in record.getMessage():
-            self.seen.set()
-
-    def wait(self) -> None:
-        assert self.seen.wait(60), f"agent never printed {self.needle!r}"
 
 
 @pytest.fixture

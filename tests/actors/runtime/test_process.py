@@ -8,7 +8,6 @@ import os
 import select
 import signal
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -16,42 +15,11 @@ import pytest
 
 from actors.runtime.base import AgentRuntime, AgentSpec, RuntimeStartError
 from actors.runtime.process import REPO_ROOT, ProcessRuntime
+from tests.fakes.probes import Exits, LineWaiter
 
 pytestmark = pytest.mark.timeout(20)
 
 TAG = "family/abcdef01"
-
-
-class Exits:
-    """Records on_exit calls; `wait()` returns the first code."""
-
-    def __init__(self) -> None:
-        self.codes: list[int] = []
-        self._done = threading.Event()
-
-    def __call__(self, code: int) -> None:
-        self.codes.append(code)
-        self._done.set()
-
-    def wait(self) -> int:
-        assert self._done.wait(10), "on_exit was not called"
-        return self.codes[0]
-
-
-class LineWaiter(logging.Handler):
-    """Fires when the agent logs a line containing `needle`: the agent is ready to be poked."""
-
-    def __init__(self, needle: str) -> None:
-        super().__init__()
-        self.needle = needle
-        self.seen = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.needle in record.getMessage():
-            self.seen.set()
-
-    def wait(self) -> None:
-        assert self.seen.wait(10), f"agent never printed {self.needle!r}"
 
 
 @pytest.fixture

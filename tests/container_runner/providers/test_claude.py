@@ -25,25 +25,14 @@ from container_runner.providers.claude import (
 )
 from container_runner.tools.base import ToolBox, ToolError, ToolOutcome
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply, FakeUsage, RecordedRequest, tool_use_block
+from tests.fakes.probes import MemoryState as BaseMemoryState
 
 pytestmark = pytest.mark.timeout(30)
 
 EPHEMERAL = {"type": "ephemeral"}
 
 
-class MemoryState:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    def load(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    def save(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
+class MemoryState(BaseMemoryState):
     def conversation(self) -> list[dict[str, Any]]:
         return json.loads(self.values[STATE_KEY])  # type: ignore[no-any-return]
 

@@ -12,22 +12,9 @@ from container_runner.tools.base import ToolBox, ToolError, ToolOutcome
 from protocol.content import ChatIn, encode_content
 from protocol.layout import SessionLayout
 from protocol.rows import MessageIn
+from tests.fakes.probes import MemoryState
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class DictStore:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    def load(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    def save(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
 
 
 class RecordingTool:
@@ -82,7 +69,7 @@ def box(tool: RecordingTool) -> ToolBox:
 
 
 def _provider(store: StateStore | None = None) -> MockProvider:
-    return MockProvider(store if store is not None else DictStore())
+    return MockProvider(store if store is not None else MemoryState())
 
 
 def test_echoes_the_last_message(formatter: Formatter, box: ToolBox) -> None:
@@ -151,7 +138,7 @@ def test_follow_ups_are_acknowledged(formatter: Formatter, box: ToolBox) -> None
 
 
 def test_the_turn_counter_is_persisted_and_reset_by_clear(formatter: Formatter, box: ToolBox) -> None:
-    store = DictStore()
+    store = MemoryState()
     prompt = formatter.batch([_chat(2, "hi")])
     provider = _provider(store)
     assert provider.run(prompt, box, FollowUps()).text.endswith("[turn 1]")
@@ -170,7 +157,7 @@ def test_a_message_of_directives_only_is_echoed_whole(formatter: Formatter, box:
 
 
 def test_silent_and_failed_turns(formatter: Formatter, box: ToolBox) -> None:
-    store = DictStore()
+    store = MemoryState()
     provider = _provider(store)
     provider.run(formatter.batch([_chat(2, "!silent")]), box, FollowUps())
     with pytest.raises(ProviderError):
