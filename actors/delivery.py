@@ -98,7 +98,11 @@ class DeliveryActor(pykka.ThreadingActor):
         self, adapter: ChannelAdapter, request: Deliver, question_id: str, question: str, options: tuple[str, ...]
     ) -> str | None:
         # Recorded before it is shown: an answer can come back the moment the platform has it.
-        if self._store is not None and pending_questions.get(self._store, question_id) is None:
+        existing = pending_questions.get(self._store, question_id) if self._store is not None else None
+        if existing is not None and existing.session_id != request.session_id:
+            # The id comes from an untrusted container; it must not steer another session's answer.
+            raise ChannelError(f"question id {question_id!r} belongs to another conversation", retryable=False)
+        if self._store is not None and existing is None:
             pending_questions.create(
                 self._store,
                 id=question_id,

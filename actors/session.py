@@ -257,7 +257,12 @@ class SessionActor(pykka.ThreadingActor):
         self._activity()
         log.info("%s inbound %s seq=%d", self._info.tag, row.kind, row.seq)
         if row.trigger:
-            self._ensure_agent()
+            try:
+                self._ensure_agent()
+            except Exception:
+                # The message is safely on disk and the sender must not resend it; the next
+                # wake or the sweep starts the agent.
+                log.exception("%s could not start the agent for seq=%d", self._info.tag, row.seq)
         return row
 
     def _take_files(self, message_id: str, files: tuple[tuple[str, str], ...]) -> list[str]:

@@ -33,8 +33,14 @@ class ChatClient:
 
     def send(self, text: str) -> dict[str, Any]:
         """Send a message; returns the host's ack (or error) line."""
-        line = json.dumps({"text": text, "sender": self._sender}) + "\n"
-        self._socket.sendall(line.encode())
+        return self._request({"text": text, "sender": self._sender})
+
+    def answer(self, question_id: str, choice: str) -> dict[str, Any]:
+        """Pick `choice` for a question line; returns the host's ack (or error) line."""
+        return self._request({"answer": choice, "question_id": question_id, "sender": self._sender})
+
+    def _request(self, line: dict[str, Any]) -> dict[str, Any]:
+        self._socket.sendall((json.dumps(line) + "\n").encode())
         return self._acks.get(timeout=self._timeout)
 
     def next_message(self, timeout: float | None = None) -> dict[str, Any]:
