@@ -7,7 +7,7 @@ import getpass
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -20,6 +20,9 @@ from actors.session import ProxySockets, SessionSettings
 from actors.store import agent_groups, messaging_group_agents, messaging_groups
 from actors.store.db import Store, open_store
 from actors.supervisor import GLOBAL_GROUP, Supervisor, SupervisorSetup
+
+if TYPE_CHECKING:
+    from actors.credentials import CredentialProxy
 
 log = logging.getLogger("hutch")
 
@@ -40,11 +43,15 @@ class Host:
     store: Store
     supervisor: pykka.ActorRef[Any]
     runtime: AgentRuntime
+    # The credential proxy start_host built (one handed in stays its caller's to stop).
+    proxy: CredentialProxy | None = None
 
     def stop(self) -> None:
         try:
             self.supervisor.stop(block=True, timeout=120)
         finally:
+            if self.proxy is not None:
+                self.proxy.stop()  # the sessions closed their sockets; this drops its upstream connections
             self.store.close()
 
 
@@ -134,8 +141,8 @@ def start_host(
     ensure_first_start(store, config)
     provider = effective_provider(config)
     runtime = runtime or choose_runtime(config)
-    if proxy is None and provider == "claude":
-        proxy = _credential_proxy(config)
+    owned_proxy = _credential_proxy(config) if proxy is None and provider == "claude" else None
+    proxy = proxy if proxy is not None else owned_proxy
     setup = SupervisorSetup(
         data_dir=config.data_dir,
         session_settings=settings or session_settings(config, provider),
@@ -146,10 +153,10 @@ def start_host(
     supervisor = Supervisor.start(setup, store, runtime, channels, proxy)
     supervisor.ask(Ready(), block=True, timeout=60)
     log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, runtime.name, provider)
-    return Host(config, store, supervisor, runtime)
+    return Host(config, store, supervisor, runtime, owned_proxy)
 
 
-def _credential_proxy(config: HostConfig) -> ProxySockets:
+def _credential_proxy(config: HostConfig) -> CredentialProxy:
     from actors.credentials import CredentialProxy
 
     return CredentialProxy(config.base_url, config.api_key)
