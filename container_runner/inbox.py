@@ -8,6 +8,8 @@ the DB, so a duplicate or a burst of events is harmless.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +53,7 @@ class InboxActor(pykka.ThreadingActor):
         self._clock = clock
         self._dispatched: set[str] = set()
         self._agent_busy = False
+        self._checked_at = -math.inf
         self._observer: BaseObserver | None = None
         self._ticker: ActorTicker | None = None
         self._due_timer: ActorTimer | None = None
@@ -73,8 +76,9 @@ class InboxActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case InboundChanged():
-                self._check()
+            case InboundChanged(at=at):
+                if at > self._checked_at:
+                    self._check()
             case AgentIdle():
                 self._agent_busy = False
                 self._check()
@@ -86,9 +90,10 @@ class InboxActor(pykka.ThreadingActor):
 
     def _on_file_event(self, path: Path) -> None:
         if path.name in _WATCHED:
-            self.actor_ref.tell(InboundChanged())
+            self.actor_ref.tell(InboundChanged(time.monotonic()))
 
     def _check(self) -> None:
+        self._checked_at = time.monotonic()
         fresh = self._fresh_rows()
         fresh = [row for row in fresh if not self._answered_question(row)]
         if fresh and not self._agent_busy and any(row.trigger for row in fresh):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -10,7 +11,13 @@ from protocol.rows import MessageIn, Routing
 
 
 class InboundChanged(msgspec.Struct, frozen=True):
-    """Something in inbound.db may have changed (file event, timer, or safety tick)."""
+    """Something in inbound.db may have changed (file event, timer, or safety tick).
+
+    `at` is when the change was seen (time.monotonic()); a read that began after it has
+    already seen the change, so one write's burst of file events costs one read, not twenty.
+    Timers and ticks leave it infinite: they always read."""
+
+    at: float = math.inf
 
 
 class Work(msgspec.Struct, frozen=True):
