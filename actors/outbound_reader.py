@@ -4,6 +4,7 @@ checked column by column and its content decoded strictly; a bad row becomes a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import msgspec
 from protocol.content import MAX_CONTENT_BYTES, ContentError, OutboundContent, decode_content
 from protocol.db import read_transaction
 from protocol.rows import MessageOut
+from protocol.timeutil import parse_ts
 
 _COLUMNS = "id, seq, in_reply_to, timestamp, deliver_after, kind, platform_id, channel_type, thread_id"
 
@@ -59,3 +61,12 @@ def _check(raw: dict[str, Any]) -> ReadRow | RejectedRow:
     except ContentError as exc:
         return RejectedRow(key, seq, str(exc))
     return ReadRow(row, content)
+
+
+def parse_container_ts(stamp: str) -> datetime:
+    """A stamp the container wrote; an unreadable one must not stop the session, so it reads
+    as the earliest possible time."""
+    try:
+        return parse_ts(stamp)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
+
+from protocol import inbound
+from protocol.rows import MessageIn
+from protocol.timeutil import format_ts, now_ts, parse_ts
 
 # A series that has been missed for longer than this many occurrences catches up once.
 _MAX_SKIPPED = 100_000
@@ -39,3 +45,43 @@ def next_occurrence(expression: str, scheduled: datetime, now: datetime, zone: s
             break
         candidate = following
     return candidate
+
+
+@dataclass(frozen=True)
+class SeriesStep:
+    """What continuing a series did: the row it added, or why the series ends here."""
+
+    finished: MessageIn
+    following: MessageIn | None = None
+    error: RecurrenceError | None = None
+
+    @property
+    def series(self) -> str:
+        return self.finished.series_id or self.finished.id
+
+
+def recurs(row: MessageIn) -> bool:
+    return row.kind == "task" and bool(row.recurrence)
+
+
+def continue_series(conn: sqlite3.Connection, row: MessageIn, now: datetime, zone: str) -> SeriesStep:
+    """Add the occurrence that follows `row`, inside the caller's inbound.db write transaction."""
+    scheduled = row.due_at() or parse_ts(row.timestamp)
+    try:
+        following = next_occurrence(row.recurrence or "", scheduled, now, zone)
+    except RecurrenceError as exc:
+        return SeriesStep(row, error=exc)
+    series = row.series_id or row.id
+    # Derived from the series and the time, so applying the same ack twice adds nothing.
+    next_id = f"{series[:40]}-{following.astimezone(parse_ts(row.timestamp).tzinfo):%Y%m%d%H%M%S}"
+    created = inbound.insert_message(
+        conn,
+        message_id=next_id,
+        content=row.decoded(),
+        timestamp=now_ts(),
+        routing=row.routing,
+        process_after=format_ts(following),
+        recurrence=row.recurrence,
+        series_id=series,
+    )
+    return SeriesStep(row, following=created)

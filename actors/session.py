@@ -5,26 +5,31 @@ wrote, applies system actions, hands replies to the DeliveryActor in seq order, 
 comes back, mirrors acks into `messages_in.status`, schedules the next occurrence of a
 recurring task, and notices a dead or stuck agent. Every handler re-reads the files, so a
 duplicate or a missed event does no harm; all its state can be rebuilt from disk.
+
+The decisions live beside it, free of actors: `delivery_queue` (what to send next and what
+an outcome means), `liveness` (dead or stuck), `retries` (trying an inbound row again),
+`recurrence` (a series' next occurrence), `system_actions` (the agent's requests).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 import msgspec
 import pykka
 
+from actors.agent_spec import agent_spec
 from actors.channels.base import Target
 from actors.delivery_plan import DeliveryRejected, plan_action, target_of
+from actors.delivery_queue import DeliveryQueue, gave_up_reason
+from actors.inbox_files import take_files
+from actors.liveness import agent_problem, claims_since, heartbeat_mtime
 from actors.messages import (
     ContainerExited,
     Deliver,
@@ -43,60 +48,29 @@ from actors.messages import (
     WriteInbound,
 )
 from actors.outbound_reader import ReadRow, RejectedRow, read_outbound_after
-from actors.recurrence import RecurrenceError, next_occurrence
-from actors.runtime.base import AgentHandle, AgentRuntime, AgentSpec, RuntimeStartError
+from actors.recurrence import SeriesStep, continue_series, recurs
+from actors.retries import retry_later
+from actors.runtime.base import AgentHandle, AgentRuntime, RuntimeStartError
+from actors.session_info import ProxySockets, SessionInfo, SessionSettings
 from actors.slots import ContainerSlots
 from actors.system_actions import ActionRejected, apply_action
 from protocol import inbound, outbound
 from protocol.content import ChatIn, Notice, SystemAction
 from protocol.db import create_session_db, read_transaction, write_transaction
-from protocol.layout import SessionLayout, UnsafePathError
 from protocol.rows import Delivery, MessageIn, ProcessingAck
 from protocol.schema import INBOUND, OUTBOUND
 from protocol.timers import ActorTimer
-from protocol.timeutil import format_ts, now_ts, parse_ts, utc_now
+from protocol.timeutil import now_ts, utc_now
+
+__all__ = ["SLOW_HANDLER_S", "ProxySockets", "SessionActor", "SessionInfo", "SessionSettings"]
 
 log = logging.getLogger("hutch.session")
 
 # A handler slower than this holds up every other event of the session; worth a log line.
 SLOW_HANDLER_S = 1.0
 
-
-@dataclass(frozen=True)
-class SessionSettings:
-    timezone: str = "UTC"
-    idle_timeout_s: float = 1800.0
-    stale_heartbeat_s: float = 30.0
-    claim_ceiling_s: float = 1800.0
-    retry_base_s: float = 5.0
-    max_tries: int = 5
-    delivery_retry_base_s: float = 2.0
-    delivery_max_attempts: int = 5
-    stop_timeout_s: float = 15.0
-    # Settings handed to the runner as they are (provider, model, assistant name, ...).
-    agent_env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    session_id: str
-    agent_group: str
-    layout: SessionLayout
-    agent_dir: Path
-    global_dir: Path | None = None
-    admin_user_id: str | None = None
-
-    @property
-    def tag(self) -> str:
-        return f"[{self.agent_group}/{self.session_id[:8]}]"
-
-
-class ProxySockets(Protocol):
-    """What the session needs of the credential proxy (see actors/credentials.py)."""
-
-    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None: ...
-
-    def close_socket(self, session_id: str) -> None: ...
+# read_outbound_after's page size: a full page means there may be more behind it.
+_OUTBOUND_PAGE = 200
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -122,13 +96,10 @@ class SessionActor(pykka.ThreadingActor):
         self._supervisor = supervisor
         self._proxy = proxy
         self._clock = clock
-        # Outbound rows: how far we have read, which rows are settled, which wait to be sent.
+        # Outbound rows: how far we have read, and what happened to each row read.
         self._cursor = 0
-        self._settled: set[str] = set()
-        self._attempts: dict[str, Delivery] = {}
-        self._queue: dict[str, ReadRow] = {}
-        self._in_flight: str | None = None
-        self._drained: pykka.ThreadingFuture[bool] | None = None
+        self._deliveries = DeliveryQueue(self._settings.delivery_retry_base_s, self._settings.delivery_max_attempts)
+        # The chats this session has heard from: the only ones the agent may write to.
         self._routes: set[tuple[str, str]] = set()
         # The agent.
         self._handle: AgentHandle | None = None
@@ -206,17 +177,13 @@ class SessionActor(pykka.ThreadingActor):
             case StopIfIdle():
                 return self._stop_if_idle()
             case Drain():
-                return self._drain()
+                return self._deliveries.drain()
             case _:
                 log.warning("%s ignoring unexpected message %r", self._info.tag, message)
         return None
 
     def _load(self, conn: sqlite3.Connection) -> None:
-        for delivery in inbound.deliveries(conn).values():
-            if delivery.status == "retrying":
-                self._attempts[delivery.message_out_id] = delivery
-            else:
-                self._settled.add(delivery.message_out_id)
+        self._deliveries.load(inbound.deliveries(conn).values())
         for channel_type, platform_id in conn.execute(
             "SELECT DISTINCT channel_type, platform_id FROM messages_in WHERE channel_type IS NOT NULL"
             " AND platform_id IS NOT NULL"
@@ -241,7 +208,7 @@ class SessionActor(pykka.ThreadingActor):
         message_id = request.message_id or uuid.uuid4().hex
         content = request.content
         if request.files and isinstance(content, ChatIn):
-            names = self._take_files(message_id, request.files)
+            names = take_files(self._layout, message_id, request.files)
             content = msgspec.structs.replace(content, files=names)
         with write_transaction(self._layout.inbound_db) as conn:
             row = inbound.insert_message(
@@ -265,28 +232,12 @@ class SessionActor(pykka.ThreadingActor):
                 log.exception("%s could not start the agent for seq=%d", self._info.tag, row.seq)
         return row
 
-    def _take_files(self, message_id: str, files: tuple[tuple[str, str], ...]) -> list[str]:
-        """Move a message's files into `inbox/<id>/`, refusing a folder the container made a symlink."""
-        folder = self._layout.inbox(message_id)
-        if folder.is_symlink() or folder.parent.is_symlink():
-            raise UnsafePathError(f"{folder} is a symlink")
-        folder.mkdir(parents=True, exist_ok=True)
-        names: list[str] = []
-        for raw_name, temporary in files:
-            name = Path(raw_name).name or "file"
-            destination = folder / name
-            if destination.is_symlink():
-                destination.unlink()
-            shutil.move(temporary, destination)
-            names.append(name)
-        return names
-
     # --- outbound -------------------------------------------------------------------------
 
     def _read_outbound(self) -> None:
         while True:
             try:
-                rows = read_outbound_after(self._layout.outbound_db, self._cursor)
+                rows = read_outbound_after(self._layout.outbound_db, self._cursor, _OUTBOUND_PAGE)
             except sqlite3.DatabaseError as exc:
                 # The agent owns this file; whatever it did to it must not stop the session.
                 log.warning("%s cannot read outbound.db: %s", self._info.tag, exc)
@@ -294,12 +245,12 @@ class SessionActor(pykka.ThreadingActor):
             for item in rows:
                 self._take_outbound(item)
                 self._cursor = max(self._cursor, item.seq if isinstance(item, RejectedRow) else item.row.seq)
-            if len(rows) < 200:
+            if len(rows) < _OUTBOUND_PAGE:
                 return
 
     def _take_outbound(self, item: ReadRow | RejectedRow) -> None:
         key = item.key if isinstance(item, RejectedRow) else item.row.id
-        if key in self._settled or key in self._queue:
+        if self._deliveries.knows(key):
             return
         self._activity()
         if isinstance(item, RejectedRow):
@@ -307,36 +258,33 @@ class SessionActor(pykka.ThreadingActor):
         elif item.row.kind == "system":
             self._apply_system(item)
         else:
-            self._queue[key] = item
+            self._deliveries.enqueue(item)
 
     def _apply_system(self, item: ReadRow) -> None:
         action: SystemAction = item.content  # type: ignore[assignment]
         routing = item.row.routing
         if (routing.channel_type, routing.platform_id) not in self._routes:
             routing = msgspec.structs.replace(routing, channel_type=None, platform_id=None, thread_id=None)
+        applied = self._deliveries.applied(item.row.id, now_ts())
         try:
             with write_transaction(self._layout.inbound_db) as conn:
                 done = apply_action(conn, action, routing, item.row.seq)
-                inbound.record_delivery(conn, Delivery(message_out_id=item.row.id, status="delivered",
-                                                       attempts=1, delivered_at=now_ts()))  # fmt: skip
+                inbound.record_delivery(conn, applied)
         except ActionRejected as exc:
             self._settle_failed(item.row.id, str(exc))
             self._tell_agent(f"Your request {item.row.seq} was not applied: {exc}")
             return
-        self._settled.add(item.row.id)
+        self._deliveries.record(applied)
         log.info("%s applied system row seq=%d: %s", self._info.tag, item.row.seq, done)
 
     def _settle_failed(self, key: str, reason: str) -> None:
         log.warning("%s rejected outbound row %s: %s", self._info.tag, key, reason)
-        previous = self._attempts.pop(key, None)
+        self._record(self._deliveries.rejected(key, reason))
+
+    def _record(self, delivery: Delivery) -> None:
         with write_transaction(self._layout.inbound_db) as conn:
-            inbound.record_delivery(
-                conn,
-                Delivery(message_out_id=key, status="failed", attempts=previous.attempts if previous else 0,
-                         last_error=reason[:2000]),
-            )  # fmt: skip
-        self._settled.add(key)
-        self._queue.pop(key, None)
+            inbound.record_delivery(conn, delivery)
+        self._deliveries.record(delivery)
 
     def _tell_agent(self, text: str) -> None:
         """A note for the agent's next turn; it does not start a turn of its own."""
@@ -366,34 +314,22 @@ class SessionActor(pykka.ThreadingActor):
             pending = [row for row in inbound.messages_with_status(conn, "pending") if row.id in finished]
         if not pending:
             return
+        steps: list[SeriesStep] = []
         with write_transaction(self._layout.inbound_db) as conn:
             for row in pending:
                 inbound.set_status(conn, [row.id], finished[row.id])
-                if row.kind == "task" and row.recurrence:
-                    self._schedule_next(conn, row)
+                if recurs(row):
+                    steps.append(continue_series(conn, row, self._clock(), self._settings.timezone))
+        for step in steps:
+            self._log_series(step)
         self._activity()
 
-    def _schedule_next(self, conn: sqlite3.Connection, row: MessageIn) -> None:
-        scheduled = row.due_at() or parse_ts(row.timestamp)
-        try:
-            following = next_occurrence(row.recurrence or "", scheduled, self._clock(), self._settings.timezone)
-        except RecurrenceError as exc:
-            log.warning("%s task %s: %s; the series ends", self._info.tag, row.id, exc)
-            return
-        series = row.series_id or row.id
-        # Derived from the series and the time, so applying the same ack twice adds nothing.
-        next_id = f"{series[:40]}-{following.astimezone(parse_ts(row.timestamp).tzinfo):%Y%m%d%H%M%S}"
-        created = inbound.insert_message(
-            conn,
-            message_id=next_id,
-            content=row.decoded(),
-            timestamp=now_ts(),
-            routing=row.routing,
-            process_after=format_ts(following),
-            recurrence=row.recurrence,
-            series_id=series,
-        )
-        log.info("%s task series %s: next occurrence %s", self._info.tag, series, created.process_after)
+    def _log_series(self, step: SeriesStep) -> None:
+        if step.following is not None:
+            log.info("%s task series %s: next occurrence %s", self._info.tag, step.series,
+                     step.following.process_after)  # fmt: skip
+        else:
+            log.warning("%s task %s: %s; the series ends", self._info.tag, step.finished.id, step.error)
 
     # --- the agent ------------------------------------------------------------------------
 
@@ -425,27 +361,11 @@ class SessionActor(pykka.ThreadingActor):
         if self._handle is not None:
             return
         self._layout.heartbeat.unlink(missing_ok=True)  # a stale beat would make a new agent look alive
-        env = {
-            **self._settings.agent_env,
-            "HUTCH_SESSION_DIR": str(self._layout.root),
-            "HUTCH_AGENT_DIR": str(self._info.agent_dir),
-            "TZ": self._settings.timezone,
-        }
-        if self._info.global_dir is not None:
-            env["HUTCH_GLOBAL_DIR"] = str(self._info.global_dir)
-        if self._info.admin_user_id:
-            env["HUTCH_ADMIN_USER_ID"] = self._info.admin_user_id
+        proxy_socket = None
         if self._proxy is not None:
             self._proxy.open_socket(self._info.session_id, self._info.agent_group, self._layout.proxy_socket)
-            env["HUTCH_PROXY_SOCKET"] = str(self._layout.proxy_socket)
-        spec = AgentSpec(
-            session_id=self._info.session_id,
-            agent_group=self._info.agent_group,
-            session_dir=self._layout.root,
-            agent_dir=self._info.agent_dir,
-            global_dir=self._info.global_dir,
-            env=env,
-        )
+            proxy_socket = self._layout.proxy_socket
+        spec = agent_spec(self._info, self._settings, proxy_socket)
         self._generation += 1
         generation = self._generation
         try:
@@ -495,49 +415,30 @@ class SessionActor(pykka.ThreadingActor):
         handle.stop(self._settings.stop_timeout_s)
 
     def _current_claims(self) -> dict[str, ProcessingAck]:
-        """`processing` acks made by the running agent; older ones are a predecessor's leftovers,
-        which the agent clears when it starts, and must not count against it."""
-        started = self._started_at
-        if started is None:
+        if self._started_at is None:
             return {}
-        return {
-            key: ack
-            for key, ack in self._acks().items()
-            if ack.status == "processing" and _parse(ack.status_changed) >= started - timedelta(seconds=1)
-        }
+        return claims_since(self._acks(), self._started_at)
 
     def _check_liveness(self) -> None:
         if self._handle is None or self._started_at is None:
             return
-        claims = self._current_claims()
-        if not claims:
-            return
-        problem = self._liveness_problem(claims)
+        problem = agent_problem(
+            self._clock(),
+            self._started_at,
+            heartbeat_mtime(self._layout.heartbeat),
+            self._current_claims(),
+            self._settings,
+        )
         if problem is None:
             return
         log.warning("%s agent is dead or stuck (%s); stopping it", self._info.tag, problem)
         self._stopping = False  # its exit must retry the claimed messages
         self._handle.kill()
 
-    def _liveness_problem(self, claims: dict[str, ProcessingAck]) -> str | None:
-        now = self._clock()
-        stale = timedelta(seconds=self._settings.stale_heartbeat_s)
-        try:
-            beat: datetime | None = datetime.fromtimestamp(self._layout.heartbeat.stat().st_mtime, now.tzinfo)
-        except FileNotFoundError:
-            beat = None
-        if beat is None and self._started_at is not None and now - self._started_at > stale:
-            return f"no heartbeat in {stale.total_seconds():.0f} s since it started"
-        if beat is not None and now - beat > stale:
-            return f"last heartbeat {(now - beat).total_seconds():.0f} s ago"
-        oldest = min(_parse(ack.status_changed) for ack in claims.values())
-        if now - oldest > timedelta(seconds=self._settings.claim_ceiling_s):
-            return f"a message has been processing for {(now - oldest).total_seconds():.0f} s"
-        return None
-
     def _retry_claims(self, reason: str) -> bool:
         """Retry what the agent had claimed; False when it had claimed nothing."""
         claims = self._current_claims()
+        # A claim is counted once, however many times its agent's end is reported.
         fresh = [key for key, ack in claims.items() if (key, ack.status_changed) not in self._counted_claims]
         self._counted_claims.update((key, claims[key].status_changed) for key in fresh)
         self._retry_rows(fresh, reason)
@@ -548,27 +449,17 @@ class SessionActor(pykka.ThreadingActor):
             return [row.id for row in inbound.pending_due(conn, self._clock()) if row.trigger]
 
     def _retry_rows(self, message_ids: list[str], reason: str) -> None:
-        """Try again later, 5 s doubling; after the last try the row fails and the user is told."""
+        """Count a try against each row; whoever sent a row that was given up is told."""
         if not message_ids:
             return
-        now = self._clock()
-        given_up: list[MessageIn] = []
         with write_transaction(self._layout.inbound_db) as conn:
-            for message_id in message_ids:
-                row = inbound.get_message(conn, message_id)
-                if row is None or row.status != "pending":
-                    continue
-                delay = self._settings.retry_base_s * 2**row.tries
-                tries = inbound.schedule_retry(conn, message_id, format_ts(now + timedelta(seconds=delay)))
-                if tries >= self._settings.max_tries:
-                    inbound.set_status(conn, [message_id], "failed")
-                    given_up.append(row)
-                    if row.kind == "task" and row.recurrence:
-                        self._schedule_next(conn, row)  # one failed run does not end the series
-                else:
-                    log.info("%s message seq=%d will be retried in %.0f s (try %d of %d): %s",
-                             self._info.tag, row.seq, delay, tries + 1, self._settings.max_tries, reason)  # fmt: skip
-        for row in given_up:
+            outcome = retry_later(conn, message_ids, self._clock(), self._settings)
+        for retry in outcome.retrying:
+            log.info("%s message seq=%d will be retried in %.0f s (try %d of %d): %s", self._info.tag,
+                     retry.row.seq, retry.delay_s, retry.tries + 1, self._settings.max_tries, reason)  # fmt: skip
+        for step in outcome.continued:
+            self._log_series(step)
+        for row in outcome.given_up:
             log.error("%s message seq=%d failed after %d tries: %s", self._info.tag, row.seq, row.tries + 1, reason)
             self._notify(row, "Sorry, I could not process your message after several attempts. Please try again.")
 
@@ -583,25 +474,19 @@ class SessionActor(pykka.ThreadingActor):
     # --- deliveries -----------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Send the oldest row that may go now; one at a time keeps a session's order."""
-        if self._in_flight is not None or self._drained is not None:
-            return
-        now = self._clock()
-        for key in sorted(self._queue, key=lambda key: self._queue[key].row.seq):
-            item = self._queue[key]
-            if not self._may_send(item, now):
-                continue  # waiting for its retry time; the rows behind it go on
+        """Hand the DeliveryActor the oldest row that may go now, skipping any it must refuse."""
+        for item in self._deliveries.ready(self._clock()):
             try:
                 channel_type, target = target_of(item.row, frozenset(self._routes))
                 action = plan_action(self._layout, item.row, item.content, self._platform_id_of)
             except DeliveryRejected as exc:
-                self._settle_failed(key, str(exc))
+                self._settle_failed(item.row.id, str(exc))
                 continue
-            self._in_flight = key
+            self._deliveries.sending(item.row.id)
             self._delivery.tell(
                 Deliver(
                     session_id=self._info.session_id,
-                    message_out_id=key,
+                    message_out_id=item.row.id,
                     channel_type=channel_type,
                     target=target,
                     action=action,
@@ -610,68 +495,32 @@ class SessionActor(pykka.ThreadingActor):
             )
             return
 
-    def _may_send(self, item: ReadRow, now: datetime) -> bool:
-        previous = self._attempts.get(item.row.id)
-        if previous is not None and previous.retry_after and _parse(previous.retry_after) > now:
-            return False
-        return not (item.row.deliver_after and _parse(item.row.deliver_after) > now)
-
     def _platform_id_of(self, message_out_id: str) -> str | None:
         with read_transaction(self._layout.inbound_db) as conn:
             delivery = inbound.get_delivery(conn, message_out_id)
         return delivery.platform_message_id if delivery and delivery.status == "delivered" else None
 
     def _on_delivered(self, message: Delivered) -> None:
-        previous = self._attempts.pop(message.message_out_id, None)
-        delivery = Delivery(
-            message_out_id=message.message_out_id,
-            status="delivered",
-            attempts=(previous.attempts if previous else 0) + 1,
-            platform_message_id=message.platform_message_id,
-            delivered_at=now_ts(),
-        )
-        with write_transaction(self._layout.inbound_db) as conn:
-            inbound.record_delivery(conn, delivery)
-        self._settled.add(message.message_out_id)
-        self._queue.pop(message.message_out_id, None)
-        self._sent(message.message_out_id)
+        key = message.message_out_id
+        self._record(self._deliveries.delivered(key, message.platform_message_id, now_ts()))
+        self._sent(key)
 
     def _on_delivery_failed(self, message: DeliveryFailed) -> None:
         key = message.message_out_id
-        previous = self._attempts.get(key)
-        attempts = (previous.attempts if previous else 0) + 1
-        if not message.retryable or attempts >= self._settings.delivery_max_attempts:
-            self._attempts[key] = Delivery(message_out_id=key, status="retrying", attempts=attempts)
-            self._settle_failed(key, f"delivery failed after {attempts} attempt(s): {message.error}")
+        outcome = self._deliveries.failed(key, message.error, message.retryable, self._clock())
+        if outcome.status == "failed":
+            log.warning("%s rejected outbound row %s: %s", self._info.tag, key,
+                        gave_up_reason(outcome.attempts, message.error))  # fmt: skip
         else:
-            delay = self._settings.delivery_retry_base_s * 2 ** (attempts - 1)
-            retry = Delivery(
-                message_out_id=key,
-                status="retrying",
-                attempts=attempts,
-                last_error=message.error[:2000],
-                retry_after=format_ts(self._clock() + timedelta(seconds=delay)),
-            )
-            with write_transaction(self._layout.inbound_db) as conn:
-                inbound.record_delivery(conn, retry)
-            self._attempts[key] = retry
-            log.warning("%s delivery of %s failed (attempt %d), retrying in %.0f s: %s",
-                        self._info.tag, key, attempts, delay, message.error)  # fmt: skip
+            log.warning("%s delivery of %s failed (attempt %d), retrying in %.0f s: %s", self._info.tag, key,
+                        outcome.attempts, self._deliveries.backoff_s(outcome.attempts), message.error)  # fmt: skip
+        self._record(outcome)
         self._sent(key)
 
     def _sent(self, key: str) -> None:
-        if self._in_flight == key:
-            self._in_flight = None
-        if self._drained is not None and self._in_flight is None:
-            self._drained.set(True)
+        self._deliveries.finished(key)
         self._pump()
         self._schedule_wake()
-
-    def _drain(self) -> pykka.ThreadingFuture[bool]:
-        self._drained = pykka.ThreadingFuture()
-        if self._in_flight is None:
-            self._drained.set(True)
-        return self._drained
 
     # --- timers and idling ----------------------------------------------------------------
 
@@ -682,17 +531,14 @@ class SessionActor(pykka.ThreadingActor):
             upcoming = inbound.next_due_time(conn)
         if upcoming is not None:
             moments.append(upcoming)
-        moments += [
-            _parse(d.retry_after) for d in self._attempts.values() if d.retry_after and d.message_out_id in self._queue
-        ]
-        moments += [_parse(i.row.deliver_after) for i in self._queue.values() if i.row.deliver_after]
+        moments += self._deliveries.wake_times()
         now = self._clock()
         future = [moment for moment in moments if moment > now]
         if future:
             self._wake_timer.schedule((min(future) - now).total_seconds() + 0.01)
 
     def _busy(self) -> bool:
-        return bool(self._current_claims()) or self._has_due_work() or self._in_flight is not None
+        return bool(self._current_claims()) or self._has_due_work() or self._deliveries.in_flight is not None
 
     def _on_idle_check(self) -> None:
         idle_for = (self._clock() - self._last_activity).total_seconds()
@@ -706,18 +552,10 @@ class SessionActor(pykka.ThreadingActor):
     def _nothing_left(self) -> bool:
         with read_transaction(self._layout.inbound_db) as conn:
             upcoming = inbound.next_due_time(conn)
-        return not self._queue and self._in_flight is None and upcoming is None and not self._busy()
+        return not self._deliveries and self._deliveries.in_flight is None and upcoming is None and not self._busy()
 
     def _stop_if_idle(self) -> bool:
         if not self._nothing_left():
             return False
         self._stop_agent("the session is idle")
         return True
-
-
-def _parse(stamp: str) -> datetime:
-    try:
-        return parse_ts(stamp)
-    except ValueError:
-        # Written by the container: an unreadable stamp must not stop the session.
-        return datetime.min.replace(tzinfo=utc_now().tzinfo)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from actors.recurrence import RecurrenceError, check_cron, next_occurrence
+from actors.recurrence import RecurrenceError, check_cron, continue_series, next_occurrence, recurs
+from protocol import inbound
+from protocol.content import TaskIn
+from protocol.db import create_session_db, write_transaction
+from protocol.schema import INBOUND
+from protocol.timeutil import format_ts
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -91,3 +97,26 @@ def test_a_bad_expression_is_a_recurrence_error(expression: str) -> None:
 
 def test_check_cron_accepts_a_good_expression() -> None:
     check_cron("0 9 * * 1-5")
+
+
+def test_continuing_a_series_twice_adds_one_occurrence(tmp_path: Path) -> None:
+    path = tmp_path / "inbound.db"
+    create_session_db(path, INBOUND)
+    scheduled = utc(2026, 3, 2, 9)
+    with write_transaction(path) as conn:
+        row = inbound.insert_message(
+            conn,
+            message_id="daily",
+            content=TaskIn(prompt="stand-up notes", scheduled_by=1),
+            timestamp=format_ts(scheduled - timedelta(hours=1)),
+            process_after=format_ts(scheduled),
+            recurrence="0 9 * * *",
+        )
+        assert recurs(row)
+
+        first = continue_series(conn, row, scheduled + timedelta(minutes=5), "UTC")
+        again = continue_series(conn, row, scheduled + timedelta(minutes=6), "UTC")
+
+        assert first.following == again.following
+        assert first.series == "daily"
+        assert [r.id for r in inbound.series_rows(conn, "daily")] == ["daily-20260303090000"]

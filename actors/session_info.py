@@ -1,0 +1,47 @@
+"""What a SessionActor is given: who the session is, how it behaves, and what it needs of the
+credential proxy. Plain data, so the pieces the actor calls can take it without the actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from protocol.layout import SessionLayout
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    timezone: str = "UTC"
+    idle_timeout_s: float = 1800.0
+    stale_heartbeat_s: float = 30.0
+    claim_ceiling_s: float = 1800.0
+    retry_base_s: float = 5.0
+    max_tries: int = 5
+    delivery_retry_base_s: float = 2.0
+    delivery_max_attempts: int = 5
+    stop_timeout_s: float = 15.0
+    # Settings handed to the runner as they are (provider, model, assistant name, ...).
+    agent_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    agent_group: str
+    layout: SessionLayout
+    agent_dir: Path
+    global_dir: Path | None = None
+    admin_user_id: str | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"[{self.agent_group}/{self.session_id[:8]}]"
+
+
+class ProxySockets(Protocol):
+    """What the session needs of the credential proxy (see actors/credentials.py)."""
+
+    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None: ...
+
+    def close_socket(self, session_id: str) -> None: ...
