@@ -3,6 +3,7 @@ commands (`Wake`, `Deliver`). Collaborators travel as actor refs so tests can ha
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -26,7 +27,12 @@ class WriteInbound(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OutboundChanged(msgspec.Struct, frozen=True):
-    """Something in the session folder changed (outbound.db, its journal or .heartbeat)."""
+    """Something in the session folder changed (outbound.db, its journal or .heartbeat).
+
+    `at` is when the change was seen (time.monotonic()); a read that began after it has
+    already seen the change, so one commit's burst of file events costs one read."""
+
+    at: float = math.inf
 
 
 class Wake(msgspec.Struct, frozen=True):

@@ -14,6 +14,7 @@ an outcome means), `liveness` (dead or stuck), `retries` (trying an inbound row 
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 import uuid
@@ -109,6 +110,7 @@ class SessionActor(pykka.ThreadingActor):
         self._waiting_for_slot = False
         self._counted_claims: set[tuple[str, str]] = set()
         self._last_activity = clock()
+        self._refreshed_at = -math.inf
         self._wake_timer = ActorTimer(self.actor_ref, Wake(), name=f"wake-{info.session_id[:8]}")
         self._idle_timer = ActorTimer(self.actor_ref, IdleCheck(), name=f"idle-{info.session_id[:8]}")
 
@@ -158,7 +160,10 @@ class SessionActor(pykka.ThreadingActor):
         match message:
             case WriteInbound():
                 return self._write_inbound(message)
-            case OutboundChanged() | Wake():
+            case OutboundChanged(at=at):
+                if at > self._refreshed_at:
+                    self._refresh()
+            case Wake():
                 self._refresh()
             case SweepCheck():
                 self._refresh()
@@ -191,6 +196,7 @@ class SessionActor(pykka.ThreadingActor):
             self._routes.add((channel_type, platform_id))
 
     def _refresh(self) -> None:
+        self._refreshed_at = time.monotonic()
         self._read_outbound()
         self._mirror_acks()
         if self._has_due_work():

@@ -5,6 +5,7 @@ handling one twice is harmless, and the sweep recovers any event that never came
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from watchdog.observers.api import BaseObserver
@@ -50,4 +51,4 @@ class SessionWatcher:
     def _on_path(self, path: Path) -> None:
         session_id = self.session_of(path)
         if session_id is not None:
-            self._registry.tell(session_id, OutboundChanged())
+            self._registry.tell(session_id, OutboundChanged(time.monotonic()))
