@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 from cronsim import CronSim, CronSimError
 
 from protocol import inbound
+from protocol.content import TaskIn
 from protocol.rows import MessageIn
 from protocol.timeutil import format_ts, now_ts, parse_ts
 
@@ -66,7 +68,8 @@ def recurs(row: MessageIn) -> bool:
 
 def continue_series(conn: sqlite3.Connection, row: MessageIn, now: datetime, zone: str) -> SeriesStep:
     """Add the occurrence that follows `row`, inside the caller's inbound.db write transaction."""
-    scheduled = row.due_at() or parse_ts(row.timestamp)
+    content = row.decoded()
+    scheduled = _scheduled_time(row, content)
     try:
         following = next_occurrence(row.recurrence or "", scheduled, now, zone)
     except RecurrenceError as exc:
@@ -77,7 +80,9 @@ def continue_series(conn: sqlite3.Connection, row: MessageIn, now: datetime, zon
     created = inbound.insert_message(
         conn,
         message_id=next_id,
-        content=row.decoded(),
+        content=msgspec.structs.replace(content, scheduled_for=format_ts(following))
+        if isinstance(content, TaskIn)
+        else content,
         timestamp=now_ts(),
         routing=row.routing,
         process_after=format_ts(following),
@@ -85,3 +90,9 @@ def continue_series(conn: sqlite3.Connection, row: MessageIn, now: datetime, zon
         series_id=series,
     )
     return SeriesStep(row, following=created)
+
+
+def _scheduled_time(row: MessageIn, content: object) -> datetime:
+    if isinstance(content, TaskIn) and content.scheduled_for:
+        return parse_ts(content.scheduled_for)
+    return row.due_at() or parse_ts(row.timestamp)

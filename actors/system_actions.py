@@ -52,7 +52,7 @@ def _schedule(conn: sqlite3.Connection, action: ScheduleTask, routing: Routing, 
     row = inbound.insert_message(
         conn,
         message_id=action.task_id,
-        content=TaskIn(prompt=action.prompt, scheduled_by=requested_by),
+        content=TaskIn(prompt=action.prompt, scheduled_by=requested_by, scheduled_for=action.process_after),
         timestamp=now_ts(),
         routing=routing,
         process_after=action.process_after,

@@ -41,6 +41,9 @@ class TaskIn(_Content, frozen=True):
 
     prompt: Text
     scheduled_by: int | None = None
+    # The occurrence's own time: a retry moves `process_after`, never this, so the next
+    # occurrence of a series is computed from the schedule, not from when a retry ran.
+    scheduled_for: str | None = None
 
 
 class WebhookIn(_Content, frozen=True):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.recurrence import continue_series
 from actors.retries import retry_later
 from actors.session_info import SessionSettings
 from protocol import inbound
@@ -126,3 +127,26 @@ def test_a_series_with_a_broken_schedule_ends_and_says_why(conn: sqlite3.Connect
     assert step.following is None
     assert step.error is not None and "not a valid cron expression" in str(step.error)
     assert [row.id for row in inbound.series_rows(conn, "t1")] == ["t1"]
+
+
+def test_the_next_occurrence_follows_the_schedule_not_the_retries(conn: sqlite3.Connection) -> None:
+    """Retries move `process_after` later; the series still steps from the scheduled time."""
+    inbound.insert_message(
+        conn,
+        message_id="t2",
+        content=TaskIn(prompt="hourly check", scheduled_for=format_ts(NOW)),
+        timestamp=format_ts(NOW),
+        routing=ROUTING,
+        process_after=format_ts(NOW),
+        recurrence="0 * * * *",
+        series_id="t2",
+    )
+    later = NOW + timedelta(minutes=50)
+    retry_later(conn, ["t2"], later, SessionSettings(retry_base_s=600, max_tries=5))
+    assert parse_ts(stored(conn, "t2").process_after or "") == later + timedelta(minutes=10)
+
+    step = continue_series(conn, stored(conn, "t2"), later + timedelta(minutes=5), "UTC")
+
+    assert step.following is not None
+    assert parse_ts(step.following.process_after or "") == NOW + timedelta(hours=1)
+    assert step.following.decoded().scheduled_for == format_ts(NOW + timedelta(hours=1))
