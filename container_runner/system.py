@@ -78,7 +78,10 @@ class RunnerSystem:
         inbox = self._start(InboxActor.start(layout, agent, outbox, board, config.safety_interval_s))
         agent.tell(ConnectInbox(inbox))
         log.info(
-            "runner started: session=%s provider=%s cleared_claims=%d", layout.root.name, config.provider, len(cleared)
+            # No session id here: the host tags every line of ours with it.
+            "runner started: provider=%s cleared_claims=%d",
+            config.provider,
+            len(cleared),
         )
 
     def stop(self) -> None:
@@ -90,7 +93,7 @@ class RunnerSystem:
                 # A turn still running is left `processing`; the next start clears the claim
                 # and runs the message again.
                 log.warning("runner: %s did not stop in time", ref)
-        log.info("runner stopped: session=%s", self.layout.root.name)
+        log.info("runner stopped")
 
     def _start(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
         self._refs.append(ref)

@@ -460,7 +460,7 @@ def test_schedule_task_inserts_one_task_with_its_series_and_routing(host: Host) 
         1,
     )
     assert task.routing == ROUTING
-    assert task.decoded() == TaskIn(prompt="water the plants", scheduled_by=request.seq)
+    assert task.decoded() == TaskIn(prompt="water the plants", scheduled_by=request.seq, scheduled_for=when)
     assert settled(layout, request.id).status == "delivered"
     # A chat the session never talked to is not a route the agent may pick.
     assert row_in(layout, "ping").routing == Routing()
@@ -638,7 +638,9 @@ def test_a_completed_recurring_task_gets_its_next_occurrence_from_its_scheduled_
     assert following.process_after == "2030-01-02T09:00:00.000000Z"  # not 09:47:13 the next day
     assert (following.kind, following.status, following.recurrence) == ("task", "pending", "0 9 * * *")
     assert following.routing == ROUTING
-    assert following.decoded() == TaskIn(prompt="morning summary", scheduled_by=request.seq)
+    assert following.decoded() == TaskIn(
+        prompt="morning summary", scheduled_by=request.seq, scheduled_for="2030-01-02T09:00:00.000000Z"
+    )
 
     session.tell(OutboundChanged())
     sync(session)
