@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
+from actors.data_folder import DataFolder
+
 RUNTIMES = ("process", "docker", "auto")
 PROVIDERS = ("claude", "mock")
 
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class HostConfig:
+class HostConfig(DataFolder):
     data_dir: Path = Path("data")
     runtime: str = "auto"
     provider: str = "claude"
@@ -35,22 +37,6 @@ class HostConfig:
     base_url: str = "https://api.anthropic.com"
     assistant_name: str = "Assistant"
     sweep_interval_s: float = 30.0
-
-    @property
-    def sessions_dir(self) -> Path:
-        return self.data_dir / "sessions"
-
-    @property
-    def groups_dir(self) -> Path:
-        return self.data_dir / "groups"
-
-    @property
-    def central_db(self) -> Path:
-        return self.data_dir / "hutch.db"
-
-    @property
-    def chat_socket(self) -> Path:
-        return self.data_dir / "cli.sock"
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> HostConfig:

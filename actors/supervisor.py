@@ -15,6 +15,7 @@ from typing import Any
 import pykka
 
 from actors.channels.base import ChannelAdapter, InboundAnswer, InboundChat, InboundEvent
+from actors.data_folder import DataFolder
 from actors.delivery import DeliveryActor
 from actors.messages import (
     Drain,
@@ -50,20 +51,12 @@ class RoutingError(ValueError):
 
 
 @dataclass(frozen=True)
-class SupervisorSetup:
+class SupervisorSetup(DataFolder):
     data_dir: Path
     session_settings: SessionSettings
     max_containers: int = 5
     sweep_interval_s: float = 30.0
     drain_timeout_s: float = 15.0
-
-    @property
-    def sessions_dir(self) -> Path:
-        return self.data_dir / "sessions"
-
-    @property
-    def groups_dir(self) -> Path:
-        return self.data_dir / "groups"
 
 
 class Supervisor(pykka.ThreadingActor):
