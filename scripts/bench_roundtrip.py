@@ -554,7 +554,7 @@ def _report(results: list[Result], n: int, folder: Path, notes: ContainerNotes, 
     lines += [
         "",
         f"(b)/(c) file events on outbound.db and its journal per warm message: "
-        f"{notes.outbound_events_per_message:.1f} (the host wakes on each one)",
+        f"{notes.outbound_events_per_message:.1f} (the host and the inbox read once per burst, not once per event)",
         f"(b) replies found only by the {FALLBACK_RECHECK_S:.0f} s fallback re-check (a lost event): "
         f"{notes.found_by_fallback}",
         f"total time: {took_s:.1f} s",
