@@ -60,7 +60,7 @@ _NAME_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
 _INSTALLATION_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _UID_GID: Final = re.compile(r"^\d+:\d+$")
 
-# Each agent holds two long-lived connections (log stream, wait); the SDK's default pool of
+# Each agent holds three long-lived connections (two log streams, wait); the default pool of
 # 10 would make urllib3 open and discard extra connections, with a warning each time.
 _MAX_POOL_SIZE: Final = 128
 
@@ -341,7 +341,7 @@ class DockerRuntime:
 
 
 class DockerHandle:
-    """A running agent container and the two threads that follow it."""
+    """A running agent container, a waiter for its end and a follower per output stream."""
 
     def __init__(self, container: Any, tag: str, on_exit: Callable[[int], None], release: Callable[[], None]) -> None:
         self._container = container
@@ -349,16 +349,14 @@ class DockerHandle:
         self._on_exit = on_exit
         self._release = release
         self._code: int | None = None
-        self._stream: Any = None
-        self._stream_lock = threading.Lock()
-        # Output state, the reader's until it ends, then the waiter's (after join()).
-        self._lines = _LineBuffer()
-        self._received = 0  # bytes of output the live stream delivered
         self._left = threading.Event()  # the container has ended (it may still exist)
         self._exited = threading.Event()  # removed, logs drained: the code is final
-        self._reader = threading.Thread(target=self._pump_logs, name=f"agent-out-{tag}", daemon=True)
+        # One follower per stream: the engine interleaves stdout and stderr chunks, so a
+        # shared line buffer would glue a partial stdout line to the next stderr line.
+        self._followers = [_LogFollower(container, tag, stream, self._left) for stream in ("stdout", "stderr")]
         self._waiter = threading.Thread(target=self._wait, name=f"agent-wait-{tag}", daemon=True)
-        self._reader.start()
+        for follower in self._followers:
+            follower.start()
         self._waiter.start()
 
     @property
@@ -398,31 +396,6 @@ class DockerHandle:
         except (DockerException, OSError) as exc:
             log.warning("killing agent %s failed: %s", self._tag, exc)
 
-    def _pump_logs(self) -> None:
-        try:
-            stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
-        except NotFound:
-            return  # ended and removed before we got here; nothing left to read
-        except Exception as exc:  # a thread's last stop: never die silently
-            log.warning("cannot follow the output of agent %s: %s", self._tag, exc)
-            return
-        with self._stream_lock:
-            self._stream = stream
-        try:
-            for chunk in stream:
-                self._received += len(chunk)
-                self._emit(self._lines.feed(chunk))
-        except Exception as exc:  # the engine went away, or _wait closed the stream
-            if not self._left.is_set():
-                log.warning("lost the output of agent %s: %s", self._tag, exc)
-        finally:
-            with contextlib.suppress(Exception):
-                stream.close()
-
-    def _emit(self, lines: list[bytes]) -> None:
-        for line in lines:
-            agent_log.info("[%s] %s", self._tag, line.decode("utf-8", errors="replace").rstrip("\r"))
-
     def _wait(self) -> None:
         code = self._wait_for_end()
         self._left.set()
@@ -445,29 +418,8 @@ class DockerHandle:
             log.exception("on_exit callback for agent %s failed", self._tag)
 
     def _finish_output(self) -> None:
-        """Log what the live stream missed: often the last words of an agent that crashed.
-
-        A followed log stream can end before the engine has stored the container's last
-        output (an unterminated last line, typically); once the container has ended, a
-        plain read returns all of it. The live stream delivered a prefix of those bytes.
-        """
-        self._reader.join(_READER_JOIN_S)
-        if self._reader.is_alive():
-            with self._stream_lock, contextlib.suppress(Exception):
-                if self._stream is not None:
-                    self._stream.close()
-            self._reader.join(_READER_JOIN_S)
-            if self._reader.is_alive():
-                return  # still busy with the buffer: leave it alone
-        try:
-            stored = self._container.logs(stdout=True, stderr=True)
-        except Exception as exc:  # gone, or the engine is: what was logged is all there is
-            log.debug("no stored output of agent %s to catch up with: %s", self._tag, exc)
-        else:
-            # Shorter than what was received: rotation dropped the start, offsets are lost.
-            if isinstance(stored, bytes) and len(stored) > self._received:
-                self._emit(self._lines.feed(stored[self._received :]))
-        self._emit(self._lines.flush())
+        for follower in self._followers:
+            follower.finish()
 
     def _wait_for_end(self) -> int:
         failures = 0
@@ -520,6 +472,75 @@ def _socket_in_container(spec: AgentSpec, socket: Path) -> str:
         f"cannot start agent {spec.tag}: HUTCH_PROXY_SOCKET={str(socket)!r} is not inside the session folder "
         f"{spec.session_dir}, so the container could not reach it"
     )
+
+
+class _LogFollower:
+    """Follows one of a container's output streams and logs it line by line, tagged."""
+
+    def __init__(self, container: Any, tag: str, stream: str, left: threading.Event) -> None:
+        self._container = container
+        self._tag = tag
+        self._which = {"stdout": stream == "stdout", "stderr": stream == "stderr"}
+        self._left = left
+        self._stream: Any = None
+        self._stream_lock = threading.Lock()
+        # Output state, the reader's until it ends, then finish()'s caller's (after join()).
+        self._lines = _LineBuffer()
+        self._received = 0  # bytes the live stream delivered
+        self._reader = threading.Thread(target=self._pump, name=f"agent-{stream}-{tag}", daemon=True)
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def _pump(self) -> None:
+        try:
+            stream = self._container.logs(stream=True, follow=True, **self._which)
+        except NotFound:
+            return  # ended and removed before we got here; nothing left to read
+        except Exception as exc:  # a thread's last stop: never die silently
+            log.warning("cannot follow the output of agent %s: %s", self._tag, exc)
+            return
+        with self._stream_lock:
+            self._stream = stream
+        try:
+            for chunk in stream:
+                self._received += len(chunk)
+                self._emit(self._lines.feed(chunk))
+        except Exception as exc:  # the engine went away, or finish() closed the stream
+            if not self._left.is_set():
+                log.warning("lost the output of agent %s: %s", self._tag, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def _emit(self, lines: list[bytes]) -> None:
+        for line in lines:
+            agent_log.info("[%s] %s", self._tag, line.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def finish(self) -> None:
+        """Log what the live stream missed: often the last words of an agent that crashed.
+
+        A followed log stream can end before the engine has stored the container's last
+        output (an unterminated last line, typically); once the container has ended, a
+        plain read returns all of it. The live stream delivered a prefix of those bytes.
+        """
+        self._reader.join(_READER_JOIN_S)
+        if self._reader.is_alive():
+            with self._stream_lock, contextlib.suppress(Exception):
+                if self._stream is not None:
+                    self._stream.close()
+            self._reader.join(_READER_JOIN_S)
+            if self._reader.is_alive():
+                return  # still busy with the buffer: leave it alone
+        try:
+            stored = self._container.logs(**self._which)
+        except Exception as exc:  # gone, or the engine is: what was logged is all there is
+            log.debug("no stored output of agent %s to catch up with: %s", self._tag, exc)
+        else:
+            # Shorter than what was received: rotation dropped the start, offsets are lost.
+            if isinstance(stored, bytes) and len(stored) > self._received:
+                self._emit(self._lines.feed(stored[self._received :]))
+        self._emit(self._lines.flush())
 
 
 class _LineBuffer:
