@@ -340,9 +340,7 @@ class SessionActor(pykka.ThreadingActor):
     # --- the agent ------------------------------------------------------------------------
 
     def _has_due_work(self) -> bool:
-        now = self._clock()
-        with read_transaction(self._layout.inbound_db) as conn:
-            return any(row.trigger for row in inbound.pending_due(conn, now))
+        return bool(self._due_trigger_ids())
 
     def _ensure_agent(self) -> None:
         if self._handle is not None or self._waiting_for_slot:

@@ -94,18 +94,22 @@ class InboxActor(pykka.ThreadingActor):
 
     def _check(self) -> None:
         self._checked_at = time.monotonic()
-        fresh = self._fresh_rows()
-        fresh = [row for row in fresh if not self._answered_question(row)]
-        if fresh and not self._agent_busy and any(row.trigger for row in fresh):
-            self._dispatch(fresh)
+        # Read even while the agent is busy: it may be waiting inside a tool for an answer.
+        work = self._new_work()
+        if work and not self._agent_busy:
+            self._dispatch(work)
         self._schedule_next_due()
 
     def _take_follow_ups(self) -> tuple[MessageIn, ...]:
+        work = self._new_work()
+        if work:
+            self._claim(work)
+        return tuple(work)
+
+    def _new_work(self) -> list[MessageIn]:
+        """Fresh rows, once one of them triggers a turn; context-only rows wait for one."""
         fresh = [row for row in self._fresh_rows() if not self._answered_question(row)]
-        if not any(row.trigger for row in fresh):
-            return ()
-        self._claim(fresh)
-        return tuple(fresh)
+        return fresh if any(row.trigger for row in fresh) else []
 
     def _dispatch(self, rows: list[MessageIn]) -> None:
         self._claim(rows)
