@@ -1,25 +1,27 @@
-"""Assembling the host from its configuration: the store, the first-start wiring, the
-runtime, the channels and the Supervisor. `actors.main` runs it; tests start it in-process."""
+"""Assembling the host from its configuration: every part, started in order and stopped in
+reverse in one place (`Host`). `actors.main` runs it; tests start it in-process."""
 
 from __future__ import annotations
 
 import getpass
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import pykka
-
+from actors.channels.base import ChannelAdapter
 from actors.channels.local_chat import LocalChatChannel
 from actors.config import HostConfig
-from actors.messages import Ready
+from actors.delivery import DeliveryActor
+from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
 from actors.session import ProxySockets, SessionSettings
 from actors.store import agent_groups, messaging_group_agents, messaging_groups
 from actors.store.db import Store, open_store
-from actors.supervisor import GLOBAL_GROUP, Supervisor, SupervisorSetup
+from actors.supervisor import GLOBAL_GROUP, Supervisor, SupervisorSetup, submitter
+from actors.sweep import SweepActor
+from actors.watch import FolderWatcher
 
 if TYPE_CHECKING:
     from actors.credentials import CredentialProxy
@@ -29,6 +31,8 @@ log = logging.getLogger("hutch")
 MAIN_GROUP = "main"
 LOCAL_CHAT = "local"
 INSTALLATION_FILE = "installation-id"
+# Sessions stop in parallel, each giving its agent stop_timeout_s and then a kill.
+_SUPERVISOR_STOP_S = 120
 
 DEFAULT_MEMORY = """# {name}
 
@@ -37,22 +41,109 @@ The agent reads this file at the start of every session.
 """
 
 
-@dataclass
 class Host:
-    config: HostConfig
-    store: Store
-    supervisor: pykka.ActorRef[Any]
-    runtime: AgentRuntime
-    # The credential proxy start_host built (one handed in stays its caller's to stop).
-    proxy: CredentialProxy | None = None
+    """The host's parts, started in dependency order and stopped in reverse, all here (as
+    Mopidy wires its actors): nothing else starts or stops a part, and each part is handed
+    the references it uses.
+
+    Order: the central store, the runtime, the credential proxy, the DeliveryActor, the file
+    watcher, the Supervisor (which owns the registry of live sessions), the SweepActor (it
+    tells the Supervisor about sessions with work on disk, so it starts after it), then the
+    channels, last, so no message arrives before there is somewhere to put it. Stopping
+    runs backwards: channels first, so nothing new comes in while the sessions drain.
+    """
+
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.channels: list[ChannelAdapter] = []
+        self._stops: list[tuple[str, Callable[[], object]]] = []
+
+    # -- starting ------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        config: HostConfig,
+        runtime: AgentRuntime | None = None,
+        settings: SessionSettings | None = None,
+        proxy: ProxySockets | None = None,
+        channels: Sequence[ChannelAdapter] | None = None,
+    ) -> Host:
+        """`runtime`, `settings`, `proxy` and `channels` replace what `config` would choose
+        (tests and embedding programs hand in their own)."""
+        host = cls(config)
+        host.channels = (
+            list(channels) if channels is not None else [LocalChatChannel(config.chat_socket, config.assistant_name)]
+        )
+        try:
+            host._start(runtime, settings, proxy)
+        except BaseException:
+            host.stop()
+            raise
+        return host
+
+    def _start(
+        self, runtime: AgentRuntime | None, settings: SessionSettings | None, proxy: ProxySockets | None
+    ) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(config.central_db)
+        self._on_stop("store", self.store.close)
+        ensure_first_start(self.store, config)
+        provider = effective_provider(config)
+
+        self.runtime = runtime or choose_runtime(config)
+        if proxy is None and provider == "claude":
+            owned = _credential_proxy(config)
+            self._on_stop("credential proxy", owned.stop)
+            proxy = owned
+        self.proxy = proxy
+
+        self.delivery = DeliveryActor.start(self.channels)
+        self._on_stop("delivery", self.delivery.stop)
+
+        self.watcher = FolderWatcher(config.sessions_dir)
+        self.watcher.start()
+        self._on_stop("watcher", self.watcher.stop)
+
+        setup = SupervisorSetup(
+            data_dir=config.data_dir,
+            session_settings=settings or session_settings(config, provider),
+            max_containers=config.max_containers,
+        )
+        self.registry = SessionRegistry()
+        self.supervisor = Supervisor.start(
+            setup, self.store, self.runtime, self.delivery, self.watcher, self.registry, proxy
+        )
+        # The sessions get stop_timeout_s each, in parallel, then a kill.
+        self._on_stop("supervisor", lambda: self.supervisor.stop(timeout=_SUPERVISOR_STOP_S))
+
+        self.sweep = SweepActor.start(
+            self.store, self.registry, self.supervisor, config.sessions_dir, config.sweep_interval_s
+        )
+        self._on_stop("sweep", self.sweep.stop)
+
+        on_event = submitter(self.supervisor)
+        for channel in self.channels:
+            channel.start(on_event)
+            self._on_stop(f"channel {channel.channel_type}", channel.stop)
+            log.info("channel %s is listening", channel.channel_type)
+        log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, self.runtime.name, provider)
+
+    def _on_stop(self, name: str, stop: Callable[[], object]) -> None:
+        self._stops.append((name, stop))
+
+    # -- stopping ------------------------------------------------------------------------
 
     def stop(self) -> None:
-        try:
-            self.supervisor.stop(block=True, timeout=120)
-        finally:
-            if self.proxy is not None:
-                self.proxy.stop()  # the sessions closed their sockets; this drops its upstream connections
-            self.store.close()
+        """Stop what was started, newest first; one part failing to stop does not keep the
+        others running."""
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:
+                log.exception("stopping the %s failed", name)
 
 
 def effective_provider(config: HostConfig) -> str:
@@ -136,24 +227,7 @@ def start_host(
     settings: SessionSettings | None = None,
     proxy: ProxySockets | None = None,
 ) -> Host:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(config.central_db)
-    ensure_first_start(store, config)
-    provider = effective_provider(config)
-    runtime = runtime or choose_runtime(config)
-    owned_proxy = _credential_proxy(config) if proxy is None and provider == "claude" else None
-    proxy = proxy if proxy is not None else owned_proxy
-    setup = SupervisorSetup(
-        data_dir=config.data_dir,
-        session_settings=settings or session_settings(config, provider),
-        max_containers=config.max_containers,
-        sweep_interval_s=config.sweep_interval_s,
-    )
-    channels = [LocalChatChannel(config.chat_socket, config.assistant_name)]
-    supervisor = Supervisor.start(setup, store, runtime, channels, proxy)
-    supervisor.ask(Ready(), block=True, timeout=60)
-    log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, runtime.name, provider)
-    return Host(config, store, supervisor, runtime, owned_proxy)
+    return Host.start(config, runtime, settings, proxy)
 
 
 def _credential_proxy(config: HostConfig) -> CredentialProxy:

@@ -1,5 +1,10 @@
 """Messages between the host's actors: facts (`OutboundChanged`, `ContainerExited`) and
-commands (`Wake`, `Deliver`). Collaborators travel as actor refs so tests can hand in fakes."""
+commands (`Wake`, `Deliver`). Collaborators travel as actor refs so tests can hand in fakes.
+
+Asks answer at once; where an answer must wait for durable work (a row committed), the
+message carries the future to resolve, so no actor blocks on another (docs/ARCHITECTURE.md,
+"Asks answer fast").
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,53 @@ import math
 from typing import Any
 
 import msgspec
+import pykka
 
-from actors.channels.base import Card, InboundEvent, Target
+from actors.channels.base import Card, InboundEvent
 from protocol.content import InboundContent
-from protocol.rows import Routing
+from protocol.rows import MessageIn, Routing
 
 # --- to the SessionActor -------------------------------------------------------------------
 
 
 class WriteInbound(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask: write one `messages_in` row (even seq) and make sure the agent will see it.
-    `files` are (name, temporary path) pairs moved into `inbox/<id>/`."""
+    """Write one `messages_in` row (even seq) and make sure the agent will see it.
+
+    `stored` is resolved with the row once it is committed (or with the error); a burst of
+    these is committed in one transaction. `files` are (name, temporary path) pairs moved
+    into `inbox/<id>/`."""
 
     content: InboundContent
     routing: Routing
     trigger: bool = True
     files: tuple[tuple[str, str], ...] = ()
     message_id: str | None = None
+    stored: pykka.Future[MessageIn] | None = None
+
+
+class CommitInbound(msgspec.Struct, frozen=True):
+    """Commit the `WriteInbound`s received so far: the SessionActor tells itself this after
+    the first of a burst, so everything that arrived meanwhile shares one fsync."""
+
+
+class EnsureAgent(msgspec.Struct, frozen=True):
+    """Start the agent if there is due work and none runs; told to itself after a commit, so
+    the sender's answer never waits for a container to start."""
 
 
 class OutboundChanged(msgspec.Struct, frozen=True):
-    """Something in the session folder changed (outbound.db, its journal or .heartbeat).
+    """outbound.db or its journal changed.
 
     `at` is when the change was seen (time.monotonic()); a read that began after it has
     already seen the change, so one commit's burst of file events costs one read."""
 
     at: float = math.inf
+
+
+class HeartbeatSeen(msgspec.Struct, frozen=True):
+    """`.heartbeat` was touched at `at` (time.time()): liveness, in memory, nothing read."""
+
+    at: float
 
 
 class Wake(msgspec.Struct, frozen=True):
@@ -64,7 +90,11 @@ class DeliveryFailed(msgspec.Struct, frozen=True):
 
 
 class StopIfIdle(msgspec.Struct, frozen=True):
-    """Ask: stop the agent and answer True when the session has nothing left to do."""
+    """Stop the agent and answer True when the session has nothing left to do: told back to
+    `reply_to` as `IdleAnswer(token=token)`, or as the answer of an ask without one."""
+
+    reply_to: Any = None
+    token: int = 0
 
 
 class Drain(msgspec.Struct, frozen=True):
@@ -107,12 +137,12 @@ DeliveryAction = SendText | EditText | React | AskQuestion | SendCard
 
 
 class Deliver(msgspec.Struct, frozen=True, kw_only=True):
-    """One attempt at one outbound row; the answer (`Delivered`/`DeliveryFailed`) is told to `reply_to`."""
+    """One attempt at one outbound row; the answer (`Delivered`/`DeliveryFailed`) is told to
+    `reply_to`. `routing` has its channel and chat checked by the session's plan."""
 
     session_id: str
     message_out_id: str
-    channel_type: str
-    target: Target
+    routing: Routing
     action: DeliveryAction
     reply_to: Any
 
@@ -120,8 +150,7 @@ class Deliver(msgspec.Struct, frozen=True, kw_only=True):
 class Notify(msgspec.Struct, frozen=True):
     """A message from the host itself (e.g. "your message failed"); best effort, no retry."""
 
-    channel_type: str
-    target: Target
+    routing: Routing
     text: str
 
 
@@ -129,9 +158,18 @@ class Notify(msgspec.Struct, frozen=True):
 
 
 class InboundReceived(msgspec.Struct, frozen=True):
-    """Ask: a channel received something. Answers once it is safely on disk."""
+    """A channel received something; `stored` resolves once it is safely on disk (with the
+    row), or with the reason it was refused."""
 
     event: InboundEvent
+    stored: pykka.Future[Any]
+
+
+class OpenQuestion(msgspec.Struct, frozen=True):
+    """A session is about to show a question: record who asked it (the Supervisor owns the
+    pending questions), then pass `deliver` on to the DeliveryActor."""
+
+    deliver: Deliver
 
 
 class EnsureSession(msgspec.Struct, frozen=True):
@@ -144,10 +182,12 @@ class SessionIdle(msgspec.Struct, frozen=True):
     session_id: str
 
 
+class IdleAnswer(msgspec.Struct, frozen=True):
+    session_id: str
+    token: int
+    idle: bool
+
+
 class SessionFailed(msgspec.Struct, frozen=True):
     session_id: str
     error: str
-
-
-class Ready(msgspec.Struct, frozen=True):
-    """Ask: answers once the Supervisor has started its actors and channels."""

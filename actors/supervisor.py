@@ -1,27 +1,33 @@
-"""Supervisor: starts and stops everything, routes inbound messages, owns the session registry.
+"""Supervisor: routes inbound messages to sessions and owns the session registry and the
+pending questions. It never waits on a session: a message is handed on with the future its
+channel waits on, and the SessionActor answers that future once the row is committed.
 
 Session creation happens only in this actor's thread, so a burst of messages for a new chat
-can never create two sessions or two agents.
+can never create two sessions or two agents. `actors/host.py` builds everything it is given.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 
-from actors.channels.base import ChannelAdapter, InboundAnswer, InboundChat, InboundEvent
+from actors.channels.base import InboundAnswer, InboundChat, InboundEvent, OnEvent, Stored
 from actors.data_folder import DataFolder
-from actors.delivery import DeliveryActor
+from actors.messages import AskQuestion as AskQuestionAction
 from actors.messages import (
+    DeliveryFailed,
     Drain,
     EnsureSession,
+    IdleAnswer,
     InboundReceived,
-    Ready,
+    OpenQuestion,
     SessionFailed,
     SessionIdle,
     StopIfIdle,
@@ -33,17 +39,20 @@ from actors.runtime.base import AgentRuntime
 from actors.session import ProxySockets, SessionActor, SessionInfo, SessionSettings
 from actors.slots import ContainerSlots
 from actors.store import agent_groups, messaging_group_agents, messaging_groups, pending_questions, sessions
-from actors.store.db import Store
+from actors.store.db import Store, StoreError
 from actors.store.sessions import Session
-from actors.sweep import SweepActor
-from actors.watch import SessionWatcher
+from actors.watch import Subscriptions
 from protocol.content import ChatIn, QuestionAnswer
 from protocol.layout import SessionLayout
-from protocol.rows import MessageIn, Routing
+from protocol.rows import Routing
 
 log = logging.getLogger("hutch.supervisor")
 
 GLOBAL_GROUP = "global"
+
+# `last_active_at` is for people and clean-up, not for routing: once a minute is plenty,
+# and a burst of messages must not cost a central-DB write each.
+_TOUCH_INTERVAL_S = 60.0
 
 
 class RoutingError(ValueError):
@@ -55,8 +64,22 @@ class SupervisorSetup(DataFolder):
     data_dir: Path
     session_settings: SessionSettings
     max_containers: int = 5
-    sweep_interval_s: float = 30.0
     drain_timeout_s: float = 15.0
+
+
+def submitter(supervisor: pykka.ActorRef[Supervisor]) -> OnEvent:
+    """What a channel calls with each event: returns at once with the future of its row."""
+
+    def on_event(event: InboundEvent) -> Stored:
+        stored: Stored = pykka.ThreadingFuture()
+        try:
+            supervisor.tell(InboundReceived(event, stored))
+        except pykka.ActorDeadError:
+            error = RoutingError("the host is shutting down; please send that again in a moment")
+            stored.set_exception((RoutingError, error, None))
+        return stored
+
+    return on_event
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -65,102 +88,106 @@ class Supervisor(pykka.ThreadingActor):
         setup: SupervisorSetup,
         store: Store,
         runtime: AgentRuntime,
-        channels: Sequence[ChannelAdapter],
+        delivery: pykka.ActorRef[Any],
+        watcher: Subscriptions,
+        registry: SessionRegistry,
         proxy: ProxySockets | None = None,
     ) -> None:
         super().__init__()
         self._setup = setup
         self._store = store
         self._runtime = runtime
-        self._channels = list(channels)
+        self._delivery = delivery
+        self._watcher = watcher
+        self._registry = registry
         self._proxy = proxy
-        self._registry = SessionRegistry()
         self._slots = ContainerSlots(setup.max_containers)
-        self._watcher = SessionWatcher(setup.sessions_dir, self._registry)
-        self._delivery: pykka.ActorRef[Any] | None = None
-        self._sweep: pykka.ActorRef[Any] | None = None
+        # Messages handed to each session, so an idle answer that crossed one is not acted on.
+        self._routed: Counter[str] = Counter()
+        self._touched: dict[str, float] = {}
         self._closing = False
-
-    # --- lifecycle: start in order, stop in reverse ---------------------------------------
-
-    def on_start(self) -> None:
-        self._delivery = DeliveryActor.start(self._channels, self._store)
-        self._watcher.start()
-        self._sweep = SweepActor.start(
-            self._store, self._registry, self.actor_ref, self._setup.sessions_dir, self._setup.sweep_interval_s
-        )
-        for channel in self._channels:
-            channel.start(self._on_channel_event)
-            log.info("channel %s is listening", channel.channel_type)
 
     def on_stop(self) -> None:
         self._closing = True
-        if self._sweep is not None:
-            self._sweep.stop()
-        self._watcher.stop()
         self._drain_sessions()
-        for session_id, ref in self._registry.items():
-            self._stop_session(session_id, ref)
-        if self._delivery is not None:
-            self._delivery.stop()
-        for channel in self._channels:
-            channel.stop()
+        self._stop_sessions([session_id for session_id, _ in self._registry.items()])
         log.info("supervisor stopped")
 
     def _drain_sessions(self) -> None:
         """Let deliveries already handed to a channel finish and be recorded."""
-        futures = []
+        asked: list[pykka.Future[Any]] = []
         for _session_id, ref in self._registry.items():
             try:
-                futures.append(ref.ask(Drain(), block=True, timeout=self._setup.drain_timeout_s))
-            except (pykka.ActorDeadError, pykka.Timeout):
+                asked.append(ref.ask(Drain(), block=False))
+            except pykka.ActorDeadError:
                 continue
-        for future in futures:
+        deadline = time.monotonic() + self._setup.drain_timeout_s
+        for future in asked:
             try:
-                future.get(timeout=self._setup.drain_timeout_s)
+                drained: pykka.Future[bool] = future.get(timeout=max(0.0, deadline - time.monotonic()))
+                drained.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.ActorDeadError:
+                continue
             except pykka.Timeout:
                 log.warning("a delivery did not finish in time; it will be sent again after the restart")
 
-    def _stop_session(self, session_id: str, ref: pykka.ActorRef[Any]) -> None:
-        self._registry.remove(session_id)
-        try:
-            # The agent gets stop_timeout_s to finish, then a kill and a few seconds to confirm it.
-            ref.stop(block=True, timeout=self._setup.session_settings.stop_timeout_s * 2 + 10)
-        except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            log.warning("session %s did not stop cleanly: %s", session_id[:8], exc)
-
-    def _on_channel_event(self, event: InboundEvent) -> None:
-        """Called from a channel's thread; returns once the message is on disk."""
-        self.actor_ref.ask(InboundReceived(event), block=True, timeout=60)
+    def _stop_sessions(self, session_ids: list[str]) -> None:
+        """Every session at once: each stops its own agent, so they end in parallel."""
+        # The agent gets stop_timeout_s to finish, then a kill and a few seconds to confirm it.
+        timeout = self._setup.session_settings.stop_timeout_s * 2 + 10
+        stopping: list[tuple[str, pykka.Future[Any]]] = []
+        for session_id in session_ids:
+            ref = self._registry.remove(session_id)
+            if ref is None:
+                continue
+            try:
+                stopping.append((session_id, ref.stop(block=False)))
+            except pykka.ActorDeadError:
+                continue
+        deadline = time.monotonic() + timeout
+        for session_id, future in stopping:
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except (pykka.ActorDeadError, pykka.Timeout) as exc:
+                log.warning("session %s did not stop cleanly: %s", session_id[:8], exc or type(exc).__name__)
 
     # --- messages -------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case InboundReceived(event=event):
-                if self._closing:
-                    raise RoutingError("the host is shutting down; please send that again in a moment")
-                return self._route(event)
+            case InboundReceived(event=event, stored=stored):
+                self._receive(event, stored)
+            case OpenQuestion(deliver=deliver):
+                self._open_question(deliver)
             case EnsureSession(session_id=session_id):
                 session = sessions.get(self._store, session_id)
                 if session is not None and not self._closing:
                     self._session_ref(session)
             case SessionIdle(session_id=session_id):
                 self._on_idle(session_id)
+            case IdleAnswer():
+                self._on_idle_answer(message)
             case SessionFailed(session_id=session_id, error=error):
                 self._on_failed(session_id, error)
-            case Ready():
-                return True  # on_start ran before any message is handled
             case _:
-                log.warning("supervisor: ignoring unexpected message %r", message)
+                return super().on_receive(message)
         return None
 
-    def _route(self, event: InboundEvent) -> MessageIn:
-        if isinstance(event, InboundAnswer):
-            return self._route_answer(event)
-        return self._route_chat(event)
+    def _receive(self, event: InboundEvent, stored: Stored) -> None:
+        try:
+            if self._closing:
+                raise RoutingError("the host is shutting down; please send that again in a moment")
+            if isinstance(event, InboundAnswer):
+                session, request = self._route_answer(event)
+            else:
+                session, request = self._route_chat(event)
+            ref = self._session_ref(session)
+            self._routed[session.id] += 1
+            ref.tell(msgspec.structs.replace(request, stored=stored))
+        except (RoutingError, StoreError, pykka.ActorDeadError) as exc:
+            stored.set_exception((type(exc), exc, exc.__traceback__))
 
-    def _route_chat(self, event: InboundChat) -> MessageIn:
+    def _route_chat(self, event: InboundChat) -> tuple[Session, WriteInbound]:
         group = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
         if group is None:
             group = messaging_groups.create(
@@ -189,23 +216,21 @@ class Supervisor(pykka.ThreadingActor):
                 messaging_group_id=group.id, thread_id=thread,
             )  # fmt: skip
             log.info("new session %s for agent group %s", session.id[:8], wiring.agent_group_id[:8])
-        sessions.touch(self._store, session.id)
+        self._touch(session.id)
         content = ChatIn(
             text=event.text,
             sender=event.sender,
             sender_id=event.sender_id,
             platform_message_id=event.platform_message_id,
         )
-        request = WriteInbound(
+        return session, WriteInbound(
             content=content,
             routing=Routing(event.platform_id, event.channel_type, event.thread_id),
             trigger=trigger,
             files=tuple((file.name, file.path) for file in event.files),
         )
-        written: MessageIn = self._session_ref(session).ask(request, block=True, timeout=30)
-        return written
 
-    def _route_answer(self, event: InboundAnswer) -> MessageIn:
+    def _route_answer(self, event: InboundAnswer) -> tuple[Session, WriteInbound]:
         question = pending_questions.get(self._store, event.question_id)
         if question is None or question.channel_type != event.channel_type:
             raise RoutingError(f"there is no question {event.question_id!r}")
@@ -214,12 +239,42 @@ class Supervisor(pykka.ThreadingActor):
         session = sessions.get(self._store, question.session_id)
         if session is None:
             raise RoutingError("the conversation that asked this question is gone")
-        request = WriteInbound(
+        return session, WriteInbound(
             content=QuestionAnswer(question_id=question.id, answer=event.answer, answered_by=event.sender),
             routing=Routing(question.platform_id, question.channel_type, question.thread_id),
         )
-        written: MessageIn = self._session_ref(session).ask(request, block=True, timeout=30)
-        return written
+
+    def _touch(self, session_id: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(session_id, -_TOUCH_INTERVAL_S) >= _TOUCH_INTERVAL_S:
+            self._touched[session_id] = now
+            sessions.touch(self._store, session_id)
+
+    # --- questions ------------------------------------------------------------------------
+
+    def _open_question(self, deliver: Any) -> None:
+        """Record a question before it is shown: an answer can come back the moment the
+        platform has it. The id comes from an untrusted container, so it must not take over
+        another session's question."""
+        action: AskQuestionAction = deliver.action
+        existing = pending_questions.get(self._store, action.question_id)
+        if existing is not None and existing.session_id != deliver.session_id:
+            reason = f"question id {action.question_id!r} belongs to another conversation"
+            deliver.reply_to.tell(DeliveryFailed(deliver.message_out_id, reason, retryable=False))
+            return
+        if existing is None:
+            pending_questions.create(
+                self._store,
+                id=action.question_id,
+                session_id=deliver.session_id,
+                message_out_id=deliver.message_out_id,
+                question=action.question,
+                options=action.options,
+                platform_id=deliver.routing.platform_id,
+                channel_type=deliver.routing.channel_type,
+                thread_id=deliver.routing.thread_id,
+            )
+        self._delivery.tell(deliver)
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -237,6 +292,7 @@ class Supervisor(pykka.ThreadingActor):
             slots=self._slots,
             supervisor=self.actor_ref,
             proxy=self._proxy,
+            watcher=self._watcher,
         )
         self._registry.add(session.id, ref)
         return ref
@@ -258,15 +314,22 @@ class Supervisor(pykka.ThreadingActor):
         )
 
     def _on_idle(self, session_id: str) -> None:
+        """Ask, without waiting, whether the session is still idle once everything routed to
+        it so far has been handled; the answer comes back as an `IdleAnswer`."""
         ref = self._registry.get(session_id)
         if ref is None:
             return
         try:
-            idle = ref.ask(StopIfIdle(), block=True, timeout=30)
-        except (pykka.ActorDeadError, pykka.Timeout):
+            ref.tell(StopIfIdle(reply_to=self.actor_ref, token=self._routed[session_id]))
+        except pykka.ActorDeadError:
             return
-        if idle:
-            self._stop_session(session_id, ref)
+
+    def _on_idle_answer(self, answer: IdleAnswer) -> None:
+        # A message routed after the question was asked is the session's work now.
+        if not answer.idle or self._routed[answer.session_id] != answer.token or self._closing:
+            return
+        self._stop_sessions([answer.session_id])
+        self._touched.pop(answer.session_id, None)
 
     def _on_failed(self, session_id: str, error: str) -> None:
         self._registry.remove(session_id)

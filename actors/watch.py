@@ -1,37 +1,55 @@
-"""One watchdog observer over the whole sessions folder. An event on a session's
-outbound.db, its journal or .heartbeat becomes `OutboundChanged` for that SessionActor;
-handling one twice is harmless, and the sweep recovers any event that never came."""
+"""File events for session folders: one watchdog observer, many subscribers.
+
+The host runs one `FolderWatcher` over the whole sessions folder (one inotify instance, however
+many sessions) and each SessionActor subscribes its own folder; an embedded SessionActor with
+no watcher handed in runs one over its folder alone. A subscriber is called, on the
+observer's thread, with each changed path directly inside its folder; it only tells its actor.
+Handling an event twice is harmless, and the sweep recovers any event that never came.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from watchdog.observers.api import BaseObserver
 
-from actors.messages import OutboundChanged
-from actors.registry import SessionRegistry
 from protocol.filewatch import watch_folder
-from protocol.layout import HEARTBEAT, OUTBOUND_DB
 
 log = logging.getLogger("hutch.watch")
 
-_WATCHED = {OUTBOUND_DB, f"{OUTBOUND_DB}-journal", HEARTBEAT}
+OnChange = Callable[[Path], None]
 
 
-class SessionWatcher:
-    """`sessions/<agent group>/<session id>/<file>`: the session id is the second part."""
+class Subscriptions(Protocol):
+    """What a SessionActor needs of a watcher."""
 
-    def __init__(self, sessions_root: Path, registry: SessionRegistry) -> None:
-        self._root = sessions_root
-        self._registry = registry
+    def subscribe(self, folder: Path, on_change: OnChange) -> None: ...
+
+    def unsubscribe(self, folder: Path) -> None: ...
+
+
+def _key(folder: Path) -> str:
+    # Events carry paths spelled as the watched root was; abspath makes both ends agree.
+    return os.path.abspath(folder)
+
+
+class FolderWatcher:
+    def __init__(self, root: Path, *, recursive: bool = True) -> None:
+        self._root = root
+        self._recursive = recursive
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, OnChange] = {}
         self._observer: BaseObserver | None = None
 
     def start(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
-        self._observer = watch_folder(self._root, self._on_path, recursive=True)
-        log.info("watching %s", self._root)
+        self._observer = watch_folder(self._root, self._on_path, recursive=self._recursive)
+        log.debug("watching %s", self._root)
 
     def stop(self) -> None:
         if self._observer is not None:
@@ -39,16 +57,16 @@ class SessionWatcher:
             self._observer.join(timeout=5)
             self._observer = None
 
-    def session_of(self, path: Path) -> str | None:
-        try:
-            parts = path.relative_to(self._root).parts
-        except ValueError:
-            return None
-        if len(parts) != 3 or parts[2] not in _WATCHED:
-            return None
-        return parts[1]
+    def subscribe(self, folder: Path, on_change: OnChange) -> None:
+        with self._lock:
+            self._subscribers[_key(folder)] = on_change
+
+    def unsubscribe(self, folder: Path) -> None:
+        with self._lock:
+            self._subscribers.pop(_key(folder), None)
 
     def _on_path(self, path: Path) -> None:
-        session_id = self.session_of(path)
-        if session_id is not None:
-            self._registry.tell(session_id, OutboundChanged(time.monotonic()))
+        with self._lock:
+            on_change = self._subscribers.get(_key(path.parent))
+        if on_change is not None:
+            on_change(path)

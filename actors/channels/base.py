@@ -2,22 +2,24 @@
 
 An adapter turns platform events into `InboundEvent`s and performs sends. A send either
 returns (the platform accepted it) or raises `ChannelError`; the host records and retries.
+Where a send goes is a `protocol.rows.Routing` (channel, chat, thread): the same type a row
+carries, checked by the session before it reaches an adapter.
+
+Handing an event to the host returns at once with a future (`Stored`) that resolves once the
+message is committed to its session's inbound.db; an adapter acks its sender only then, and
+may hand over a burst before waiting on any of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
+import pykka
 
-
-class Target(msgspec.Struct, frozen=True):
-    """Where on the platform a message goes: a chat, and optionally a thread in it."""
-
-    platform_id: str
-    thread_id: str | None = None
+from protocol.rows import Routing
 
 
 class IncomingFile(msgspec.Struct, frozen=True):
@@ -55,6 +57,10 @@ class InboundAnswer(msgspec.Struct, frozen=True, kw_only=True):
 
 InboundEvent = InboundChat | InboundAnswer
 
+# Resolves once the event is committed to inbound.db; fails with the reason it was refused.
+Stored = pykka.Future[Any]
+OnEvent = Callable[[InboundEvent], Stored]
+
 
 class ChannelError(Exception):
     """A send that did not go through. `retryable=False` means trying again cannot help
@@ -86,23 +92,23 @@ class ChannelAdapter(Protocol):
     @property
     def capabilities(self) -> frozenset[str]: ...
 
-    def start(self, on_event: Callable[[InboundEvent], None]) -> None:
-        """Begin receiving; `on_event` may be called from any thread."""
+    def start(self, on_event: OnEvent) -> None:
+        """Begin receiving; `on_event` may be called from any thread and never blocks."""
         ...
 
     def stop(self) -> None: ...
 
-    def send_text(self, target: Target, text: str, files: tuple[Path, ...] = ()) -> str | None:
+    def send_text(self, to: Routing, text: str, files: tuple[Path, ...] = ()) -> str | None:
         """Send a message (with files when FILES is a capability); returns the platform's message id."""
         ...
 
-    def edit_text(self, target: Target, platform_message_id: str, text: str) -> None: ...
+    def edit_text(self, to: Routing, platform_message_id: str, text: str) -> None: ...
 
-    def add_reaction(self, target: Target, platform_message_id: str, emoji: str) -> None: ...
+    def add_reaction(self, to: Routing, platform_message_id: str, emoji: str) -> None: ...
 
-    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+    def ask_question(self, to: Routing, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
         """Offer the options as the platform can (buttons, a numbered list); the choice comes
         back as an `InboundAnswer`."""
         ...
 
-    def send_card(self, target: Target, card: Card) -> str | None: ...
+    def send_card(self, to: Routing, card: Card) -> str | None: ...

@@ -29,12 +29,13 @@ import stat
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pykka
 
 from actors.channels.base import (
     CARD,
@@ -47,8 +48,10 @@ from actors.channels.base import (
     InboundAnswer,
     InboundChat,
     InboundEvent,
-    Target,
+    OnEvent,
+    Stored,
 )
+from protocol.rows import Routing
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,9 @@ class _Client:
     def hung_up(self) -> bool:
         return self._hung_up.is_set()
 
-    def write(self, obj: dict[str, Any]) -> None:
-        self.write_line(_encode(obj))
+    def write(self, obj: dict[str, Any] | None) -> None:
+        if obj is not None:
+            self.write_line(_encode(obj))
 
     def write_line(self, data: bytes) -> None:
         with self._write_lock:
@@ -137,7 +141,7 @@ class _Run:
     wake_reader: socket.socket
     wake_writer: socket.socket
     socket_id: tuple[int, int]
-    on_event: Callable[[InboundEvent], None]
+    on_event: OnEvent
     stopping: threading.Event
     accept_thread: threading.Thread | None = None
 
@@ -179,7 +183,7 @@ class LocalChatChannel:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, on_event: Callable[[InboundEvent], None]) -> None:
+    def start(self, on_event: OnEvent) -> None:
         with self._lock:
             if self._run is not None:
                 return
@@ -218,31 +222,31 @@ class LocalChatChannel:
 
     # -- sends -------------------------------------------------------------------------
 
-    def send_text(self, target: Target, text: str, files: tuple[Path, ...] = ()) -> str | None:
+    def send_text(self, to: Routing, text: str, files: tuple[Path, ...] = ()) -> str | None:
         message_id = self._next_id("cli-out")
         self._send_to_chat(
-            target.platform_id,
+            _chat_of(to),
             {
                 "type": "message",
                 "id": message_id,
                 "sender": self._assistant_name,
                 "text": text,
                 "files": [os.path.abspath(path) for path in files],
-                "thread": target.thread_id,
+                "thread": to.thread_id,
             },
         )
         return message_id
 
-    def edit_text(self, target: Target, platform_message_id: str, text: str) -> None:
-        self._send_to_chat(target.platform_id, {"type": "edit", "id": platform_message_id, "text": text})
+    def edit_text(self, to: Routing, platform_message_id: str, text: str) -> None:
+        self._send_to_chat(_chat_of(to), {"type": "edit", "id": platform_message_id, "text": text})
 
-    def add_reaction(self, target: Target, platform_message_id: str, emoji: str) -> None:
-        self._send_to_chat(target.platform_id, {"type": "reaction", "id": platform_message_id, "emoji": emoji})
+    def add_reaction(self, to: Routing, platform_message_id: str, emoji: str) -> None:
+        self._send_to_chat(_chat_of(to), {"type": "reaction", "id": platform_message_id, "emoji": emoji})
 
-    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+    def ask_question(self, to: Routing, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
         message_id = self._next_id("cli-out")
         self._send_to_chat(
-            target.platform_id,
+            _chat_of(to),
             {
                 "type": "question",
                 "id": message_id,
@@ -250,15 +254,15 @@ class LocalChatChannel:
                 "question_id": question_id,
                 "question": question,
                 "options": list(options),
-                "thread": target.thread_id,
+                "thread": to.thread_id,
             },
         )
         return message_id
 
-    def send_card(self, target: Target, card: Card) -> str | None:
+    def send_card(self, to: Routing, card: Card) -> str | None:
         message_id = self._next_id("cli-out")
         self._send_to_chat(
-            target.platform_id,
+            _chat_of(to),
             {
                 "type": "card",
                 "id": message_id,
@@ -266,7 +270,7 @@ class LocalChatChannel:
                 "title": card.title,
                 "text": card.text,
                 "fields": [[label, value] for label, value in card.fields],
-                "thread": target.thread_id,
+                "thread": to.thread_id,
             },
         )
         return message_id
@@ -329,12 +333,16 @@ class LocalChatChannel:
             client.thread.start()
         log.debug("local chat: %s connected", client.name)
 
-    def _serve_client(self, client: _Client, on_event: Callable[[InboundEvent], None]) -> None:
+    def _serve_client(self, client: _Client, on_event: OnEvent) -> None:
         try:
-            for line in _read_lines(client.sock):
+            for lines in _read_batches(client.sock):
                 if client.hung_up:
                     break
-                self._handle_line(client, line, on_event)
+                # Everything that arrived together is handed over before any of it is waited
+                # for: a burst shares its sessions' commits. Answers keep the lines' order.
+                answers = [self._handle_line(client, line, on_event) for line in lines]
+                for answer in answers:
+                    client.write(_settle(answer))
         except OSError as exc:
             log.debug("local chat: %s: %s", client.name, exc)
         finally:
@@ -350,25 +358,28 @@ class LocalChatChannel:
         with self._lock:
             self._clients.discard(client)
 
-    def _handle_line(self, client: _Client, line: bytes | None, on_event: Callable[[InboundEvent], None]) -> None:
+    def _handle_line(self, client: _Client, line: bytes | None, on_event: OnEvent) -> _Answer | None:
+        """What to answer the line with: a reply now, or a message handed to the host."""
         if line is None:
-            client.write(_error(f"line longer than {MAX_LINE_BYTES} bytes; it was dropped"))
-            return
+            return _error(f"line longer than {MAX_LINE_BYTES} bytes; it was dropped")
         if not line.strip():
-            return  # blank lines are harmless (e.g. typed into netcat)
+            return None  # blank lines are harmless (e.g. typed into netcat)
         try:
             request = _parse(line)
         except _BadRequestError as exc:
-            client.write(_error(str(exc)))
-            return
+            return _error(str(exc))
         with self._lock:
-            # Joining first means a reply the host produces while on_event runs finds the client.
+            # Joining first means a reply the host produces meanwhile finds the client.
             client.chat = request.chat
         if isinstance(request, _JoinRequest):
-            client.write({"type": "joined", "chat": request.chat})
-            return
+            return {"type": "joined", "chat": request.chat}
         message_id = self._next_id("cli")
-        _hand_over(client, on_event, _to_event(request, message_id), message_id)
+        try:
+            stored = on_event(_to_event(request, message_id))
+        except Exception as exc:  # the contract says it never raises; the sender hears if it does
+            stored = pykka.ThreadingFuture()
+            stored.set_exception((type(exc), exc, exc.__traceback__))
+        return _Handed(stored, message_id)
 
     def _next_id(self, kind: str) -> str:
         with self._ids_lock:
@@ -376,16 +387,32 @@ class LocalChatChannel:
         return f"{kind}-{self._id_prefix}-{number}"
 
 
-def _hand_over(client: _Client, on_event: Callable[[InboundEvent], None], event: InboundEvent, message_id: str) -> None:
-    """The ack promises the host has the message, so it is written only after on_event returned."""
+@dataclass(frozen=True)
+class _Handed:
+    stored: Stored
+    message_id: str
+
+
+_Answer = dict[str, Any] | _Handed
+
+# The host answers once the row is committed; a longer wait means something is stuck, and
+# the sender is told so rather than kept waiting for ever.
+_STORE_TIMEOUT_S = 60.0
+
+
+def _settle(answer: _Answer | None) -> dict[str, Any] | None:
+    """The line to send back; for a handed-over message, only once the host has stored it,
+    because the ack promises exactly that."""
+    if not isinstance(answer, _Handed):
+        return answer
     try:
-        on_event(event)
+        answer.stored.get(timeout=_STORE_TIMEOUT_S)
     except Exception as exc:
-        log.exception("local chat: the host did not take message %s", message_id)
+        if not isinstance(exc, ValueError | pykka.Timeout):
+            log.error("local chat: the host did not take message %s: %s", answer.message_id, exc)
         reason = str(exc) or type(exc).__name__
-        client.write(_error(f"the host could not take the message: {reason}"))
-        return
-    client.write({"type": "ack", "id": message_id})
+        return _error(f"the host could not take the message: {reason}")
+    return {"type": "ack", "id": answer.message_id}
 
 
 # -- socket plumbing --------------------------------------------------------------------
@@ -467,33 +494,36 @@ def _join(thread: threading.Thread | None) -> None:
         log.warning("local chat: %s did not finish within %.0fs", thread.name, _JOIN_TIMEOUT)
 
 
-def _read_lines(sock: socket.socket) -> Iterator[bytes | None]:
-    """Each complete line from the client; None stands for a line over the cap, whose bytes
-    are discarded as they arrive so a huge line never sits in memory."""
+def _read_batches(sock: socket.socket) -> Iterator[list[bytes | None]]:
+    """The complete lines of each read from the client; None stands for a line over the cap,
+    whose bytes are discarded as they arrive so a huge line never sits in memory."""
     buffer = bytearray()
     discarding = False
     while True:
         chunk = sock.recv(_RECV_BYTES)
         if not chunk:
             if buffer and not discarding:
-                yield bytes(buffer)  # a last line without its newline still counts
+                yield [bytes(buffer)]  # a last line without its newline still counts
             return
         buffer += chunk
+        lines: list[bytes | None] = []
         while (end := buffer.find(b"\n")) >= 0:
             line = bytes(buffer[:end])
             del buffer[: end + 1]
             if discarding:
                 discarding = False  # the tail of a line already reported
             elif len(line) > MAX_LINE_BYTES:
-                yield None
+                lines.append(None)
             else:
-                yield line
+                lines.append(line)
         if discarding:
             buffer.clear()
         elif len(buffer) > MAX_LINE_BYTES:
             buffer.clear()
             discarding = True
-            yield None
+            lines.append(None)
+        if lines:
+            yield lines
 
 
 # -- the wire format --------------------------------------------------------------------
@@ -501,6 +531,12 @@ def _read_lines(sock: socket.socket) -> Iterator[bytes | None]:
 
 def _encode(obj: dict[str, Any]) -> bytes:
     return msgspec.json.encode(obj) + b"\n"
+
+
+def _chat_of(to: Routing) -> str:
+    if not to.platform_id:
+        raise ChannelError("a local chat message needs a chat to go to", retryable=False)
+    return to.platform_id
 
 
 def _error(reason: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import msgspec
 import pykka
 import pytest
 
-from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError, Target
+from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError
 from actors.delivery import DeliveryActor
 from actors.messages import (
     AskQuestion,
@@ -26,30 +26,14 @@ from actors.messages import (
     SendCard,
     SendText,
 )
-from actors.store import agent_groups, messaging_groups, pending_questions, sessions
-from actors.store.db import Store, open_store
-from actors.store.sessions import Session
+from protocol.rows import Routing
 from tests.fakes.actors import RecorderActor, wait_for
 from tests.fakes.channel import ALL_CAPABILITIES, FakeChannel
 
 pytestmark = pytest.mark.timeout(30)
 
-TARGET = Target("chat-1", "thread-9")
+TARGET = Routing("chat-1", "fake", "thread-9")
 SESSION_ID = "s" * 32
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "hutch.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-def session(store: Store) -> Session:
-    group = agent_groups.create(store, name="main", folder="main")
-    chat = messaging_groups.create(store, channel_type="fake", platform_id="chat-1")
-    key = sessions.session_key("shared", agent_group_id=group.id, messaging_group_id=chat.id)
-    return sessions.create(store, agent_group_id=group.id, messaging_group_id=chat.id, session_key=key)
 
 
 @pytest.fixture
@@ -66,8 +50,8 @@ StartDelivery = Callable[..., pykka.ActorRef[Any]]
 def start_delivery() -> Iterator[StartDelivery]:
     started: list[pykka.ActorRef[Any]] = []
 
-    def start(*channels: FakeChannel, store: Store | None = None) -> pykka.ActorRef[Any]:
-        ref = DeliveryActor.start(channels, store)
+    def start(*channels: FakeChannel) -> pykka.ActorRef[Any]:
+        ref = DeliveryActor.start(channels)
         started.append(ref)
         return ref
 
@@ -98,8 +82,7 @@ def deliver(
         Deliver(
             session_id=session_id,
             message_out_id=message_out_id,
-            channel_type=channel_type,
-            target=TARGET,
+            routing=Routing(TARGET.platform_id, channel_type, TARGET.thread_id),
             action=action,
             reply_to=reply_to,
         )
@@ -186,8 +169,7 @@ def test_a_reply_to_that_stopped_does_not_hurt_the_actor(
         Deliver(
             session_id=SESSION_ID,
             message_out_id="lost",
-            channel_type="fake",
-            target=TARGET,
+            routing=TARGET,
             action=SendText("hi"),
             reply_to=gone,
         )
@@ -324,70 +306,19 @@ def test_plain_text_only_channel_degrades_everything(
 
 
 @pytest.mark.parametrize("capabilities", [ALL_CAPABILITIES, ALL_CAPABILITIES - {QUESTION}], ids=["buttons", "text"])
-def test_ask_question_records_a_pending_question(
-    start_delivery: StartDelivery,
-    reply_to: pykka.ActorRef[Any],
-    store: Store,
-    session: Session,
-    capabilities: frozenset[str],
+def test_a_question_is_shown_as_the_channel_can(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], capabilities: frozenset[str]
 ) -> None:
     channel = FakeChannel(capabilities=capabilities)
-    delivery = start_delivery(channel, store=store)
+    delivery = start_delivery(channel)
 
-    answer = deliver(
-        delivery, reply_to, AskQuestion("q-42", "Tea or coffee?", ("Tea", "Coffee")), session_id=session.id
-    )
+    answer = deliver(delivery, reply_to, AskQuestion("q-42", "Tea or coffee?", ("Tea", "Coffee")))
 
     assert answer == Delivered(answer.message_out_id, "p-1")
-    question = pending_questions.get(store, "q-42")
-    assert question is not None
-    assert question.session_id == session.id
-    assert question.message_out_id == answer.message_out_id
-    assert question.question == "Tea or coffee?"
-    assert question.options == ("Tea", "Coffee")
-    assert (question.channel_type, question.platform_id, question.thread_id) == ("fake", "chat-1", "thread-9")
-    assert question.status == "open"
-    expected_method = "ask_question" if QUESTION in capabilities else "send_text"
-    assert [call.method for call in channel.sends()] == [expected_method]
-
-
-def test_asking_the_same_question_again_keeps_one_row(
-    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], store: Store, session: Session
-) -> None:
-    channel = FakeChannel(fail_with=ChannelError("flaky"))
-    delivery = start_delivery(channel, store=store)
-    ask = AskQuestion("q-1", "Ok?", ("Yes", "No"))
-
-    assert isinstance(deliver(delivery, reply_to, ask, session_id=session.id), DeliveryFailed)
-    channel.fail_with = None
-    assert isinstance(deliver(delivery, reply_to, ask, session_id=session.id), Delivered)
-
-    assert [q.id for q in pending_questions.list_all(store, session_id=session.id)] == ["q-1"]
-    assert len(channel.calls_of("ask_question")) == 2
-
-
-class _AnsweringChannel(FakeChannel):
-    """A platform so quick that the person answers while the question is being sent."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__()
-        self.store = store
-        self.known_when_shown: list[bool] = []
-
-    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
-        self.known_when_shown.append(pending_questions.get(self.store, question_id) is not None)
-        return super().ask_question(target, question_id, question, options)
-
-
-def test_the_question_is_known_before_anyone_can_answer_it(
-    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any], store: Store, session: Session
-) -> None:
-    channel = _AnsweringChannel(store)
-    delivery = start_delivery(channel, store=store)
-
-    deliver(delivery, reply_to, AskQuestion("q-7", "Now?", ("Yes",)), session_id=session.id)
-
-    assert channel.known_when_shown == [True]
+    if QUESTION in capabilities:
+        assert [call.args for call in channel.sends()] == [(TARGET, "q-42", "Tea or coffee?", ("Tea", "Coffee"))]
+    else:
+        assert [call.args for call in channel.sends()] == [(TARGET, "Tea or coffee?\n1. Tea\n2. Coffee", ())]
 
 
 # --- notices -------------------------------------------------------------------------------
@@ -397,7 +328,7 @@ def test_notify_sends_the_text(start_delivery: StartDelivery) -> None:
     channel = FakeChannel()
     delivery = start_delivery(channel)
 
-    delivery.ask(Notify("fake", TARGET, "your message failed"))
+    delivery.ask(Notify(TARGET, "your message failed"))
 
     assert [call.args for call in channel.sends()] == [(TARGET, "your message failed", ())]
 
@@ -417,8 +348,8 @@ def test_notify_failures_are_only_logged(
     channel = FakeChannel(fail_with=failure) if isinstance(failure, ChannelError) else FakeChannel(crash_with=failure)
     delivery = start_delivery(channel)
 
-    delivery.tell(Notify("fake", TARGET, "your message failed"))
-    delivery.tell(Notify("telegram", TARGET, "nobody hears this"))
+    delivery.tell(Notify(TARGET, "your message failed"))
+    delivery.tell(Notify(Routing("chat-1", "telegram"), "nobody hears this"))
     # Answered only after both notices were handled; a crash on either would fail this ask.
     assert delivery.ask(Sync(), timeout=10) is None
     channel.fail_with = None

@@ -3,6 +3,7 @@ to the session that asked, restarts a failed session from disk, and stops everyt
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,21 +18,22 @@ from actors.config import HostConfig
 from actors.delivery import DeliveryActor
 from actors.host import ensure_first_start
 from actors.messages import EnsureSession, OutboundChanged, SessionFailed
+from actors.registry import SessionRegistry
 from actors.runtime.base import AgentSpec
 from actors.session import SessionActor, SessionSettings
 from actors.store import agent_groups, messaging_group_agents, messaging_groups, pending_questions, sessions
 from actors.store.db import Store, open_store
 from actors.store.messaging_group_agents import SessionMode
 from actors.store.sessions import Session
-from actors.supervisor import RoutingError, Supervisor, SupervisorSetup
-from actors.sweep import SweepActor
-from protocol import outbound
+from actors.supervisor import RoutingError, Supervisor, SupervisorSetup, submitter
+from actors.watch import FolderWatcher
+from protocol import inbound, outbound
 from protocol.content import AskQuestionOut, ChatIn, QuestionAnswer
 from protocol.db import read_transaction, write_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageIn, Routing, from_row
 from protocol.timeutil import now_ts
-from tests.fakes.channel import FakeChannel, next_tick
+from tests.fakes.channel import FakeChannel
 from tests.fakes.runtime import FakeRuntime
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,8 +48,10 @@ class Running:
     channel: FakeChannel
 
     def sync(self) -> None:
-        """Returns once the supervisor has handled everything told to it before."""
+        """Returns once the supervisor, and every session, has handled everything told to it before."""
         self.supervisor.ask(EnsureSession("no-such-session"), timeout=10)
+        for ref in live_session_actors():
+            ref.ask(OutboundChanged(), timeout=10)
 
     def sessions(self) -> list[Session]:
         return sessions.list_all(self.store)
@@ -74,26 +78,35 @@ StartHost = Callable[..., Running]
 
 @pytest.fixture
 def start_host(data_dir: Path, store: Store) -> Iterator[StartHost]:
-    """Starts the Supervisor; stopped again before the store closes."""
-    started: list[pykka.ActorRef[Any]] = []
+    """The Supervisor with what the host would hand it: a DeliveryActor over fake channels,
+    a file watcher and a registry; the channels are started with its submitter. Everything
+    is stopped again, in reverse, before the store closes."""
+    stops: list[Callable[[], object]] = []
 
-    def start(channels: Sequence[FakeChannel] | None = None) -> Running:
+    def start(channels: Sequence[FakeChannel] | None = None, runtime: FakeRuntime | None = None) -> Running:
         channel_list = list(channels) if channels is not None else [FakeChannel("cli")]
         setup = SupervisorSetup(
             data_dir=data_dir,
             session_settings=SessionSettings(idle_timeout_s=60),
             max_containers=2,
-            sweep_interval_s=3600,
         )
-        runtime = FakeRuntime()
-        supervisor = Supervisor.start(setup, store, runtime, channel_list)
-        started.append(supervisor)
+        runtime = runtime or FakeRuntime()
+        delivery = DeliveryActor.start(channel_list)
+        stops.append(delivery.stop)
+        watcher = FolderWatcher(setup.sessions_dir)
+        watcher.start()
+        stops.append(watcher.stop)
+        supervisor = Supervisor.start(setup, store, runtime, delivery, watcher, SessionRegistry())
+        stops.append(lambda: supervisor.stop(block=True, timeout=20))
+        for channel in channel_list:
+            channel.start(submitter(supervisor))
+            stops.append(channel.stop)
         return Running(supervisor, setup, store, runtime, channel_list[0])
 
     yield start
-    for supervisor in started:
-        if supervisor.is_alive():
-            supervisor.stop(block=True, timeout=20)
+    for stop in reversed(stops):
+        with contextlib.suppress(pykka.ActorDeadError):
+            stop()
 
 
 @pytest.fixture
@@ -152,6 +165,7 @@ def test_a_chat_creates_a_session_its_folder_and_one_agent(start_host: StartHost
     assert row.trigger == 1
     assert row.routing == Routing("local", "cli", None)
     assert row.decoded() == ChatIn(text="hello there", sender="ann", platform_message_id="m-1")
+    host.runtime.wait_for_starts(1)  # after the row was stored: the start is the session's own business
     (spec,) = host.runtime.specs
     assert isinstance(spec, AgentSpec)
     assert spec.session_id == session.id
@@ -175,6 +189,8 @@ def test_a_second_message_goes_to_the_same_session_with_the_next_even_seq(start_
     rows = rows_in(host.layout(session))
     assert [row.seq for row in rows] == [2, 4]
     assert [row.decoded().text for row in rows] == ["one", "two"]
+    host.runtime.wait_for_starts(1)
+    host.sync()
     assert len(host.runtime.specs) == 1
 
 
@@ -203,6 +219,8 @@ def test_a_burst_from_many_threads_makes_one_session_and_one_agent(start_host: S
     rows = rows_in(host.layout(session))
     assert sorted(row.seq for row in rows) == list(range(2, 42, 2))
     assert {row.decoded().text for row in rows} == {f"{t}-{i}" for t in range(4) for i in range(5)}
+    host.runtime.wait_for_starts(1)
+    host.sync()
     assert started_sessions(host.runtime) == [session.id]
     assert len(live_session_actors()) == 1
 
@@ -232,9 +250,11 @@ def test_a_message_that_triggers_nothing_is_kept_as_context(store: Store, start_
     (session,) = host.sessions()
     (row,) = rows_in(host.layout(session))
     assert row.trigger == 0
+    host.sync()
     assert host.runtime.specs == []
 
     host.channel.emit(chat("!bot summarise", platform_id="team"))
+    host.runtime.wait_for_starts(1)
     assert started_sessions(host.runtime) == [session.id]
 
 
@@ -253,6 +273,7 @@ def test_per_thread_mode_makes_a_session_per_thread(store: Store, start_host: St
         "thread one again",
     ]
     assert [row.decoded().text for row in rows_in(host.layout(by_thread["t2"]))] == ["in thread two"]
+    host.runtime.wait_for_starts(2)
     assert sorted(started_sessions(host.runtime)) == sorted([by_thread["t1"].id, by_thread["t2"].id])
 
 
@@ -269,6 +290,8 @@ def test_agent_shared_mode_makes_one_session_for_several_chats(store: Store, sta
         ("kitchen", "from the kitchen"),
         ("garden", "from the garden"),
     ]
+    host.runtime.wait_for_starts(1)
+    host.sync()
     assert started_sessions(host.runtime) == [session.id]
 
 
@@ -280,6 +303,8 @@ def test_at_most_max_containers_agents_run_and_the_next_waits_its_turn(store: St
         host.channel.emit(chat("hi", platform_id="team", thread_id=thread_id))
 
     assert len(host.sessions()) == 3
+    host.runtime.wait_for_starts(2)
+    host.sync()
     assert len(host.runtime.specs) == 2  # max_containers=2
     first = host.runtime.handles[0]
     first.stop()  # one agent ends; its slot goes to the session that waited
@@ -414,36 +439,111 @@ def test_session_failed_starts_a_fresh_actor_for_that_session(start_host: StartH
     assert started_sessions(host.runtime) == [session.id, session.id]
 
 
-@pytest.mark.usefixtures("first_start")
-def test_stop_stops_sessions_before_channels_and_leaves_no_actor(
-    start_host: StartHost, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    second = FakeChannel("telegram")
-    host = start_host([FakeChannel("cli"), second])
-    host.channel.emit(chat("hello"))
-    (agent,) = host.runtime.handles
-    agent_stopped: list[int] = []
-    original_stop = agent.stop
-
-    def recording_stop(timeout_s: float = 10) -> int | None:
-        agent_stopped.append(next_tick())
-        return original_stop(timeout_s)
-
-    monkeypatch.setattr(agent, "stop", recording_stop)
-    assert len(pykka.ActorRegistry.get_by_class(DeliveryActor)) == 1
-    assert len(pykka.ActorRegistry.get_by_class(SweepActor)) == 1
-
-    host.supervisor.stop(block=True, timeout=20)
-
-    assert agent.stop_calls == 1
-    assert not agent.alive()
-    for channel in (host.channel, second):
-        (stopped,) = channel.calls_of("stop")
-        assert agent_stopped[0] < stopped.tick
-    assert pykka.ActorRegistry.get_all() == []
-
-
 def _chat_id(store: Store, platform_id: str) -> str:
     group = messaging_groups.get_by_platform(store, "cli", platform_id)
     assert group is not None
     return group.id
+
+
+# --- nothing waits on a container ----------------------------------------------------------
+
+
+def test_a_slow_agent_start_delays_no_other_chat(store: Store, start_host: StartHost) -> None:
+    """The first chat's runtime hangs in start (a slow Docker start); while it does, its own
+    message is acked, and another chat's message is stored and its agent started."""
+    wire(store, "shared", "slow", "fast")
+    host = start_host()
+    gate = threading.Event()
+    slow_started = threading.Event()
+
+    def hang_for_the_slow_chat(spec: AgentSpec) -> None:
+        if spec.session_id == _session_of(store, "slow"):
+            slow_started.set()
+            assert gate.wait(timeout=20), "the test never opened the gate"
+
+    host.runtime.on_start = hang_for_the_slow_chat
+    try:
+        host.channel.emit(chat("first", platform_id="slow"))  # stored, though its agent is not up
+        assert slow_started.wait(timeout=10)
+        host.channel.emit(chat("second", platform_id="fast"))
+        (fast,) = host.runtime.wait_for_starts(1)
+        assert fast.spec.session_id == _session_of(store, "fast")
+        assert not gate.is_set()  # all of the above happened while the slow start hung
+    finally:
+        gate.set()
+    host.runtime.wait_for_starts(2)
+
+
+# --- questions -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("first_start")
+def test_a_question_is_recorded_before_it_is_shown(store: Store, start_host: StartHost) -> None:
+    known_when_shown: list[bool] = []
+
+    class AnsweringChannel(FakeChannel):
+        """A platform so quick that the person could answer while the question is sent."""
+
+        def ask_question(
+            self, target: Routing, question_id: str, question: str, options: tuple[str, ...]
+        ) -> str | None:
+            known_when_shown.append(pending_questions.get(store, question_id) is not None)
+            return super().ask_question(target, question_id, question, options)
+
+    host = start_host([AnsweringChannel("cli")])
+    host.channel.emit(chat("hello"))
+    (session,) = host.sessions()
+    _ask(host.layout(session), "ask-1", "q-7", Routing("local", "cli"))
+    host.sync()
+
+    host.channel.wait_for_calls("ask_question")
+    assert known_when_shown == [True]
+    question = pending_questions.get(store, "q-7")
+    assert question is not None
+    assert (question.session_id, question.message_out_id, question.status) == (session.id, "ask-1", "open")
+    assert (question.channel_type, question.platform_id, question.thread_id) == ("cli", "local", None)
+
+
+def test_a_question_id_of_another_session_is_refused(store: Store, start_host: StartHost) -> None:
+    wire(store, "shared", "mine", "theirs")
+    host = start_host()
+    host.channel.emit(chat("hi", platform_id="mine"))
+    host.channel.emit(chat("hi", platform_id="theirs"))
+    by_chat = {s.messaging_group_id: s for s in host.sessions()}
+    theirs = by_chat[_chat_id(store, "theirs")]
+    mine = by_chat[_chat_id(store, "mine")]
+    pending_questions.create(
+        store, id="q-1", session_id=theirs.id, message_out_id="m", question="?", options=["a"],
+        platform_id="theirs", channel_type="cli",
+    )  # fmt: skip
+
+    _ask(host.layout(mine), "ask-1", "q-1", Routing("mine", "cli"))
+    host.sync()
+    host.sync()  # the Supervisor's refusal reaches the session, which records it
+
+    assert host.channel.calls_of("ask_question") == []
+    question = pending_questions.get(store, "q-1")
+    assert question is not None and question.session_id == theirs.id
+    with read_transaction(host.layout(mine).inbound_db) as conn:
+        record = inbound.get_delivery(conn, "ask-1")
+    assert record is not None and record.status == "failed"
+    assert "belongs to another conversation" in (record.last_error or "")
+
+
+def _ask(layout: SessionLayout, message_id: str, question_id: str, routing: Routing) -> None:
+    """The agent asks, as the container would: a row in its outbound.db."""
+    with write_transaction(layout.outbound_db) as conn:
+        outbound.insert_message(
+            conn,
+            message_id=message_id,
+            content=AskQuestionOut(question_id=question_id, question="Which one?", options=["Tea", "Coffee"]),
+            timestamp=now_ts(),
+            highest_inbound_seq=rows_in(layout)[-1].seq,
+            routing=routing,
+        )
+
+
+def _session_of(store: Store, platform_id: str) -> str | None:
+    chat_id = _chat_id(store, platform_id)
+    found = [session.id for session in sessions.list_all(store) if session.messaging_group_id == chat_id]
+    return found[0] if found else None

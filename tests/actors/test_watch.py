@@ -1,25 +1,46 @@
-"""SessionWatcher: file events under the sessions folder become OutboundChanged for the session."""
+"""FolderWatcher: one observer; each subscribed folder hears about changes directly inside it."""
 
 from __future__ import annotations
 
+import os
+import queue
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from actors.messages import OutboundChanged
-from actors.registry import SessionRegistry
-from actors.watch import SessionWatcher
+from actors.watch import FolderWatcher
 from protocol import outbound
 from protocol.content import ChatOut
 from protocol.db import read_transaction, write_transaction
 from protocol.timeutil import now_ts
-from tests.fakes.actors import RecorderActor, received, wait_for
 from tests.fakes.session import make_session
 
 pytestmark = pytest.mark.timeout(30)
 
-SESSION = "0123456789abcdef0123456789abcdef"
+WAIT = 10.0
+
+
+class Heard:
+    """A subscriber: the paths it was called with, in order."""
+
+    def __init__(self) -> None:
+        self.paths: queue.Queue[Path] = queue.Queue()
+
+    def __call__(self, path: Path) -> None:
+        self.paths.put(path)
+
+    def next_named(self, name: str) -> Path:
+        while True:
+            path = self.paths.get(timeout=WAIT)
+            if path.name == name:
+                return path
+
+    def all(self) -> list[Path]:
+        found = []
+        while not self.paths.empty():
+            found.append(self.paths.get_nowait())
+        return found
 
 
 @pytest.fixture
@@ -28,110 +49,93 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry() -> SessionRegistry:
-    return SessionRegistry()
-
-
-@pytest.fixture
-def watcher(root: Path, registry: SessionRegistry) -> Iterator[SessionWatcher]:
-    watcher = SessionWatcher(root, registry)
+def watcher(root: Path) -> Iterator[FolderWatcher]:
+    watcher = FolderWatcher(root)
     yield watcher
     watcher.stop()
 
 
-@pytest.mark.parametrize("name", ["outbound.db", "outbound.db-journal", ".heartbeat"])
-def test_the_watched_files_map_to_their_session(watcher: SessionWatcher, root: Path, name: str) -> None:
-    assert watcher.session_of(root / "family" / SESSION / name) == SESSION
-
-
-@pytest.mark.parametrize(
-    "relative",
-    [
-        f"family/{SESSION}/inbound.db",  # the host's own writes
-        f"family/{SESSION}/inbound.db-journal",
-        f"family/{SESSION}/outbox/m1/outbound.db",  # too deep: a file the agent made
-        f"family/{SESSION}/outbox",
-        f"family/{SESSION}",
-        "family/outbound.db",  # too shallow
-        "family",
-        "outbound.db",
-        f"family/{SESSION}/outbound.db.tmp",
-    ],
-)
-def test_other_paths_map_to_nothing(watcher: SessionWatcher, root: Path, relative: str) -> None:
-    assert watcher.session_of(root / relative) is None
-
-
-def test_paths_outside_the_root_map_to_nothing(watcher: SessionWatcher, tmp_path: Path) -> None:
-    assert watcher.session_of(tmp_path / "elsewhere" / "family" / SESSION / "outbound.db") is None
-    assert watcher.session_of(Path("/family") / SESSION / "outbound.db") is None
-
-
-def test_start_creates_the_root(watcher: SessionWatcher, root: Path) -> None:
+def test_start_creates_the_root(watcher: FolderWatcher, root: Path) -> None:
     watcher.start()
 
     assert root.is_dir()
 
 
-def test_a_write_to_outbound_db_reaches_the_sessions_actor(
-    watcher: SessionWatcher, root: Path, registry: SessionRegistry
-) -> None:
-    layout = make_session(root / "family" / SESSION)
-    other = make_session(root / "family" / "another-session")
-    session_actor = RecorderActor.start()
-    bystander = RecorderActor.start()
-    registry.add(SESSION, session_actor)
-    registry.add("another-session", bystander)
+def test_a_write_reaches_the_folder_it_was_in_and_no_other(watcher: FolderWatcher, root: Path) -> None:
+    layout = make_session(root / "family" / "one")
+    other = make_session(root / "family" / "two")
+    mine, theirs = Heard(), Heard()
+    watcher.subscribe(layout.root, mine)
+    watcher.subscribe(other.root, theirs)
     watcher.start()
 
     with write_transaction(layout.outbound_db) as conn:
         outbound.insert_message(
             conn, message_id="m1", content=ChatOut(text="hi"), timestamp=now_ts(), highest_inbound_seq=0
         )
+    other.heartbeat.touch()  # a marker: events come in order, so mine are all in once it is
 
-    wait_for(session_actor, OutboundChanged)
-    # The other session's folder saw no change, so its actor heard nothing. (Its files were
-    # made before the watch began.)
-    assert other.outbound_db.exists()
-    assert received(bystander) == []
+    assert theirs.next_named(".heartbeat").parent == other.root
+    heard = mine.all()
+    assert "outbound.db" in {path.name for path in heard}
+    assert {path.parent for path in heard} == {layout.root}
 
 
-def test_a_heartbeat_reaches_the_sessions_actor(watcher: SessionWatcher, root: Path, registry: SessionRegistry) -> None:
-    layout = make_session(root / "family" / SESSION)
-    session_actor = RecorderActor.start()
-    registry.add(SESSION, session_actor)
+def test_a_deeper_path_is_not_the_folders_business(watcher: FolderWatcher, root: Path) -> None:
+    layout = make_session(root / "family" / "one")
+    heard = Heard()
+    watcher.subscribe(layout.root, heard)
     watcher.start()
 
+    (layout.root / "outbox" / "m1").mkdir(parents=True)
+    (layout.root / "outbox" / "m1" / "outbound.db").write_text("a file the agent made")
     layout.heartbeat.touch()
 
-    wait_for(session_actor, OutboundChanged)
+    heard.next_named(".heartbeat")
+    assert all(path.parent == layout.root for path in heard.all())
 
 
-def test_an_event_for_a_session_without_an_actor_is_dropped(
-    watcher: SessionWatcher, root: Path, registry: SessionRegistry
+def test_after_unsubscribing_nothing_is_heard_and_an_unknown_folder_breaks_nothing(
+    watcher: FolderWatcher, root: Path
 ) -> None:
-    silent = make_session(root / "family" / "no-actor-here")
-    layout = make_session(root / "family" / SESSION)
-    session_actor = RecorderActor.start()
-    registry.add(SESSION, session_actor)
+    gone = make_session(root / "family" / "gone")
+    kept = make_session(root / "family" / "kept")
+    heard_gone, heard_kept = Heard(), Heard()
+    watcher.subscribe(gone.root, heard_gone)
+    watcher.subscribe(kept.root, heard_kept)
     watcher.start()
+    watcher.unsubscribe(gone.root)
 
-    silent.heartbeat.touch()  # nobody to tell: must not break the observer
-    layout.heartbeat.touch()
+    gone.heartbeat.touch()
+    kept.heartbeat.touch()
 
-    wait_for(session_actor, OutboundChanged)
+    heard_kept.next_named(".heartbeat")
+    assert heard_gone.all() == []
 
 
-def test_reading_outbound_db_wakes_nobody(watcher: SessionWatcher, root: Path, registry: SessionRegistry) -> None:
-    """The SessionActor reads outbound.db on every OutboundChanged; if a read were an event,
-    it would wake itself for ever. (SQLite readers open the file read-write, so closing one
-    is an IN_CLOSE_WRITE, which watchdog reports as `closed`.)"""
-    reader_layout = make_session(root / "family" / SESSION)
+def test_a_folder_spelled_relative_is_the_same_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    watcher = FolderWatcher(Path("sessions"))
+    layout = make_session(tmp_path / "sessions" / "family" / "one")
+    heard = Heard()
+    watcher.subscribe(Path(os.path.relpath(layout.root, tmp_path)), heard)
+    watcher.start()
+    try:
+        layout.heartbeat.touch()
+        heard.next_named(".heartbeat")
+    finally:
+        watcher.stop()
+
+
+def test_reading_outbound_db_wakes_nobody(watcher: FolderWatcher, root: Path) -> None:
+    """A SessionActor reads outbound.db on every event; if a read were an event, it would wake
+    itself for ever. (SQLite readers open the file read-write, so closing one is an
+    IN_CLOSE_WRITE, which watchdog reports as `closed`.)"""
+    reader_layout = make_session(root / "family" / "reader")
     marker_layout = make_session(root / "family" / "marker")
-    reader = RecorderActor.start()
-    marker = RecorderActor.start()
-    registry.add(SESSION, reader)
-    registry.add("marker", marker)
+    reader, marker = Heard(), Heard()
+    watcher.subscribe(reader_layout.root, reader)
+    watcher.subscribe(marker_layout.root, marker)
     watcher.start()
 
     for _ in range(3):
@@ -139,13 +143,11 @@ def test_reading_outbound_db_wakes_nobody(watcher: SessionWatcher, root: Path, r
             outbound.messages_after(conn, 0)
     marker_layout.heartbeat.touch()
 
-    # watchdog hands events over in order: once the marker's has arrived, any the reads made
-    # would have been told to the reader already.
-    wait_for(marker, OutboundChanged)
-    assert received(reader) == []
+    marker.next_named(".heartbeat")  # events come in order: the reads' would be in by now
+    assert reader.all() == []
 
 
-def test_stop_is_idempotent(watcher: SessionWatcher) -> None:
+def test_stop_is_idempotent(watcher: FolderWatcher) -> None:
     watcher.start()
     watcher.stop()
     watcher.stop()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError, InboundEvent, Target
+from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError, InboundEvent, OnEvent
+from protocol.rows import Routing
 
 ALL_CAPABILITIES = frozenset({FILES, EDIT, REACTION, QUESTION, CARD})
 
@@ -32,9 +32,9 @@ class Call(msgspec.Struct, frozen=True):
     tick: int
 
     @property
-    def target(self) -> Target | None:
+    def target(self) -> Routing | None:
         first = self.args[0] if self.args else None
-        return first if isinstance(first, Target) else None
+        return first if isinstance(first, Routing) else None
 
 
 class FakeChannel:
@@ -60,7 +60,7 @@ class FakeChannel:
         self._changed = threading.Condition()
         self._calls: list[Call] = []
         self._ids = itertools.count(1)
-        self._on_event: Callable[[InboundEvent], None] | None = None
+        self._on_event: OnEvent | None = None
         self._started = threading.Event()
 
     # --- ChannelAdapter -------------------------------------------------------------------
@@ -73,7 +73,7 @@ class FakeChannel:
     def capabilities(self) -> frozenset[str]:
         return self._capabilities
 
-    def start(self, on_event: Callable[[InboundEvent], None]) -> None:
+    def start(self, on_event: OnEvent) -> None:
         self._record("start")
         self._on_event = on_event
         self._started.set()
@@ -82,34 +82,39 @@ class FakeChannel:
         self._record("stop")
         self._started.clear()
 
-    def send_text(self, target: Target, text: str, files: tuple[Path, ...] = ()) -> str | None:
+    def send_text(self, target: Routing, text: str, files: tuple[Path, ...] = ()) -> str | None:
         self._record("send_text", target, text, tuple(files))
         return self._platform_id()
 
-    def edit_text(self, target: Target, platform_message_id: str, text: str) -> None:
+    def edit_text(self, target: Routing, platform_message_id: str, text: str) -> None:
         self._record("edit_text", target, platform_message_id, text)
         self._maybe_fail()
 
-    def add_reaction(self, target: Target, platform_message_id: str, emoji: str) -> None:
+    def add_reaction(self, target: Routing, platform_message_id: str, emoji: str) -> None:
         self._record("add_reaction", target, platform_message_id, emoji)
         self._maybe_fail()
 
-    def ask_question(self, target: Target, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+    def ask_question(self, target: Routing, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
         self._record("ask_question", target, question_id, question, tuple(options))
         return self._platform_id()
 
-    def send_card(self, target: Target, card: Card) -> str | None:
+    def send_card(self, target: Routing, card: Card) -> str | None:
         self._record("send_card", target, card)
         return self._platform_id()
 
     # --- for tests ------------------------------------------------------------------------
 
-    def emit(self, event: InboundEvent, timeout: float = 10) -> None:
-        """Hand an event to the host as the platform would; raises whatever the host raises."""
+    def emit(self, event: InboundEvent, timeout: float = 10) -> Any:
+        """Hand an event to the host as the platform would and wait until it is stored;
+        returns the stored row, raises whatever the host refused it with."""
+        return self.hand_over(event, timeout).get(timeout=timeout)
+
+    def hand_over(self, event: InboundEvent, timeout: float = 10) -> Any:
+        """Hand an event to the host without waiting; returns the future of its row."""
         if not self._started.wait(timeout):
             raise AssertionError(f"channel {self._channel_type!r} was never started")
         assert self._on_event is not None
-        self._on_event(event)
+        return self._on_event(event)
 
     @property
     def calls(self) -> list[Call]:

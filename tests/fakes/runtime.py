@@ -81,8 +81,10 @@ class FakeRuntime:
                 self.fail_next_start = False
                 self.failed_starts += 1
                 raise RuntimeStartError(f"fake runtime refused to start {spec.tag}")
-            if self.on_start is not None:
-                self.on_start(spec)
+            hook = self.on_start
+        if hook is not None:
+            hook(spec)  # outside the lock: a hook may hang, as a slow engine does, for one session only
+        with self._changed:
             handle = FakeHandle(spec, on_exit, f"fake-{len(self.handles) + 1}")
             self.specs.append(spec)
             self.handles.append(handle)

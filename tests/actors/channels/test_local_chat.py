@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import pykka
 import pytest
 
 from actors.channels.base import (
@@ -28,28 +29,43 @@ from actors.channels.base import (
     InboundAnswer,
     InboundChat,
     InboundEvent,
-    Target,
+    Stored,
 )
 from actors.channels.local_chat import MAX_LINE_BYTES, LocalChatChannel
+from protocol.rows import Routing
 
 pytestmark = pytest.mark.timeout(20)
 
 REPO = Path(__file__).resolve().parents[3]
 WAIT = 5.0
-LOCAL = Target("local")
+LOCAL = Routing("local", "cli")
 
 
 class Events:
-    """Collects what the channel hands the host; `fail_on` makes on_event raise for a text."""
+    """Collects what the channel hands the host. Each event's future is resolved at once,
+    failed when its text is `fail_on`, or, while `holding`, kept until `release()`."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue[InboundEvent] = queue.Queue()
         self.fail_on: str | None = None
+        self.holding = False
+        self.held: list[Stored] = []
 
-    def __call__(self, event: InboundEvent) -> None:
-        if isinstance(event, InboundChat) and event.text == self.fail_on:
-            raise RuntimeError("session store is full")
+    def __call__(self, event: InboundEvent) -> Stored:
+        stored: Stored = pykka.ThreadingFuture()
         self.queue.put(event)
+        if isinstance(event, InboundChat) and event.text == self.fail_on:
+            error = RuntimeError("session store is full")
+            stored.set_exception((RuntimeError, error, None))
+        elif self.holding:
+            self.held.append(stored)
+        else:
+            stored.set(None)
+        return stored
+
+    def release(self) -> None:
+        for stored in self.held:
+            stored.set(None)
 
     def next(self) -> InboundEvent:
         return self.queue.get(timeout=WAIT)
@@ -225,8 +241,21 @@ def test_on_event_failure_is_reported_instead_of_acked(client: Client, events: E
     events.fail_on = "doomed"
     reply = client.say("doomed")
     assert reply == {"type": "error", "error": "the host could not take the message: session store is full"}
+    assert events.next_chat().text == "doomed"
     assert client.say("fine")["type"] == "ack"
     assert events.next_chat().text == "fine"
+
+
+def test_a_burst_is_handed_over_whole_before_any_ack_and_acked_in_order(client: Client, events: Events) -> None:
+    events.holding = True
+    client.send_raw(b"".join(json.dumps({"text": f"m{i}", "sender": "alice"}).encode() + b"\n" for i in range(20)))
+    # Every line reaches the host while none of them is stored yet: nobody waits in between.
+    assert [events.next_chat().text for _ in range(20)] == [f"m{i}" for i in range(20)]
+    events.release()
+    acks = [client.read() for _ in range(20)]
+    assert [ack["type"] for ack in acks] == ["ack"] * 20
+    ids = [ack["id"] for ack in acks]
+    assert ids == sorted(ids, key=lambda message_id: int(message_id.rsplit("-", 1)[1]))
 
 
 def test_answer_becomes_inbound_answer(client: Client, events: Events) -> None:
@@ -239,7 +268,7 @@ def test_answer_becomes_inbound_answer(client: Client, events: Events) -> None:
 
 def test_sends_reach_the_client_as_lines(channel: LocalChatChannel, client: Client, sock_dir: Path) -> None:
     report = sock_dir / "report.txt"
-    message_id = channel.send_text(Target("local", "t-2"), "here you go", (report,))
+    message_id = channel.send_text(Routing("local", "cli", "t-2"), "here you go", (report,))
     assert message_id is not None
     assert message_id.startswith("cli-out-")
     assert client.read() == {
@@ -296,7 +325,7 @@ def test_every_client_of_the_chat_receives_and_others_do_not(
         channel.send_text(LOCAL, "to everyone here")
         assert client.read()["text"] == "to everyone here"
         assert second.read()["text"] == "to everyone here"
-        channel.send_text(Target("kitchen"), "only the kitchen")
+        channel.send_text(Routing("kitchen", "cli"), "only the kitchen")
         assert elsewhere.read()["text"] == "only the kitchen"
     finally:
         second.close()
@@ -307,7 +336,7 @@ def test_client_joins_the_chat_it_writes_to(channel: LocalChatChannel, client: C
     client.say("moving", chat="garden")
     with pytest.raises(ChannelError):
         channel.send_text(LOCAL, "nobody in local now")
-    channel.send_text(Target("garden"), "hi garden")
+    channel.send_text(Routing("garden", "cli"), "hi garden")
     assert client.read()["text"] == "hi garden"
 
 

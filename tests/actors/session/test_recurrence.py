@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actors.recurrence import RecurrenceError, check_cron, continue_series, next_occurrence, recurs
+from actors.session.recurrence import RecurrenceError, check_cron, continue_series, next_occurrence, recurs
 from protocol import inbound
 from protocol.content import TaskIn
 from protocol.db import create_session_db, write_transaction

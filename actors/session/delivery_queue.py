@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pykka
 
-from actors.outbound_reader import ReadRow, parse_container_ts
+from actors.session.outbound_reader import ReadRow, parse_container_ts
 from protocol.rows import Delivery
 from protocol.timeutil import format_ts
 
@@ -31,6 +31,8 @@ class DeliveryQueue:
         self._retry_base_s = retry_base_s
         self._max_attempts = max_attempts
         self._settled: set[str] = set()
+        # Delivered rows -> the platform's id of what was sent, for edits and reactions.
+        self._platform_ids: dict[str, str] = {}
         self._attempts: dict[str, Delivery] = {}  # rows that failed and wait for a retry
         self._queue: dict[str, ReadRow] = {}
         self._in_flight: str | None = None
@@ -42,7 +44,7 @@ class DeliveryQueue:
             if delivery.status == "retrying":
                 self._attempts[delivery.message_out_id] = delivery
             else:
-                self._settled.add(delivery.message_out_id)
+                self._settle(delivery)
 
     @property
     def in_flight(self) -> str | None:
@@ -130,7 +132,16 @@ class DeliveryQueue:
             return
         self._attempts.pop(key, None)
         self._queue.pop(key, None)
-        self._settled.add(key)
+        self._settle(delivery)
+
+    def _settle(self, delivery: Delivery) -> None:
+        self._settled.add(delivery.message_out_id)
+        if delivery.status == "delivered" and delivery.platform_message_id:
+            self._platform_ids[delivery.message_out_id] = delivery.platform_message_id
+
+    def platform_id(self, key: str) -> str | None:
+        """The platform's id of a delivered row, None when it was not (or not yet) delivered."""
+        return self._platform_ids.get(key)
 
     def finished(self, key: str) -> None:
         """The DeliveryActor answered about `key`."""

@@ -9,8 +9,8 @@ import msgspec
 import pykka
 import pytest
 
-from actors.delivery_queue import DeliveryQueue
-from actors.outbound_reader import ReadRow
+from actors.session.delivery_queue import DeliveryQueue
+from actors.session.outbound_reader import ReadRow
 from protocol.content import ChatOut
 from protocol.rows import Delivery, MessageOut
 from protocol.timeutil import format_ts, parse_ts

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from actors.outbound_reader import parse_container_ts
-from actors.session_info import SessionSettings
+from actors.session.info import SessionSettings
+from actors.session.outbound_reader import parse_container_ts
 from protocol.rows import ProcessingAck
 
 # `started_at` is taken once the runtime returns, and the container's clock may lag the

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from actors.recurrence import SeriesStep, continue_series, recurs
-from actors.session_info import SessionSettings
+from actors.session.info import SessionSettings
+from actors.session.recurrence import SeriesStep, continue_series, recurs
 from protocol import inbound
 from protocol.rows import MessageIn
 from protocol.timeutil import format_ts

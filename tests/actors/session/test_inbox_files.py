@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.inbox_files import take_files
+from actors.session.inbox_files import take_files
 from protocol.layout import SessionLayout, UnsafePathError
 
 pytestmark = pytest.mark.timeout(30)

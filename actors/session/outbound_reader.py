@@ -4,6 +4,8 @@ checked column by column and its content decoded strictly; a bad row becomes a
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import msgspec
 
 from protocol.content import MAX_CONTENT_BYTES, ContentError, OutboundContent, decode_content
 from protocol.db import read_transaction
-from protocol.rows import MessageOut
+from protocol.rows import MessageOut, ProcessingAck
 from protocol.timeutil import parse_ts
 
 _COLUMNS = "id, seq, in_reply_to, timestamp, deliver_after, kind, platform_id, channel_type, thread_id"
@@ -29,10 +31,24 @@ class RejectedRow(msgspec.Struct, frozen=True):
     reason: str
 
 
-def read_outbound_after(path: Path, cursor: int, limit: int = 200) -> list[ReadRow | RejectedRow]:
-    """Rows with seq above `cursor`, in seq order. Oversized content is never loaded."""
+class Snapshot(msgspec.Struct, frozen=True):
+    """What one read of outbound.db saw: rows after the cursor, and the acks of the rows
+    the host still has pending. `full` means the page was full and more may follow."""
+
+    rows: list[ReadRow | RejectedRow]
+    acks: dict[str, ProcessingAck]
+    full: bool
+
+
+# An IN list this long stays well below SQLite's limit on bound variables.
+_ACK_CHUNK = 500
+
+
+def read_snapshot(path: Path, cursor: int, pending: Collection[str], limit: int = 200) -> Snapshot:
+    """One read transaction: rows with seq above `cursor`, in seq order (oversized content
+    is never loaded), and the acks of the `pending` inbound rows."""
     if not path.exists():
-        return []
+        return Snapshot([], {}, False)
     with read_transaction(path) as conn:
         raw = conn.execute(
             f"SELECT {_COLUMNS}, length(CAST(content AS BLOB)) AS content_bytes,"
@@ -40,7 +56,22 @@ def read_outbound_after(path: Path, cursor: int, limit: int = 200) -> list[ReadR
             " FROM messages_out WHERE typeof(seq) = 'integer' AND seq > ? ORDER BY seq LIMIT ?",
             (MAX_CONTENT_BYTES, cursor, limit),
         ).fetchall()
-    return [_check(dict(row)) for row in raw]
+        acks = _acks_of(conn, list(pending))
+    return Snapshot([_check(dict(row)) for row in raw], acks, len(raw) >= limit)
+
+
+def _acks_of(conn: sqlite3.Connection, ids: list[str]) -> dict[str, ProcessingAck]:
+    found: dict[str, ProcessingAck] = {}
+    for start in range(0, len(ids), _ACK_CHUNK):
+        chunk = ids[start : start + _ACK_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        for message_id, status, changed in conn.execute(
+            f"SELECT message_id, status, status_changed FROM processing_ack WHERE message_id IN ({marks})", chunk
+        ):
+            # Typed by hand: the container may have stored anything in these columns.
+            if isinstance(message_id, str) and isinstance(status, str) and isinstance(changed, str):
+                found[message_id] = ProcessingAck(message_id, status, changed)
+    return found
 
 
 def _check(raw: dict[str, Any]) -> ReadRow | RejectedRow:

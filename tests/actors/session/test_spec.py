@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.agent_spec import agent_spec
-from actors.session_info import SessionInfo, SessionSettings
+from actors.session.info import SessionInfo, SessionSettings
+from actors.session.spec import agent_spec
 from protocol.layout import SessionLayout
 
 pytestmark = pytest.mark.timeout(30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from actors.recurrence import RecurrenceError, check_cron
+from actors.session.recurrence import RecurrenceError, check_cron
 from protocol import inbound
 from protocol.content import CancelTask, PauseTask, ResumeTask, ScheduleTask, SystemAction, TaskIn
 from protocol.layout import UnsafePathError, check_message_id

@@ -20,7 +20,6 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.channels.base import Target
 from actors.messages import (
     Deliver,
     Delivered,
@@ -35,7 +34,7 @@ from actors.messages import (
     Wake,
     WriteInbound,
 )
-from actors.session import SessionActor, SessionInfo, SessionSettings
+from actors.session import SessionActor, SessionInfo, SessionSettings, write_inbound
 from actors.slots import ContainerSlots
 from protocol import inbound, outbound
 from protocol.content import (
@@ -158,8 +157,8 @@ def sync(session: pykka.ActorRef[Any]) -> None:
 
 
 def put(session: pykka.ActorRef[Any], request: WriteInbound) -> MessageIn:
-    """Ask the session to write an inbound row; returns the row."""
-    row: MessageIn = session.ask(request, block=True, timeout=10)
+    """Hand the session an inbound row and wait until it is committed; returns the row."""
+    row: MessageIn = write_inbound(session, request).get(timeout=10)
     return row
 
 
@@ -321,7 +320,7 @@ def test_chat_rows_are_delivered_in_seq_order_one_at_a_time(host: Host) -> None:
     sync(session)
     assert sent_ids(host.delivery) == [one.id]  # the second waits for the first's answer
     assert first.session_id == host.info().session_id
-    assert (first.channel_type, first.target, first.action) == ("cli", Target("chat-1"), SendText("one"))
+    assert (first.routing, first.action) == (ROUTING, SendText("one"))
     assert delivery_of(layout, one.id) is None  # nothing is recorded before the channel confirms
 
     first.reply_to.tell(Delivered(one.id, "platform-1"))
@@ -678,7 +677,7 @@ def test_a_stuck_agent_is_killed_and_its_message_retried_until_it_fails(host: Ho
             assert host.runtime.handles[-1].alive()
     assert row_in(layout, message.id).status == "failed"
     (notice,) = wait_for(host.delivery, Notify)
-    assert (notice.channel_type, notice.target) == ("cli", Target("chat-1"))
+    assert notice.routing == ROUTING
     assert "could not process your message" in notice.text
     assert len(host.runtime.handles) == SETTINGS.max_tries
     # The dead agent's claim is nobody's work: the session may idle.
@@ -750,6 +749,7 @@ def test_an_agent_that_cannot_start_is_tried_again_later(host: Host) -> None:
     host.runtime.fail_next_start = True
     session = host.start(proxy=proxy)
     message = put(session, chat("hello"))
+    sync(session)  # the start follows the commit, from a message the session sent itself
     assert (host.runtime.failed_starts, host.runtime.handles) == (1, [])
     row = row_in(layout, message.id)
     assert (row.tries, row.process_after) == (1, format_ts(host.clock() + timedelta(seconds=5)))

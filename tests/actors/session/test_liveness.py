@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.liveness import agent_problem, claims_since, heartbeat_mtime
-from actors.session_info import SessionSettings
+from actors.session.info import SessionSettings
+from actors.session.liveness import agent_problem, claims_since, heartbeat_mtime
 from protocol.rows import ProcessingAck
 from protocol.timeutil import format_ts
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from actors.runtime.base import AgentSpec
-from actors.session_info import SessionInfo, SessionSettings
+from actors.session.info import SessionInfo, SessionSettings
 
 
 def agent_spec(info: SessionInfo, settings: SessionSettings, proxy_socket: Path | None) -> AgentSpec:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.recurrence import continue_series
-from actors.retries import retry_later
-from actors.session_info import SessionSettings
+from actors.session.info import SessionSettings
+from actors.session.recurrence import continue_series
+from actors.session.retries import retry_later
 from protocol import inbound
 from protocol.content import ChatIn, TaskIn
 from protocol.db import create_session_db, write_transaction

@@ -1,0 +1,94 @@
+"""What a validated outbound row asks a channel to do: a pure decision, no I/O.
+
+Everything the container named (the chat, the messages an edit or a reaction points at) is
+checked against what the host itself knows, handed in as `References`; a row that fails a
+check is rejected, never sent. Files stay names here: `attach_files` (which looks at the
+disk) turns them into checked paths afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from actors.channels.base import Card
+from actors.messages import AskQuestion, DeliveryAction, EditText, React, SendCard, SendText
+from protocol.content import AskQuestionOut, CardOut, ChatOut, EditOut, ReactionOut
+from protocol.layout import SessionLayout, UnsafePathError
+from protocol.rows import MessageOut, Routing
+
+
+class DeliveryRejected(ValueError):  # noqa: N818 - reads as the fact it reports
+    pass
+
+
+@dataclass(frozen=True)
+class References:
+    """What the host knows about the messages a row may point at, by seq.
+
+    `sent`: the agent's delivered rows (odd seqs) -> the platform's message id.
+    `received`: people's messages (even seqs) -> the platform's message id, for reactions."""
+
+    sent: Mapping[int, str] = field(default_factory=dict)
+    received: Mapping[int, str] = field(default_factory=dict)
+
+
+def referenced_seq(content: object) -> int | None:
+    """The seq an edit or a reaction points at: what the caller must look up first."""
+    if isinstance(content, EditOut | ReactionOut):
+        return content.message_seq
+    return None
+
+
+def target_of(row: MessageOut, routes: frozenset[tuple[str, str]]) -> Routing:
+    """The row's channel and chat; only chats this session has received messages from."""
+    if not row.channel_type or not row.platform_id:
+        raise DeliveryRejected(f"row {row.id!r} names no channel or chat")
+    if (row.channel_type, row.platform_id) not in routes:
+        raise DeliveryRejected(f"row {row.id!r} is addressed to a chat this session has never talked to")
+    return row.routing
+
+
+def plan_action(row: MessageOut, content: object, refs: References) -> DeliveryAction:
+    match content:
+        case ChatOut(text=text, files=files):
+            if not text.strip() and not files:
+                raise DeliveryRejected(f"row {row.id!r} is an empty message")
+            return SendText(text, tuple(files))
+        case EditOut(message_seq=seq, text=text):
+            if seq % 2 == 0:
+                raise DeliveryRejected(f"message {seq} is not one the agent sent, so it cannot be edited")
+            return EditText(_sent(seq, refs), text)
+        case ReactionOut(message_seq=seq, emoji=emoji):
+            return React(_sent(seq, refs) if seq % 2 else _received(seq, refs), emoji)
+        case AskQuestionOut(question_id=question_id, question=question, options=options):
+            return AskQuestion(question_id, question, tuple(options))
+        case CardOut(title=title, text=text, fields=fields):
+            return SendCard(Card(title, text, tuple((item.label, item.value) for item in fields)))
+    raise DeliveryRejected(f"row {row.id!r} ({row.kind}) is not something a channel delivers")
+
+
+def _sent(seq: int, refs: References) -> str:
+    platform_id = refs.sent.get(seq)
+    if platform_id is None:
+        raise DeliveryRejected(f"message {seq} was never delivered, so it cannot be changed")
+    return platform_id
+
+
+def _received(seq: int, refs: References) -> str:
+    platform_id = refs.received.get(seq)
+    if platform_id is None:
+        raise DeliveryRejected(f"message {seq} has no platform message to react to")
+    return platform_id
+
+
+def attach_files(layout: SessionLayout, message_id: str, action: DeliveryAction) -> DeliveryAction:
+    """A send's file names as checked paths inside `outbox/<message_id>/` (this one looks at
+    the disk: symlinks and anything outside the folder are refused)."""
+    if not isinstance(action, SendText) or not action.files:
+        return action
+    try:
+        paths = tuple(str(layout.outbox_file(message_id, name)) for name in action.files)
+    except UnsafePathError as exc:
+        raise DeliveryRejected(f"row {message_id!r}: {exc}") from None
+    return SendText(action.text, paths)
