@@ -1,4 +1,4 @@
-"""SweepActor: the slow safety net (DESIGN invariant 7). Every few tens of seconds it asks
+"""SweepActor: the slow safety net (docs/ARCHITECTURE.md, invariant 7). Every few tens of seconds it asks
 each live session to check its agent's liveness and re-read its files, and it finds
 sessions with work on disk but no actor (after a restart, or an event that never came)."""
 

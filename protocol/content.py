@@ -1,7 +1,7 @@
 """The JSON shapes stored in the `content` column, one msgspec type per `kind`.
 
 Decoding is strict: unknown fields, wrong types and oversized rows are errors. The host
-decodes everything a container wrote with these types (DESIGN invariant 6).
+decodes everything a container wrote with these types (docs/ARCHITECTURE.md, invariant 6).
 """
 
 from __future__ import annotations

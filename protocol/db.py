@@ -1,4 +1,4 @@
-"""Opening, reading and writing a session DB with DESIGN.md's invariants built in.
+"""Opening, reading and writing a session DB with the invariants of docs/ARCHITECTURE.md built in.
 
 Every connection is short-lived: a long-lived reader across a VM mount can serve stale
 pages, so callers open, do one transaction, and close. Writers take the lock up front with

@@ -1,7 +1,7 @@
 """A one-shot timer that tells an actor something later.
 
-Shared by both sides because both meet deadlines with timers rather than polls (DESIGN
-invariant 7): `process_after`, heartbeats, safety sweeps, retry backoff.
+Shared by both sides because both meet deadlines with timers rather than polls
+(docs/ARCHITECTURE.md, invariant 7): `process_after`, heartbeats, safety sweeps, retry backoff.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""UTC timestamps in the one format both sides write and compare (DESIGN invariant 9)."""
+"""UTC timestamps in the one format both sides write and compare (docs/ARCHITECTURE.md, invariant 9)."""
 
 from __future__ import annotations
 

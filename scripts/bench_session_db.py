@@ -1,4 +1,4 @@
-"""What the session-DB discipline of DESIGN.md costs, in microseconds per operation.
+"""What the session-DB discipline of docs/ARCHITECTURE.md costs, in microseconds per operation.
 
 Our writers open a connection, `BEGIN IMMEDIATE`, insert, `COMMIT` (synchronous=FULL) and
 close, every time; our readers open, read, close. That buys freshness across a VM mount and

@@ -5,7 +5,7 @@ The container sees three folders and nothing else of the host: the session folde
 credential proxy's socket lives there), the agent folder at `/workspace` (read-write) and
 the global folder at `/global` (read-only). It runs as the host's uid:gid, so files on
 either side stay readable and writable by the other; it has no network at all, so the model
-API is reachable only through the proxy socket (DESIGN.md, invariants 2 and 10).
+API is reachable only through the proxy socket (docs/ARCHITECTURE.md, invariants 2 and 10).
 
 Every container carries the installation's label: several hosts may share one engine, and
 orphan clean-up must only ever touch its own installation's containers.

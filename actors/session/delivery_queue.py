@@ -1,4 +1,4 @@
-"""The bookkeeping behind a session's outbound deliveries (DESIGN invariant 8), without the
+"""The bookkeeping behind a session's outbound deliveries (docs/ARCHITECTURE.md, invariant 8), without the
 actor: which outbound rows are settled, which wait to be sent, how often each was tried,
 which one is with the DeliveryActor now.
 

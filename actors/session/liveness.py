@@ -1,5 +1,5 @@
 """Is a session's agent dead or stuck? Decided from what it leaves on disk: its `processing`
-acks and the mtime of `.heartbeat` (DESIGN invariant 4).
+acks and the mtime of `.heartbeat` (docs/ARCHITECTURE.md, invariant 4).
 
 The reference implementation killed slow but healthy work with a wall-clock limit, and
 killed a fresh agent for a dead one's leftover acks; hence a claim counts only against the

@@ -1,4 +1,4 @@
-"""Reading what a container wrote: it is untrusted (DESIGN invariant 6). Every row is
+"""Reading what a container wrote: it is untrusted (docs/ARCHITECTURE.md, invariant 6). Every row is
 checked column by column and its content decoded strictly; a bad row becomes a
 `RejectedRow` with a reason, never an exception that could stop the session."""
 

@@ -1,5 +1,5 @@
 """The `AgentSpec` a session hands its runtime: where the agent's folders are and the HUTCH_*
-settings the runner reads. Never a credential (DESIGN invariant 10): the model API is
+settings the runner reads. Never a credential (docs/ARCHITECTURE.md, invariant 10): the model API is
 reached through the proxy socket named here."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Content types and timestamps: everything the host reads from a container goes through
-`decode_content` (DESIGN invariant 6), and every stored time through `timeutil` (invariant 9)."""
+`decode_content` (docs/ARCHITECTURE.md, invariant 6), and every stored time through `timeutil` (invariant 9)."""
 
 from __future__ import annotations
 

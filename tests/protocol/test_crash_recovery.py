@@ -1,5 +1,5 @@
 """A writer killed mid-transaction leaves a hot journal; the other side's reader must roll it
-back and see exactly the last committed state (DESIGN invariant 2: why readers use a normal
+back and see exactly the last committed state (docs/ARCHITECTURE.md invariant 2: why readers use a normal
 connection with `query_only` and not `mode=ro`)."""
 
 from __future__ import annotations

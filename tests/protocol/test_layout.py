@@ -1,5 +1,5 @@
 """Session-folder paths. The container writes inside this folder, so every name taken from it
-is untrusted (DESIGN invariant 6): message ids become folder names, files are taken only by
+is untrusted (docs/ARCHITECTURE.md, invariant 6): message ids become folder names, files are taken only by
 basename, never through a symlink, never from outside the message's outbox."""
 
 from __future__ import annotations

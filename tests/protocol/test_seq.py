@@ -1,4 +1,4 @@
-"""Seq parity (DESIGN invariant 3): the host's even seqs and the container's odd seqs never
+"""Seq parity (docs/ARCHITECTURE.md, invariant 3): the host's even seqs and the container's odd seqs never
 collide, and a container message is always numbered after everything it could have seen."""
 
 from __future__ import annotations

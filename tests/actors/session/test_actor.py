@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from actors.messages import (
     Delivered,
     DeliveryFailed,
     Drain,
+    HeartbeatSeen,
     Notify,
     OutboundChanged,
     SendText,
@@ -86,6 +88,16 @@ class FakeClock:
         return self.now
 
 
+class Deaf:
+    """A watcher that hears nothing: the test alone decides when the session looks."""
+
+    def subscribe(self, folder: Path, on_change: Callable[[Path], None]) -> None:
+        pass
+
+    def unsubscribe(self, folder: Path) -> None:
+        pass
+
+
 class FakeProxy:
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
@@ -129,6 +141,7 @@ class Host:
         real_clock: bool = False,
         slots: ContainerSlots | None = None,
         proxy: FakeProxy | None = None,
+        watcher: Deaf | None = None,
     ) -> pykka.ActorRef[Any]:
         clock: Callable[[], datetime] = utc_now if real_clock else self.clock
         return SessionActor.start(
@@ -139,6 +152,7 @@ class Host:
             slots=slots,
             supervisor=self.supervisor,
             proxy=proxy,
+            watcher=watcher,
             clock=clock,
         )
 
@@ -876,3 +890,106 @@ def test_drain_with_nothing_in_flight_is_done_at_once(host: Host) -> None:
     session = host.start()
     drained: pykka.Future[bool] = session.ask(Drain(), block=True)
     assert drained.get(timeout=0) is True
+
+
+# --- reads and writes per event -----------------------------------------------------------
+
+
+class _Counting:
+    """Wraps the session's DB helpers to count the transactions it opens."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import actors.session.actor as actor_module
+        import actors.session.outbound_reader as reader_module
+
+        self.reads = 0
+        self.writes = 0
+        real_read, real_write = read_transaction, write_transaction
+
+        def read(path: Path) -> Any:
+            self.reads += 1
+            return real_read(path)
+
+        def write(path: Path) -> Any:
+            self.writes += 1
+            return real_write(path)
+
+        monkeypatch.setattr(actor_module, "read_transaction", read)
+        monkeypatch.setattr(actor_module, "write_transaction", write)
+        monkeypatch.setattr(reader_module, "read_transaction", read)
+
+
+def test_a_heartbeat_reads_no_database(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = host.start(watcher=Deaf())
+    put(session, chat("hello"))
+    sync(session)
+    counting = _Counting(monkeypatch)
+
+    for _ in range(5):
+        session.ask(HeartbeatSeen(time.time()), timeout=10)
+
+    assert (counting.reads, counting.writes) == (0, 0)
+
+
+def test_an_outbound_event_is_one_read_and_at_most_one_write(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = host.layout()
+    session = host.start(watcher=Deaf())
+    first = put(session, chat("hello"))
+    second = put(session, chat("again"))
+    sync(session)
+    when = format_ts(T0 + timedelta(days=1))
+    write_out(layout, ChatOut(text="one"))
+    write_out(layout, ScheduleTask(task_id="t1", prompt="ping", process_after=when), message_id="sys-1")
+    ack(layout, first.id, "completed", T0)
+    ack(layout, second.id, "failed", T0)
+    counting = _Counting(monkeypatch)
+
+    session.ask(OutboundChanged(), timeout=10)
+
+    # One snapshot of outbound.db; the system action, the acks and their records in one write.
+    assert (counting.reads, counting.writes) == (1, 1)
+    assert [row_in(layout, first.id).status, row_in(layout, second.id).status] == ["completed", "failed"]
+    assert row_in(layout, "t1").process_after == when
+    nth_deliver(host.delivery, 1)
+
+
+def test_a_burst_of_inbound_messages_shares_one_commit(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = host.start(watcher=Deaf())
+    sync(session)
+    counting = _Counting(monkeypatch)
+    # Hold the actor in a handler, so the whole burst is queued before it handles the first.
+    holding = threading.Event()
+    release = threading.Event()
+    import actors.session.agent as agent_module
+
+    real_beat = agent_module.AgentController.beat
+
+    def held_beat(self: Any, at: float) -> None:
+        holding.set()
+        release.wait(timeout=10)
+        real_beat(self, at)
+
+    monkeypatch.setattr(agent_module.AgentController, "beat", held_beat)
+    session.tell(HeartbeatSeen(time.time()))
+    assert holding.wait(timeout=10)
+    futures = [write_inbound(session, chat(f"m{index}")) for index in range(20)]
+    release.set()
+
+    rows = [future.get(timeout=10) for future in futures]
+
+    assert [row.seq for row in rows] == list(range(2, 42, 2))
+    assert counting.writes == 1
+    sync(session)
+    assert len(host.runtime.specs) == 1
+
+
+def test_without_a_watcher_the_session_watches_its_own_folder(host: Host) -> None:
+    """Embedded use: nobody tells the actor about file events; it hears them itself."""
+    layout = host.layout()
+    session = host.start()
+    put(session, chat("hello"))
+
+    write_out(layout, ChatOut(text="heard it myself"))
+
+    deliver = nth_deliver(host.delivery, 1)
+    assert deliver.action == SendText("heard it myself")

@@ -1,0 +1,97 @@
+"""The delivery plan: what a checked row asks of a channel, decided from the row and what the
+host knows, with no I/O; and `attach_files`, the one step that looks at the disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.channels.base import Card
+from actors.messages import AskQuestion, EditText, React, SendCard, SendText
+from actors.session.plan import DeliveryRejected, References, attach_files, plan_action, referenced_seq, target_of
+from protocol.content import AskQuestionOut, CardField, CardOut, ChatOut, EditOut, ReactionOut, ScheduleTask
+from protocol.layout import SessionLayout
+from protocol.rows import MessageOut, Routing
+
+pytestmark = pytest.mark.timeout(30)
+
+ROUTES = frozenset({("cli", "chat-1")})
+
+
+def row(
+    message_id: str = "out-1", *, platform_id: str | None = "chat-1", channel_type: str | None = "cli"
+) -> MessageOut:
+    return MessageOut(
+        id=message_id, seq=7, timestamp="2030-01-01T09:00:00.000Z", kind="chat",
+        platform_id=platform_id, channel_type=channel_type, thread_id="t",
+    )  # fmt: skip
+
+
+def test_the_target_is_the_rows_routing_for_a_chat_the_session_knows() -> None:
+    assert target_of(row(), ROUTES) == Routing("chat-1", "cli", "t")
+
+
+@pytest.mark.parametrize(
+    ("platform_id", "channel_type", "reason"),
+    [(None, "cli", "names no channel"), ("chat-1", None, "names no channel"), ("chat-2", "cli", "never talked to")],
+)
+def test_a_row_for_no_chat_or_a_stranger_is_rejected(
+    platform_id: str | None, channel_type: str | None, reason: str
+) -> None:
+    with pytest.raises(DeliveryRejected, match=reason):
+        target_of(row(platform_id=platform_id, channel_type=channel_type), ROUTES)
+
+
+def test_plain_actions_need_nothing_known() -> None:
+    refs = References()
+    assert plan_action(row(), ChatOut(text="hi", files=["a.txt"]), refs) == SendText("hi", ("a.txt",))
+    assert plan_action(row(), AskQuestionOut(question_id="q", question="?", options=["y", "n"]), refs) == AskQuestion(
+        "q", "?", ("y", "n")
+    )
+    card = CardOut(title="T", text="x", fields=[CardField(label="k", value="v")])
+    assert plan_action(row(), card, refs) == SendCard(Card("T", "x", (("k", "v"),)))
+
+
+def test_an_empty_message_is_rejected() -> None:
+    with pytest.raises(DeliveryRejected, match="empty message"):
+        plan_action(row(), ChatOut(text="  "), References())
+
+
+def test_an_edit_needs_a_delivered_message_of_the_agents() -> None:
+    sent = References(sent={5: "p-5"})
+    assert referenced_seq(EditOut(message_seq=5, text="fixed")) == 5
+    assert plan_action(row(), EditOut(message_seq=5, text="fixed"), sent) == EditText("p-5", "fixed")
+    with pytest.raises(DeliveryRejected, match="never delivered"):
+        plan_action(row(), EditOut(message_seq=9, text="fixed"), sent)
+    with pytest.raises(DeliveryRejected, match="not one the agent sent"):
+        plan_action(row(), EditOut(message_seq=4, text="fixed"), References(received={4: "p-4"}))
+
+
+def test_a_reaction_points_at_either_side_by_parity() -> None:
+    refs = References(sent={5: "p-5"}, received={4: "pm-4"})
+    assert plan_action(row(), ReactionOut(message_seq=5, emoji="👍"), refs) == React("p-5", "👍")
+    assert plan_action(row(), ReactionOut(message_seq=4, emoji="👍"), refs) == React("pm-4", "👍")
+    with pytest.raises(DeliveryRejected, match="no platform message"):
+        plan_action(row(), ReactionOut(message_seq=6, emoji="👍"), refs)
+
+
+def test_what_a_channel_does_not_deliver_is_rejected() -> None:
+    with pytest.raises(DeliveryRejected, match="not something a channel delivers"):
+        plan_action(row(), ScheduleTask(task_id="t", prompt="p", process_after="2030-01-01T09:00:00Z"), References())
+
+
+def test_attach_files_checks_each_file_inside_the_messages_outbox(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    folder = layout.outbox("out-1")
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("a")
+    (folder / "link").symlink_to(tmp_path)
+
+    attached = attach_files(layout, "out-1", SendText("hi", ("a.txt",)))
+    assert attached == SendText("hi", (str((folder / "a.txt").resolve()),))
+    assert attach_files(layout, "out-1", EditText("p", "x")) == EditText("p", "x")
+    for name in ("link", "../s/inbox", "missing.txt"):
+        with pytest.raises(DeliveryRejected):
+            attach_files(layout, "out-1", SendText("hi", (name,)))
