@@ -9,7 +9,7 @@ message carries the future to resolve, so no actor blocks on another (docs/ARCHI
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import pykka
@@ -17,6 +17,13 @@ import pykka
 from actors.channels.base import Card, InboundEvent
 from protocol.content import InboundContent
 from protocol.rows import MessageIn, Routing
+
+
+class Tellable(Protocol):
+    """A collaborator that is only ever told things: an actor ref, or a test's recorder."""
+
+    def tell(self, message: Any) -> None: ...
+
 
 # --- to the SessionActor -------------------------------------------------------------------
 

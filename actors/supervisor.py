@@ -31,6 +31,7 @@ from actors.messages import (
     SessionFailed,
     SessionIdle,
     StopIfIdle,
+    Tellable,
     WriteInbound,
 )
 from actors.registry import SessionRegistry
@@ -88,7 +89,7 @@ class Supervisor(pykka.ThreadingActor):
         setup: SupervisorSetup,
         store: Store,
         runtime: AgentRuntime,
-        delivery: pykka.ActorRef[Any],
+        delivery: Tellable,
         watcher: Subscriptions,
         registry: SessionRegistry,
         proxy: ProxySockets | None = None,
@@ -278,7 +279,7 @@ class Supervisor(pykka.ThreadingActor):
 
     # --- sessions -------------------------------------------------------------------------
 
-    def _session_ref(self, session: Session) -> pykka.ActorRef[Any]:
+    def _session_ref(self, session: Session) -> pykka.ActorRef[SessionActor]:
         ref = self._registry.get(session.id)
         if ref is not None:
             return ref

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors.messages import EnsureSession, SweepCheck
+from actors.messages import EnsureSession, SweepCheck, Tellable
 from actors.registry import SessionRegistry
 from actors.store import agent_groups, sessions
 from actors.store.db import Store
@@ -33,7 +33,7 @@ class SweepActor(pykka.ThreadingActor):
         self,
         store: Store,
         registry: SessionRegistry,
-        supervisor: pykka.ActorRef[Any],
+        supervisor: Tellable,
         sessions_root: Path,
         interval_s: float = 30.0,
     ) -> None:
@@ -57,8 +57,7 @@ class SweepActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Sweep):
             return self._sweep()
-        log.warning("sweep: ignoring unexpected message %r", message)
-        return None
+        return super().on_receive(message)
 
     def _sweep(self) -> int:
         """Returns how many sessions without an actor were found with work."""

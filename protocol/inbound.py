@@ -8,7 +8,7 @@ from datetime import datetime
 
 from protocol.content import InboundContent, encode_content, inbound_kind
 from protocol.db import max_seq, next_even_seq
-from protocol.rows import Delivery, MessageIn, Routing, from_row
+from protocol.rows import Delivery, InStatus, MessageIn, Routing, from_row
 
 
 def insert_message(
@@ -22,7 +22,7 @@ def insert_message(
     recurrence: str | None = None,
     series_id: str | None = None,
     trigger: bool = True,
-    status: str = "pending",
+    status: InStatus = "pending",
 ) -> MessageIn:
     """Insert with the next even seq. An id that is already there is returned as it is,
     so that applying the same request twice is harmless."""

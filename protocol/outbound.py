@@ -46,19 +46,10 @@ def insert_message(
 
 
 def messages_after(conn: sqlite3.Connection, seq: int, limit: int = 500) -> list[MessageOut]:
-    """Rows after a cursor, in seq order. Rows that do not even fit the column types are
-    returned raw by `raw_messages_after` instead; this one is for trusted readers."""
+    """Rows after a cursor, in seq order, for trusted readers (the container itself, tests);
+    the host reads what a container wrote through `actors.session.outbound_reader`."""
     rows = conn.execute("SELECT * FROM messages_out WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
     return [from_row(MessageOut, row) for row in rows]
-
-
-def raw_messages_after(conn: sqlite3.Connection, seq: int, limit: int = 500) -> list[dict[str, object]]:
-    """Rows after a cursor as plain dicts, for a reader that must validate every field."""
-    rows = conn.execute(
-        "SELECT * FROM messages_out WHERE typeof(seq) = 'integer' AND seq > ? ORDER BY seq LIMIT ?",
-        (seq, limit),
-    )
-    return [dict(row) for row in rows]
 
 
 def get_by_seq(conn: sqlite3.Connection, seq: int) -> MessageOut | None:

@@ -29,7 +29,7 @@ class MessageIn(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     kind: str
     timestamp: str
-    status: str = "pending"
+    status: InStatus = "pending"
     process_after: str | None = None
     recurrence: str | None = None
     series_id: str | None = None
@@ -57,7 +57,7 @@ class MessageIn(msgspec.Struct, frozen=True, kw_only=True):
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     message_out_id: str
-    status: str
+    status: DeliveryStatus
     attempts: int = 0
     platform_message_id: str | None = None
     last_error: str | None = None

@@ -41,6 +41,12 @@ class ActorTimer:
                 self._timer.cancel()
                 self._timer = None
 
+    @property
+    def pending(self) -> bool:
+        """A tell is scheduled and has not fired yet."""
+        with self._lock:
+            return self._timer is not None and self._timer.is_alive()
+
     def _fire(self) -> None:
         try:
             self._target.tell(self._message)

@@ -8,8 +8,6 @@ docs/ARCHITECTURE.md says what it promises.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import pykka
 
@@ -32,7 +30,7 @@ __all__ = [
 ]
 
 
-def write_inbound(session: pykka.ActorRef[Any], request: WriteInbound) -> pykka.Future[MessageIn]:
+def write_inbound(session: pykka.ActorRef[SessionActor], request: WriteInbound) -> pykka.Future[MessageIn]:
     """Hand a message to a session; the future resolves with its row once it is committed."""
     stored: pykka.Future[MessageIn] = pykka.ThreadingFuture()
     session.tell(msgspec.structs.replace(request, stored=stored))

@@ -50,6 +50,7 @@ from actors.messages import (
     SlotGranted,
     StopIfIdle,
     SweepCheck,
+    Tellable,
     Wake,
     WriteInbound,
 )
@@ -97,11 +98,11 @@ class SessionActor(pykka.ThreadingActor):
         self,
         info: SessionInfo,
         runtime: AgentRuntime,
-        delivery: pykka.ActorRef[Any],
+        delivery: Tellable,
         settings: SessionSettings | None = None,
         *,
         slots: ContainerSlots | None = None,
-        supervisor: pykka.ActorRef[Any] | None = None,
+        supervisor: Tellable | None = None,
         proxy: ProxySockets | None = None,
         watcher: Subscriptions | None = None,
         clock: Callable[[], datetime] = utc_now,
@@ -243,7 +244,10 @@ class SessionActor(pykka.ThreadingActor):
 
     def _activity(self) -> None:
         self._last_activity = self._clock()
-        self._idle_timer.schedule(self._settings.idle_timeout_s)
+        # The check re-arms itself from `_last_activity`; a new timer (a thread) per
+        # message would be the busiest thing the session does under load.
+        if not self._idle_timer.pending:
+            self._idle_timer.schedule(self._settings.idle_timeout_s)
 
     # --- watching the folder --------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from protocol import inbound, outbound
 from protocol.content import ChatIn, ChatOut, TaskIn
 from protocol.db import write_transaction
 from protocol.layout import SessionLayout
-from protocol.rows import Delivery
+from protocol.rows import Delivery, DeliveryStatus
 from protocol.timeutil import now_ts
 from tests.fakes.actors import RecorderActor, received, wait_for
 from tests.fakes.session import ROUTING, make_session, write_in
@@ -86,7 +86,7 @@ def write_out(layout: SessionLayout, text: str = "hi") -> str:
     return message_id
 
 
-def record(layout: SessionLayout, message_out_id: str, status: str) -> None:
+def record(layout: SessionLayout, message_out_id: str, status: DeliveryStatus) -> None:
     with write_transaction(layout.inbound_db) as conn:
         inbound.record_delivery(conn, Delivery(message_out_id=message_out_id, status=status, attempts=1))
 
