@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from actors.data_folder import DataFolder
+from protocol.envnum import EnvNumberError, env_number, env_whole_number
+from protocol.logs import level_name
 
 RUNTIMES = ("process", "docker", "auto")
 PROVIDERS = ("claude", "mock")
@@ -43,7 +43,10 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     """Flags beat the environment, the environment beats `.env`, and `.env` beats defaults."""
     values: dict[str, str] = {k: v for k, v in dotenv_values(".env").items() if v is not None}
     values.update(os.environ if env is None else env)
-    config = _from_env(values)
+    try:
+        config = _from_env(values)
+    except EnvNumberError as exc:
+        raise ConfigError(str(exc)) from None
     return _apply_flags(config, _parser().parse_args(argv))
 
 
@@ -55,14 +58,14 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             runtime=env.get("HUTCH_RUNTIME") or defaults.runtime,
             provider=env.get("HUTCH_PROVIDER") or defaults.provider,
             model=env.get("HUTCH_MODEL") or defaults.model,
-            idle_timeout_s=_number(env, "HUTCH_IDLE_TIMEOUT", defaults.idle_timeout_s),
-            max_containers=_integer(env, "HUTCH_MAX_CONTAINERS", defaults.max_containers),
+            idle_timeout_s=env_number(env, "HUTCH_IDLE_TIMEOUT", defaults.idle_timeout_s, positive=True),
+            max_containers=env_whole_number(env, "HUTCH_MAX_CONTAINERS", defaults.max_containers, minimum=1),
             timezone=env.get("TZ") or defaults.timezone,
             log_level=(env.get("HUTCH_LOG_LEVEL") or defaults.log_level).upper(),
             api_key=env.get("ANTHROPIC_API_KEY") or None,
             base_url=env.get("ANTHROPIC_BASE_URL") or defaults.base_url,
             assistant_name=env.get("HUTCH_ASSISTANT_NAME") or defaults.assistant_name,
-            sweep_interval_s=_number(env, "HUTCH_SWEEP_INTERVAL", defaults.sweep_interval_s),
+            sweep_interval_s=env_number(env, "HUTCH_SWEEP_INTERVAL", defaults.sweep_interval_s, positive=True),
         )
     )
 
@@ -105,30 +108,14 @@ def _checked(config: HostConfig) -> HostConfig:
         raise ConfigError(f"HUTCH_IDLE_TIMEOUT={config.idle_timeout_s}: must be positive")
     if config.sweep_interval_s <= 0:  # the sweep's ticker would spin without pause
         raise ConfigError(f"HUTCH_SWEEP_INTERVAL={config.sweep_interval_s}: must be positive")
-    if not isinstance(logging.getLevelNamesMapping().get(config.log_level), int):
-        raise ConfigError(f"HUTCH_LOG_LEVEL={config.log_level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    try:
+        level_name(config.log_level)
+    except ValueError:
+        raise ConfigError(
+            f"HUTCH_LOG_LEVEL={config.log_level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        ) from None
     try:
         ZoneInfo(config.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"TZ={config.timezone!r} is not a known time zone") from None
     return config
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} is not a finite number")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _number(env, name, default)
-    if not float(value).is_integer():
-        raise ConfigError(f"{name}={env.get(name)!r} is not a whole number")
-    return int(value)

@@ -11,6 +11,7 @@ from types import FrameType
 
 from actors.config import ConfigError, load_config
 from actors.host import start_host
+from protocol.logs import HOST_FORMAT, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,11 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hutch: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(config.log_level, HOST_FORMAT)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

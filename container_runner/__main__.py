@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -11,19 +10,17 @@ from types import FrameType
 
 from container_runner.config import ConfigError, RunnerConfig
 from container_runner.system import RunnerSystem
+from protocol.logs import AGENT_FORMAT, setup_logging
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("HUTCH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         config = RunnerConfig.from_env()
     except ConfigError as exc:
         print(f"container_runner: {exc}", file=sys.stderr)
         return 2
+    # No time in our lines: the host logs each one again with its own (protocol.logs).
+    setup_logging(config.log_level, AGENT_FORMAT)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

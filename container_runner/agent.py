@@ -7,17 +7,22 @@ batch is marked done, so nothing is left `processing` for the host to kill us ov
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from container_runner.formatting import Formatter
-from container_runner.messages import Ack, AgentIdle, Beat, ConnectInbox, TakeFollowUps, Work, WriteMessage
+from container_runner.messages import AgentIdle, Beat, ConnectInbox, Finish, TakeFollowUps, Work, WriteMessage
 from container_runner.providers.base import Provider, ProviderError
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
 from container_runner.turn import TurnContext
 from protocol.content import ChatIn, ChatOut, ContentError
-from protocol.rows import MessageIn
+from protocol.rows import AckStatus, MessageIn
+
+if TYPE_CHECKING:
+    from container_runner.heartbeat import HeartbeatActor
+    from container_runner.inbox import InboxActor
+    from container_runner.outbox import OutboxActor
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ DROPPED_COMMANDS = frozenset({"/help", "/start", "/settings", "/stop", "/menu"})
 class _BeatingToolBox(ToolBox):
     """Every tool call is agent activity: touch the heartbeat before and after it."""
 
-    def __init__(self, inner: ToolBox, heartbeat: pykka.ActorRef[Any]) -> None:
+    def __init__(self, inner: ToolBox, heartbeat: pykka.ActorRef[HeartbeatActor]) -> None:
         super().__init__([])
         self._inner = inner
         self._heartbeat = heartbeat
@@ -57,8 +62,8 @@ class AgentActor(pykka.ThreadingActor):
         tools: ToolBox,
         formatter: Formatter,
         context: TurnContext,
-        outbox: pykka.ActorRef[Any],
-        heartbeat: pykka.ActorRef[Any],
+        outbox: pykka.ActorRef[OutboxActor],
+        heartbeat: pykka.ActorRef[HeartbeatActor],
         admin_user_id: str | None = None,
     ) -> None:
         super().__init__()
@@ -69,7 +74,7 @@ class AgentActor(pykka.ThreadingActor):
         self._outbox = outbox
         self._heartbeat = heartbeat
         self._admin_user_id = admin_user_id
-        self._inbox: pykka.ActorRef[Any] | None = None
+        self._inbox: pykka.ActorRef[InboxActor] | None = None
         self._taken: list[MessageIn] = []
 
     def on_receive(self, message: Any) -> Any:
@@ -79,45 +84,43 @@ class AgentActor(pykka.ThreadingActor):
             case ConnectInbox(inbox=inbox):
                 self._inbox = inbox
             case _:
-                log.warning("agent: ignoring unexpected message %r", message)
+                return super().on_receive(message)
         return None
 
     def _work(self, batch: tuple[MessageIn, ...]) -> None:
         self._heartbeat.tell(Beat())
         self._context.begin(batch)
         self._taken = list(batch)
-        status = "completed"
+        status: AckStatus = "completed"
+        reply: str | None = None
         try:
-            self._handle(batch)
+            reply = self._handle(batch)
         except ProviderError as exc:
-            status = "failed"
-            self._reply(f"Sorry, I could not answer: {exc}")
+            status, reply = "failed", f"Sorry, I could not answer: {exc}"
         except Exception as exc:
             log.exception("agent: turn failed")
             status = "failed"
-            self._reply(f"Sorry, something went wrong on my side ({type(exc).__name__}). Please try again.")
+            reply = f"Sorry, something went wrong on my side ({type(exc).__name__}). Please try again."
         finally:
-            self._finish(status)
+            self._finish(status, reply)
 
-    def _handle(self, batch: tuple[MessageIn, ...]) -> None:
+    def _handle(self, batch: tuple[MessageIn, ...]) -> str | None:
+        """The batch's final reply, if it has one."""
         command = _command(batch)
         if command is not None:
             name, sender_id = command
             if name in DROPPED_COMMANDS:
-                return
+                return None
             if name == "/clear":
-                self._clear(sender_id)
-                return
+                return self._clear(sender_id)
         result = self._provider.run(self._formatter.batch(batch), self._tools, self._follow_ups)
-        if result.text.strip():
-            self._reply(result.text)
+        return result.text if result.text.strip() else None
 
-    def _clear(self, sender_id: str | None) -> None:
+    def _clear(self, sender_id: str | None) -> str:
         if self._admin_user_id is None or sender_id != self._admin_user_id:
-            self._reply("Only the admin can clear this conversation.")
-            return
+            return "Only the admin can clear this conversation."
         self._provider.clear()
-        self._reply("Conversation cleared. Starting afresh.")
+        return "Conversation cleared. Starting afresh."
 
     def _follow_ups(self) -> str | None:
         """Between model turns: messages that arrived meanwhile join the running query."""
@@ -130,16 +133,17 @@ class AgentActor(pykka.ThreadingActor):
         self._context.begin(tuple(self._taken))
         return self._formatter.batch(rows)
 
-    def _reply(self, text: str) -> None:
-        self._outbox.ask(
-            WriteMessage(ChatOut(text=text), routing=self._context.routing, in_reply_to=self._context.reply_to)
-        )
-
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: AckStatus, reply: str | None) -> None:
+        """The final reply and the acks of every row taken, written together."""
         ids = tuple(row.id for row in self._taken)
         self._taken = []
+        write = (
+            None
+            if reply is None
+            else WriteMessage(ChatOut(text=reply), routing=self._context.routing, in_reply_to=self._context.reply_to)
+        )
         try:
-            self._outbox.ask(Ack(ids, status))
+            self._outbox.ask(Finish(ids, status, write))
         finally:
             self._heartbeat.tell(Beat())
             if self._inbox is not None:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from protocol.envnum import EnvNumberError, env_number
+from protocol.logs import level_name
+
 
 class ConfigError(ValueError):
     """A setting that is missing or wrong; the message names the variable."""
@@ -30,10 +33,17 @@ class RunnerConfig:
     question_timeout_s: float = 300.0
     stall_timeout_s: float = 60.0
     stop_timeout_s: float = 20.0
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunnerConfig:
-        env = os.environ if env is None else env
+        try:
+            return cls._from_env(os.environ if env is None else env)
+        except EnvNumberError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> RunnerConfig:
         session_dir = _required_path(env, "HUTCH_SESSION_DIR")
         agent_dir = _required_path(env, "HUTCH_AGENT_DIR")
         provider = env.get("HUTCH_PROVIDER", "mock")
@@ -57,10 +67,11 @@ class RunnerConfig:
             assistant_name=env.get("HUTCH_ASSISTANT_NAME") or cls.assistant_name,
             admin_user_id=env.get("HUTCH_ADMIN_USER_ID") or None,
             timezone=zone,
-            heartbeat_interval_s=_seconds(env, "HUTCH_HEARTBEAT_INTERVAL", cls.heartbeat_interval_s),
-            safety_interval_s=_seconds(env, "HUTCH_SAFETY_INTERVAL", cls.safety_interval_s),
-            question_timeout_s=_seconds(env, "HUTCH_QUESTION_TIMEOUT", cls.question_timeout_s),
-            stall_timeout_s=_seconds(env, "HUTCH_STALL_TIMEOUT", cls.stall_timeout_s),
+            heartbeat_interval_s=env_number(env, "HUTCH_HEARTBEAT_INTERVAL", cls.heartbeat_interval_s, positive=True),
+            safety_interval_s=env_number(env, "HUTCH_SAFETY_INTERVAL", cls.safety_interval_s, positive=True),
+            question_timeout_s=env_number(env, "HUTCH_QUESTION_TIMEOUT", cls.question_timeout_s, positive=True),
+            stall_timeout_s=env_number(env, "HUTCH_STALL_TIMEOUT", cls.stall_timeout_s, positive=True),
+            log_level=_log_level(env),
         )
 
 
@@ -74,14 +85,9 @@ def _required_path(env: Mapping[str, str], name: str) -> Path:
     return path
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("HUTCH_LOG_LEVEL") or RunnerConfig.log_level
     try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from exc
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be positive")
-    return value
+        return level_name(raw)
+    except ValueError:
+        raise ConfigError(f"HUTCH_LOG_LEVEL={raw!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL") from None

@@ -9,37 +9,52 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 from watchdog.observers.api import BaseObserver
 
 from container_runner.messages import Ack, AgentIdle, InboundChanged, TakeFollowUps, Work
 from container_runner.questions import QuestionBoard
-from protocol import inbound, outbound
+from protocol import outbound
 from protocol.content import ContentError, QuestionAnswer
 from protocol.db import read_transaction
 from protocol.filewatch import watch_folder
 from protocol.layout import INBOUND_DB, SessionLayout
-from protocol.rows import MessageIn
+from protocol.rows import MessageIn, from_row
 from protocol.timers import ActorTicker, ActorTimer
 from protocol.timeutil import utc_now
 
+if TYPE_CHECKING:
+    from container_runner.agent import AgentActor
+    from container_runner.outbox import OutboxActor
+
 log = logging.getLogger(__name__)
 
-_WATCHED = {INBOUND_DB, f"{INBOUND_DB}-journal"}
+_JOURNAL = f"{INBOUND_DB}-journal"
+_IDS_PER_QUERY = 500
+
+
+@dataclass(frozen=True)
+class _Unhandled:
+    """What one read of inbound.db found that this inbox has not handled yet."""
+
+    due: list[MessageIn]
+    next_due: datetime | None
 
 
 class InboxActor(pykka.ThreadingActor):
     def __init__(
         self,
         layout: SessionLayout,
-        agent: pykka.ActorRef[Any],
-        outbox: pykka.ActorRef[Any],
+        agent: pykka.ActorRef[AgentActor],
+        outbox: pykka.ActorRef[OutboxActor],
         questions: QuestionBoard,
         safety_interval_s: float = 30.0,
         clock: Callable[[], datetime] = utc_now,
@@ -51,15 +66,27 @@ class InboxActor(pykka.ThreadingActor):
         self._questions = questions
         self._safety_interval_s = safety_interval_s
         self._clock = clock
-        self._dispatched: set[str] = set()
+        # Rows acked by an earlier run, and every row this inbox handed out or answered.
+        # Acks are written only at the request of this inbox or of the agent, for rows this
+        # inbox handed out, so after one read of processing_ack at start this set knows every
+        # acked row without reading outbound.db again.
+        self._handled: set[str] = set()
         self._agent_busy = False
-        self._checked_at = -math.inf
+        # A read is needed only when inbound.db may have changed since the last one began:
+        # a commit seen by the watcher (stamped on its thread) or a timer that fired.
+        self._read_at = -math.inf
+        self._event_at = time.monotonic()
+        self._timer_at = time.monotonic()
+        self._found = _Unhandled([], None)
         self._observer: BaseObserver | None = None
         self._ticker: ActorTicker | None = None
         self._due_timer: ActorTimer | None = None
 
     def on_start(self) -> None:
-        self._observer = watch_folder(self._layout.root, self._on_file_event, recursive=False)
+        # The RunnerSystem starts the inbox only after the outbox cleared the stale
+        # `processing` claims, so what is acked here is finished for good.
+        self._handled.update(self._acked_earlier())
+        self._observer = watch_folder(self._layout.root, self._on_file_event, recursive=False, entries_only=True)
         self._ticker = ActorTicker(self.actor_ref, InboundChanged(), self._safety_interval_s, name="inbox-safety")
         self._ticker.start()
         self._due_timer = ActorTimer(self.actor_ref, InboundChanged(), name="inbox-due")
@@ -77,38 +104,57 @@ class InboxActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         match message:
             case InboundChanged(at=at):
-                if at > self._checked_at:
-                    self._check()
+                if math.isinf(at):  # a timer: rows may have come due, or an event was lost
+                    self._timer_at = time.monotonic()
+                self._check()
             case AgentIdle():
                 self._agent_busy = False
                 self._check()
             case TakeFollowUps():
                 return self._take_follow_ups()
             case _:
-                log.warning("inbox: ignoring unexpected message %r", message)
+                return super().on_receive(message)
         return None
 
     def _on_file_event(self, path: Path) -> None:
-        if path.name in _WATCHED:
-            self.actor_ref.tell(InboundChanged(time.monotonic()))
+        if commit_may_have_finished(path):
+            at = time.monotonic()
+            self._event_at = at  # before the tell, so an ask handled first sees it too
+            self.actor_ref.tell(InboundChanged(at))
+
+    def _acked_earlier(self) -> set[str]:
+        try:
+            with read_transaction(self._layout.outbound_db) as conn:
+                return set(outbound.acks(conn))
+        except FileNotFoundError:
+            return set()
 
     def _check(self) -> None:
-        self._checked_at = time.monotonic()
         # Read even while the agent is busy: it may be waiting inside a tool for an answer.
-        work = self._new_work()
+        work = self._new_work(self._unhandled_due())
         if work and not self._agent_busy:
             self._dispatch(work)
-        self._schedule_next_due()
 
     def _take_follow_ups(self) -> tuple[MessageIn, ...]:
-        work = self._new_work()
+        work = self._new_work(self._unhandled_due())
         if work:
             self._claim(work)
         return tuple(work)
 
-    def _new_work(self) -> list[MessageIn]:
-        """Fresh rows, once one of them triggers a turn; context-only rows wait for one."""
-        fresh = [row for row in self._fresh_rows() if not self._answered_question(row)]
+    def _unhandled_due(self) -> list[MessageIn]:
+        """Due rows not handled yet; inbound.db is read again only if it may have changed.
+
+        A burst of events costs one read, and the agent's asks between model turns and at
+        the end of a batch cost none when nothing was written meanwhile."""
+        if max(self._event_at, self._timer_at) > self._read_at:
+            self._read_at = time.monotonic()
+            self._found = self._read()
+            self._schedule(self._found.next_due)
+        return [row for row in self._found.due if row.id not in self._handled]
+
+    def _new_work(self, due: list[MessageIn]) -> list[MessageIn]:
+        """Due rows, once one of them triggers a turn; context-only rows wait for one."""
+        fresh = [row for row in due if not self._answered_question(row)]
         return fresh if any(row.trigger for row in fresh) else []
 
     def _dispatch(self, rows: list[MessageIn]) -> None:
@@ -119,19 +165,18 @@ class InboxActor(pykka.ThreadingActor):
     def _claim(self, rows: list[MessageIn]) -> None:
         ids = tuple(row.id for row in rows)
         self._outbox.ask(Ack(ids, "processing"))
-        self._dispatched.update(ids)
+        self._handled.update(ids)
 
-    def _fresh_rows(self) -> list[MessageIn]:
-        """Pending, due, not acked by this or an earlier run, and not yet handed out."""
+    def _read(self) -> _Unhandled:
+        """Pending rows not handled yet, due or not, from one snapshot of inbound.db."""
         if not self._layout.inbound_db.exists():
-            return []
+            return _Unhandled([], None)
         with read_transaction(self._layout.inbound_db) as conn:
-            due = inbound.pending_due(conn, self._clock())
-        if not due:
-            return []
-        with read_transaction(self._layout.outbound_db) as conn:
-            acked = outbound.acks(conn)
-        return [row for row in due if row.id not in acked and row.id not in self._dispatched]
+            rows = _unhandled_pending(conn, self._handled)
+        now = self._clock()
+        due = [row for row in rows if row.is_due(now)]
+        later = (row.due_at() for row in rows if not row.is_due(now))
+        return _Unhandled(due, min((moment for moment in later if moment is not None), default=None))
 
     def _answered_question(self, row: MessageIn) -> bool:
         """A question's answer goes to the tool waiting for it, not into a new batch."""
@@ -147,16 +192,40 @@ class InboxActor(pykka.ThreadingActor):
         if not self._questions.answer(content.question_id, content.answer):
             return False  # nobody waits any more: the agent sees the answer as a message
         self._outbox.ask(Ack((row.id,), "completed"))
-        self._dispatched.add(row.id)
+        self._handled.add(row.id)
         return True
 
-    def _schedule_next_due(self) -> None:
-        if self._due_timer is None or not self._layout.inbound_db.exists():
-            return
-        with read_transaction(self._layout.inbound_db) as conn:
-            upcoming = inbound.next_due_time(conn)
-        if upcoming is None:
+    def _schedule(self, upcoming: datetime | None) -> None:
+        if self._due_timer is None or upcoming is None:
             return
         delay = (upcoming - self._clock()).total_seconds()
         if delay > 0:
             self._due_timer.schedule(delay + 0.01)
+
+
+def _unhandled_pending(conn: sqlite3.Connection, handled: set[str]) -> list[MessageIn]:
+    """Pending rows whose id is not in `handled`, in seq order.
+
+    Ids first, whole rows only for the new ones: rows stay `pending` until the host mirrors
+    our acks, and decoding all of them on every wake is what made a wake slow."""
+    ids = [row[0] for row in conn.execute("SELECT id FROM messages_in WHERE status = 'pending'")]
+    new = [message_id for message_id in ids if message_id not in handled]
+    rows: list[MessageIn] = []
+    # Chunks keep each statement under SQLite's limit on bound parameters.
+    for start in range(0, len(new), _IDS_PER_QUERY):
+        chunk = new[start : start + _IDS_PER_QUERY]
+        marks = ", ".join("?" for _ in chunk)
+        found = conn.execute(f"SELECT * FROM messages_in WHERE status = 'pending' AND id IN ({marks})", chunk)
+        rows += [from_row(MessageIn, row) for row in found]
+    return sorted(rows, key=lambda row: row.seq)
+
+
+def commit_may_have_finished(path: Path) -> bool:
+    """Whether an event on `path` can mean that a commit to inbound.db has finished.
+
+    In DELETE journal mode a write transaction commits by deleting its journal. While the
+    journal is there a read sees nothing new, and its shared lock only makes the host's
+    commit wait (SQLite's busy handler sleeps a millisecond or more). Every write ends with
+    the event of its journal's deletion, so the events of a write in progress can be skipped;
+    an event on the file itself with no journal beside it means it was created or replaced."""
+    return path.name in {INBOUND_DB, _JOURNAL} and not path.with_name(_JOURNAL).exists()

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
+import pykka
 
-from protocol.rows import MessageIn, Routing
+from protocol.content import OutboundContent
+from protocol.rows import AckStatus, MessageIn, Routing
+
+if TYPE_CHECKING:
+    from container_runner.inbox import InboxActor
 
 
 class InboundChanged(msgspec.Struct, frozen=True):
     """Something in inbound.db may have changed (file event, timer, or safety tick).
 
-    `at` is when the change was seen (time.monotonic()); a read that began after it has
-    already seen the change, so one write's burst of file events costs one read, not twenty.
-    Timers and ticks leave it infinite: they always read."""
+    `at` is when a commit's file event was seen (time.monotonic()); a read that began after
+    it has already seen the change, so a burst of events costs one read. Timers and ticks
+    leave it infinite: they always read, as rows come due and events can be lost."""
 
     at: float = math.inf
 
@@ -37,7 +42,7 @@ class TakeFollowUps(msgspec.Struct, frozen=True):
 class WriteMessage(msgspec.Struct, frozen=True):
     """Ask the OutboxActor to write one `messages_out` row; answers the written MessageOut."""
 
-    content: Any
+    content: OutboundContent
     routing: Routing = Routing()
     in_reply_to: str | None = None
     message_id: str | None = None
@@ -47,10 +52,26 @@ class Ack(msgspec.Struct, frozen=True):
     """Ask the OutboxActor to record `processing_ack` for inbound rows."""
 
     message_ids: tuple[str, ...]
-    status: str
+    status: AckStatus
+
+
+class Finish(msgspec.Struct, frozen=True):
+    """Ask the OutboxActor to end a batch: its final reply, if any, and the acks of its rows,
+    in one transaction; answers the written MessageOut or None."""
+
+    message_ids: tuple[str, ...]
+    status: AckStatus
+    reply: WriteMessage | None = None
 
 
 class SaveState(msgspec.Struct, frozen=True):
+    key: str
+    value: str
+
+
+class StageState(msgspec.Struct, frozen=True):
+    """Tell the OutboxActor a state value to write with its next commit."""
+
     key: str
     value: str
 
@@ -70,4 +91,4 @@ class Beat(msgspec.Struct, frozen=True):
 class ConnectInbox(msgspec.Struct, frozen=True):
     """Wire the agent to the inbox after both started (each needs the other's ref)."""
 
-    inbox: Any
+    inbox: pykka.ActorRef[InboxActor]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Literal, Protocol, TypeVar
 
 import pykka
 
@@ -27,6 +27,14 @@ from protocol.layout import SessionLayout
 
 log = logging.getLogger("container_runner")
 
+A = TypeVar("A", bound=pykka.Actor)
+
+
+class _Stoppable(Protocol):
+    """What stopping needs of an actor ref, whatever its actor class (ActorRef is invariant)."""
+
+    def stop(self, *, block: Literal[True], timeout: float | None = None) -> bool: ...
+
 
 def build_provider(config: RunnerConfig, state: StateStore) -> Provider:
     if config.provider == "mock":
@@ -49,7 +57,7 @@ class RunnerSystem:
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
         self.layout = SessionLayout(config.session_dir)
-        self._refs: list[pykka.ActorRef[Any]] = []
+        self._refs: list[_Stoppable] = []
 
     def start(self) -> None:
         config, layout = self.config, self.layout
@@ -95,6 +103,6 @@ class RunnerSystem:
                 log.warning("runner: %s did not stop in time", ref)
         log.info("runner stopped")
 
-    def _start(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+    def _start(self, ref: pykka.ActorRef[A]) -> pykka.ActorRef[A]:
         self._refs.append(ref)
         return ref

@@ -8,7 +8,16 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -22,6 +31,18 @@ warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWa
 # passing it on would wake the reader to read again, without end. A real write always shows
 # as `modified`, `created` or `deleted` as well.
 _NO_CHANGE = frozenset({"opened", "closed", "closed_no_write"})
+
+# Entries appearing, going or renamed. A reader of a DELETE-mode SQLite file needs no more:
+# every commit ends by deleting its journal. Asking the kernel for these alone spares the
+# watcher's thread every page write and every open and close of the folder's files.
+_ENTRY_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
 
 
 class _Forward(FileSystemEventHandler):
@@ -37,10 +58,14 @@ class _Forward(FileSystemEventHandler):
                 self._callback(Path(path))
 
 
-def watch_folder(folder: Path, callback: Callable[[Path], None], *, recursive: bool) -> BaseObserver:
-    """Start an observer calling `callback(path)` for every change under `folder`."""
+def watch_folder(
+    folder: Path, callback: Callable[[Path], None], *, recursive: bool, entries_only: bool = False
+) -> BaseObserver:
+    """Start an observer calling `callback(path)` for every change under `folder`, or, with
+    `entries_only`, for every file or folder created, deleted or renamed there."""
     observer = Observer()
-    observer.schedule(_Forward(callback), str(folder), recursive=recursive)
+    event_filter = _ENTRY_EVENTS if entries_only else None
+    observer.schedule(_Forward(callback), str(folder), recursive=recursive, event_filter=event_filter)
     observer.daemon = True
     observer.start()
     return observer

@@ -13,6 +13,7 @@ from cronsim import CronSim, CronSimError
 
 from protocol import inbound
 from protocol.content import TaskIn
+from protocol.cron import CronError
 from protocol.rows import MessageIn
 from protocol.timeutil import format_ts, now_ts, parse_ts
 
@@ -20,15 +21,8 @@ from protocol.timeutil import format_ts, now_ts, parse_ts
 _MAX_SKIPPED = 100_000
 
 
-class RecurrenceError(ValueError):
-    pass
-
-
-def check_cron(expression: str) -> None:
-    try:
-        CronSim(expression, datetime.now(ZoneInfo("UTC")))
-    except CronSimError as exc:
-        raise RecurrenceError(f"{expression!r} is not a valid cron expression: {exc}") from None
+class RecurrenceError(CronError):
+    """A series whose next occurrence cannot be computed; the series ends there."""
 
 
 def next_occurrence(expression: str, scheduled: datetime, now: datetime, zone: str) -> datetime:

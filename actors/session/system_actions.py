@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from actors.session.recurrence import RecurrenceError, check_cron
 from protocol import inbound
 from protocol.content import CancelTask, PauseTask, ResumeTask, ScheduleTask, SystemAction, TaskIn
+from protocol.cron import CronError, check_cron
 from protocol.layout import UnsafePathError, check_message_id
 from protocol.rows import MessageIn, Routing
 from protocol.timeutil import now_ts, parse_ts
@@ -44,7 +44,7 @@ def _schedule(conn: sqlite3.Connection, action: ScheduleTask, routing: Routing, 
     if action.recurrence:
         try:
             check_cron(action.recurrence)
-        except RecurrenceError as exc:
+        except CronError as exc:
             raise ActionRejected(f"schedule_task: recurrence: {exc}") from None
     existing = inbound.get_message(conn, action.task_id)
     if existing is not None and existing.kind != "task":

@@ -26,7 +26,15 @@ class StateStore(Protocol):
 
     def load(self, key: str) -> str | None: ...
 
-    def save(self, key: str, value: str) -> None: ...
+    def save(self, key: str, value: str) -> None:
+        """Durable when it returns: a point a restart can resume from."""
+        ...
+
+    def stage(self, key: str, value: str) -> None:
+        """Durable with the next write, at the latest in the commit that ends the batch, so a
+        batch's final state and its completion become durable together (and one commit
+        fewer)."""
+        ...
 
     def delete(self, key: str) -> None: ...
 

@@ -137,7 +137,9 @@ class ClaudeProvider:
         # The API rejects an empty assistant message anywhere but at the very end.
         if content:
             self._messages.append({"role": "assistant", "content": content})
-        self._save()
+        # Staged: it commits with the batch's reply and acks, so a crash in between cannot
+        # leave a conversation that holds an answer the batch never completed with.
+        self._save(staged=True)
         text = "".join(block["text"] for block in content if block["type"] == "text")
         return TurnResult(text=text, model_turns=turns)
 
@@ -178,8 +180,12 @@ class ClaudeProvider:
 
     # -- durability ------------------------------------------------------------------
 
-    def _save(self) -> None:
-        self._state.save(STATE_KEY, msgspec.json.encode(self._messages).decode())
+    def _save(self, *, staged: bool = False) -> None:
+        encoded = msgspec.json.encode(self._messages).decode()
+        if staged:
+            self._state.stage(STATE_KEY, encoded)
+        else:
+            self._state.save(STATE_KEY, encoded)
         self._saved = list(self._messages)
 
     def _rollback(self) -> None:

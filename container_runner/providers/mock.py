@@ -64,7 +64,7 @@ class MockProvider:
 
     def _count_turn(self) -> int:
         turns = int(self._state.load(TURNS_KEY) or 0) + 1
-        self._state.save(TURNS_KEY, str(turns))
+        self._state.stage(TURNS_KEY, str(turns))  # as Claude's final state: with the batch's end
         return turns
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 import pykka
 
 from container_runner.messages import WriteMessage
+from container_runner.outbox import OutboxActor
 from container_runner.questions import QuestionBoard
 from container_runner.tools.base import Tool, ToolError, ToolOutcome
 from container_runner.tools.function import FunctionTool
@@ -26,7 +27,7 @@ from protocol.rows import MessageOut
 class _Sender:
     """What all messaging tools share: write a row for the current conversation."""
 
-    def __init__(self, outbox: pykka.ActorRef[Any], context: TurnContext) -> None:
+    def __init__(self, outbox: pykka.ActorRef[OutboxActor], context: TurnContext) -> None:
         self.outbox = outbox
         self.context = context
 
@@ -166,7 +167,7 @@ class AskUserQuestion(FunctionTool[AskUserQuestionInput]):
 
 
 def messaging_tools(
-    outbox: pykka.ActorRef[Any],
+    outbox: pykka.ActorRef[OutboxActor],
     context: TurnContext,
     layout: SessionLayout,
     workspace: Path,

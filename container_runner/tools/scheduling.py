@@ -1,38 +1,31 @@
-"""Tools for tasks the agent sets itself. The container never writes inbound.db (DESIGN
-invariant 5): every change goes out as a `system` row; the host validates and applies it."""
+"""Tools for tasks the agent sets itself. The container never writes inbound.db
+(docs/ARCHITECTURE.md, invariant 5): every change goes out as a `system` row; the host validates and applies it."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
 import pykka
-from cronsim import CronSim, CronSimError
 
 from container_runner.messages import WriteMessage
+from container_runner.outbox import OutboxActor
 from container_runner.tools.base import Tool, ToolError, ToolOutcome
 from container_runner.tools.function import FunctionTool
 from container_runner.turn import TurnContext
 from protocol import inbound
 from protocol.content import CancelTask, ContentError, PauseTask, ResumeTask, ScheduleTask, SystemAction, TaskIn
+from protocol.cron import CronError, check_cron
 from protocol.db import read_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageIn
 from protocol.timeutil import format_ts, parse_ts, parse_user_time, utc_now
 
 
-def check_cron(expression: str, zone: str) -> None:
-    try:
-        CronSim(expression, datetime.now(ZoneInfo(zone)))
-    except CronSimError as exc:
-        raise ToolError(f"recurrence {expression!r} is not a valid cron expression: {exc}") from None
-
-
 class _Requester:
-    def __init__(self, outbox: pykka.ActorRef[Any], context: TurnContext) -> None:
+    def __init__(self, outbox: pykka.ActorRef[OutboxActor], context: TurnContext) -> None:
         self._outbox = outbox
         self._context = context
 
@@ -73,7 +66,10 @@ class ScheduleTaskTool(FunctionTool[ScheduleTaskInput]):
         except ValueError as exc:
             raise ToolError(str(exc)) from None
         if arguments.recurrence:
-            check_cron(arguments.recurrence, self._zone)
+            try:
+                check_cron(arguments.recurrence)
+            except CronError as exc:
+                raise ToolError(f"recurrence {exc}") from None
         task_id = uuid.uuid4().hex[:12]
         action = ScheduleTask(task_id, arguments.prompt, format_ts(when), arguments.recurrence or None)
         self._requester.request(action)
@@ -156,7 +152,9 @@ class ResumeTaskTool(_SeriesAction):
     verb = "resumption"
 
 
-def scheduling_tools(outbox: pykka.ActorRef[Any], context: TurnContext, layout: SessionLayout, zone: str) -> list[Tool]:
+def scheduling_tools(
+    outbox: pykka.ActorRef[OutboxActor], context: TurnContext, layout: SessionLayout, zone: str
+) -> list[Tool]:
     requester = _Requester(outbox, context)
     return [
         ScheduleTaskTool(requester, zone),

@@ -194,3 +194,26 @@ def test_an_unknown_choice_on_the_command_line_is_refused_by_argparse(capsys: py
     with pytest.raises(SystemExit):
         load_config(["--runtime", "podman"], {})
     assert "--runtime" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("HUTCH_IDLE_TIMEOUT", "soon", "HUTCH_IDLE_TIMEOUT='soon' is not a number"),
+        ("HUTCH_IDLE_TIMEOUT", "inf", "HUTCH_IDLE_TIMEOUT='inf' is not a finite number"),
+        ("HUTCH_IDLE_TIMEOUT", "0", "HUTCH_IDLE_TIMEOUT='0' must be positive"),
+        ("HUTCH_SWEEP_INTERVAL", "nan", "HUTCH_SWEEP_INTERVAL='nan' is not a finite number"),
+        ("HUTCH_MAX_CONTAINERS", "2.5", "HUTCH_MAX_CONTAINERS='2.5' is not a whole number"),
+        ("HUTCH_MAX_CONTAINERS", "0", "HUTCH_MAX_CONTAINERS='0' must be at least 1"),
+    ],
+)
+def test_numbers_from_the_environment_say_what_is_wrong(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {variable: value})
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--idle-timeout", "0"), ("--max-containers", "0")])
+def test_flags_are_checked_too(flag: str, value: str) -> None:
+    with pytest.raises(ConfigError, match="HUTCH_"):
+        load_config([flag, value], {})

@@ -7,7 +7,7 @@ import pytest
 
 from container_runner.agent import AgentActor
 from container_runner.formatting import Formatter
-from container_runner.messages import Ack, AgentIdle, Beat, ConnectInbox, TakeFollowUps, Work, WriteMessage
+from container_runner.messages import AgentIdle, Beat, ConnectInbox, Finish, TakeFollowUps, Work, WriteMessage
 from container_runner.providers.base import FollowUps, ProviderError, TurnResult
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
 from container_runner.turn import TurnContext
@@ -66,7 +66,7 @@ def _chat(seq: int, text: str, sender_id: str = "u1") -> MessageIn:
 
 
 def _outbox_reply(message: Any) -> Any:
-    if isinstance(message, WriteMessage):
+    if isinstance(message, WriteMessage) or (isinstance(message, Finish) and message.reply is not None):
         return MessageOut(id="o", seq=99, timestamp="", kind="chat", content="{}")
     return None
 
@@ -75,7 +75,7 @@ def _start(tmp_path: Path, provider: ScriptedProvider, follow_ups: tuple[Message
     outbox = RecorderActor.start(_outbox_reply)
     heartbeat = RecorderActor.start()
     served = iter([follow_ups])
-    inbox = RecorderActor.start(lambda m: next(served, ()) if isinstance(m, TakeFollowUps) else None)
+    inbox: Any = RecorderActor.start(lambda m: next(served, ()) if isinstance(m, TakeFollowUps) else None)
     agent = AgentActor.start(
         provider,
         ToolBox([EchoTool()]),
@@ -90,18 +90,34 @@ def _start(tmp_path: Path, provider: ScriptedProvider, follow_ups: tuple[Message
 
 
 def _written(outbox: Any) -> list[WriteMessage]:
-    return [m for m in received(outbox) if isinstance(m, WriteMessage)]
+    """Every row the agent had written: its own writes and the replies that end a batch."""
+    writes = [
+        m if isinstance(m, WriteMessage) else m.reply for m in received(outbox) if isinstance(m, WriteMessage | Finish)
+    ]
+    return [m for m in writes if m is not None]
 
 
-def test_a_batch_becomes_a_reply_and_a_completed_ack(tmp_path: Path) -> None:
+def _finished(outbox: Any) -> list[tuple[tuple[str, ...], str]]:
+    return [(m.message_ids, m.status) for m in received(outbox) if isinstance(m, Finish)]
+
+
+def _text(message: WriteMessage) -> str:
+    assert isinstance(message.content, ChatOut)
+    return message.content.text
+
+
+def test_a_batch_becomes_a_reply_and_a_completed_ack_in_one_finish(tmp_path: Path) -> None:
     provider = ScriptedProvider()
     actors = _start(tmp_path, provider)
     actors["agent"].tell(Work((_chat(2, "hi"),)))
     wait_for(actors["inbox"], AgentIdle)
-    (reply,) = _written(actors["outbox"])
-    assert reply.content == ChatOut(text="hello back")
+    # One message to the outbox ends the batch, so the reply and the ack share a commit.
+    (finish,) = [m for m in received(actors["outbox"]) if isinstance(m, Finish | WriteMessage)]
+    assert isinstance(finish, Finish)
+    assert (finish.message_ids, finish.status) == (("m2",), "completed")
+    reply = finish.reply
+    assert reply is not None and reply.content == ChatOut(text="hello back")
     assert reply.routing.platform_id == "chat-9" and reply.in_reply_to == "m2"
-    assert Ack(("m2",), "completed") in received(actors["outbox"])
     assert provider.prompts == ['<message id="2" sender="Ann" time="2026-11-25 10:00 UTC">hi</message>']
 
 
@@ -111,7 +127,7 @@ def test_tool_only_turn_is_still_completed(tmp_path: Path) -> None:
     actors["agent"].tell(Work((_chat(2, "do it quietly"),)))
     wait_for(actors["inbox"], AgentIdle)
     assert _written(actors["outbox"]) == []
-    assert Ack(("m2",), "completed") in received(actors["outbox"])
+    assert (("m2",), "completed") in _finished(actors["outbox"])
     assert len([m for m in received(actors["heartbeat"]) if isinstance(m, Beat)]) >= 3
 
 
@@ -125,12 +141,12 @@ def test_errors_become_an_error_reply_and_the_agent_lives_on(tmp_path: Path, err
     actors["agent"].tell(Work((_chat(2, "hi"),)))
     wait_for(actors["inbox"], AgentIdle)
     (reply,) = _written(actors["outbox"])
-    assert expected in reply.content.text
-    assert Ack(("m2",), "failed") in received(actors["outbox"])
+    assert expected in _text(reply)
+    assert (("m2",), "failed") in _finished(actors["outbox"])
     provider.error = None
     actors["agent"].tell(Work((_chat(4, "again"),)))
     wait_for(actors["inbox"], AgentIdle, count=2)
-    assert Ack(("m4",), "completed") in received(actors["outbox"])
+    assert (("m4",), "completed") in _finished(actors["outbox"])
 
 
 def test_follow_ups_join_the_running_query_and_are_acked_with_it(tmp_path: Path) -> None:
@@ -139,7 +155,7 @@ def test_follow_ups_join_the_running_query_and_are_acked_with_it(tmp_path: Path)
     actors["agent"].tell(Work((_chat(2, "first"),)))
     wait_for(actors["inbox"], AgentIdle)
     assert provider.follow_ups[0] is not None and "and also" in provider.follow_ups[0]
-    assert Ack(("m2", "m4"), "completed") in received(actors["outbox"])
+    assert (("m2", "m4"), "completed") in _finished(actors["outbox"])
 
 
 def test_clear_is_for_the_admin_only(tmp_path: Path) -> None:
@@ -148,7 +164,7 @@ def test_clear_is_for_the_admin_only(tmp_path: Path) -> None:
     actors["agent"].tell(Work((_chat(2, "/clear", sender_id="stranger"),)))
     actors["agent"].tell(Work((_chat(4, "/clear", sender_id="admin"),)))
     wait_for(actors["inbox"], AgentIdle, count=2)
-    texts = [m.content.text for m in _written(actors["outbox"])]
+    texts = [_text(m) for m in _written(actors["outbox"])]
     assert texts == ["Only the admin can clear this conversation.", "Conversation cleared. Starting afresh."]
     assert provider.cleared == 1 and provider.prompts == []
 
@@ -160,7 +176,7 @@ def test_platform_commands_are_dropped_and_others_reach_the_model(tmp_path: Path
     actors["agent"].tell(Work((_chat(4, "/weather Paris"),)))
     wait_for(actors["inbox"], AgentIdle, count=2)
     assert len(provider.prompts) == 1 and "/weather Paris" in provider.prompts[0]
-    assert Ack(("m2",), "completed") in received(actors["outbox"])
+    assert (("m2",), "completed") in _finished(actors["outbox"])
 
 
 def test_a_task_is_answered_where_it_was_scheduled(tmp_path: Path) -> None:

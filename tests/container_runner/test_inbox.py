@@ -1,18 +1,25 @@
 from __future__ import annotations
 
+import sqlite3
 import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from container_runner.inbox import InboxActor
-from container_runner.messages import Ack, AgentIdle, TakeFollowUps, Work
+import container_runner.inbox
+from container_runner.inbox import InboxActor, commit_may_have_finished
+from container_runner.messages import Ack, AgentIdle, InboundChanged, TakeFollowUps, Work
 from container_runner.questions import QuestionBoard
+from protocol import inbound, outbound
 from protocol.content import ChatIn, QuestionAnswer, TaskIn
+from protocol.db import read_transaction, write_transaction
 from protocol.layout import SessionLayout
-from protocol.timeutil import format_ts, utc_now
+from protocol.timeutil import format_ts, now_ts, utc_now
 from tests.fakes.actors import RecorderActor, received, wait_for
 from tests.fakes.session import make_session, write_in
 
@@ -105,3 +112,131 @@ def test_an_answer_nobody_waits_for_becomes_a_message(tmp_path: Path) -> None:
     row = write_in(layout, QuestionAnswer(question_id="gone", answer="Yes"))
     (work,) = wait_for(agent, Work)
     assert _ids(work) == [row.id]
+
+
+def test_rows_acked_by_an_earlier_run_are_not_run_again(tmp_path: Path) -> None:
+    layout = make_session(tmp_path)
+    done = write_in(layout, ChatIn(text="answered before the restart", sender="ann"))
+    with write_transaction(layout.outbound_db) as conn:
+        outbound.set_ack(conn, done.id, "completed", now_ts())
+    _inbox, agent, _outbox = _start(layout)
+    new = write_in(layout, ChatIn(text="new", sender="ann"))
+    (work,) = wait_for(agent, Work)
+    assert _ids(work) == [new.id]
+
+
+def test_many_new_rows_at_once_make_one_batch_in_seq_order(tmp_path: Path) -> None:
+    layout = make_session(tmp_path)
+    count = 1_234  # more than one query's worth of ids
+    with write_transaction(layout.inbound_db) as conn:
+        rows = [
+            inbound.insert_message(
+                conn, message_id=uuid.uuid4().hex, content=ChatIn(text=f"{i}", sender="ann"), timestamp=now_ts()
+            )
+            for i in range(count)
+        ]
+    _inbox, agent, _outbox = _start(layout)
+    (work,) = wait_for(agent, Work)
+    assert _ids(work) == [row.id for row in rows]
+
+
+class _InboundReads:
+    """Counts the inbox's read transactions on inbound.db; `next()` waits for a new one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, path: Path) -> AbstractContextManager[sqlite3.Connection]:
+        if path.name == "inbound.db":
+            with self._changed:
+                self.count += 1
+                self._changed.notify_all()
+        return read_transaction(path)
+
+    def wait_beyond(self, count: int, timeout: float = 10) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.count > count, timeout), "no new read of inbound.db"
+
+
+@pytest.fixture
+def inbound_reads(monkeypatch: pytest.MonkeyPatch) -> _InboundReads:
+    reads = _InboundReads()
+    monkeypatch.setattr(container_runner.inbox, "read_transaction", reads)
+    return reads
+
+
+def _write_unseen(layout: SessionLayout, text: str) -> str:
+    """A row written with no journal, so with no event a watcher of entries would see: as
+    if its event had been lost. Returns its id."""
+    message_id = uuid.uuid4().hex
+    conn = sqlite3.connect(layout.inbound_db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("BEGIN IMMEDIATE")
+        inbound.insert_message(conn, message_id=message_id, content=ChatIn(text=text, sender="ann"), timestamp=now_ts())
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return message_id
+
+
+def test_asks_and_an_idle_agent_read_nothing_new_until_a_change_is_seen(tmp_path: Path) -> None:
+    layout = make_session(tmp_path)
+    write_in(layout, ChatIn(text="one", sender="ann"))  # before the start: no event in flight
+    inbox, agent, _outbox = _start(layout)
+    wait_for(agent, Work)
+    hidden = _write_unseen(layout, "two")
+    assert inbox.ask(TakeFollowUps(), block=True) == ()
+    inbox.tell(AgentIdle())
+    assert inbox.ask(TakeFollowUps(), block=True) == ()
+    assert len([m for m in received(agent) if isinstance(m, Work)]) == 1
+    inbox.tell(InboundChanged())  # what the safety tick and the due timer send
+    works = wait_for(agent, Work, count=2)
+    assert _ids(works[1]) == [hidden]
+
+
+@contextmanager
+def _open_write(layout: SessionLayout) -> Iterator[None]:
+    """A host write transaction in progress: its journal exists until it commits."""
+    conn = sqlite3.connect(layout.inbound_db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE messages_in SET tries = tries + 1")
+        assert layout.inbound_db.with_name("inbound.db-journal").exists()
+        yield
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_a_write_wakes_the_inbox_once_it_commits(tmp_path: Path, inbound_reads: _InboundReads) -> None:
+    layout = make_session(tmp_path)
+    write_in(layout, ChatIn(text="one", sender="ann"))
+    inbox, agent, _outbox = _start(layout)
+    wait_for(agent, Work)
+    before = inbound_reads.count
+    with _open_write(layout):
+        # Its journal's creation is an event too; a read now could only delay the commit.
+        assert inbox.ask(TakeFollowUps(), block=True) == ()
+        assert inbound_reads.count == before
+    inbound_reads.wait_beyond(before)  # the journal's deletion
+
+
+@pytest.mark.parametrize(
+    ("name", "journal_there", "wakes"),
+    [
+        ("inbound.db-journal", False, True),  # deleted: a commit (or rollback) finished
+        ("inbound.db-journal", True, False),  # created: a write began
+        ("inbound.db", True, False),  # pages written during the commit
+        ("inbound.db", False, True),  # the file itself created or replaced
+        ("outbound.db-journal", False, False),  # our own writes
+        (".heartbeat", False, False),
+    ],
+)
+def test_which_events_can_mean_a_finished_host_commit(
+    tmp_path: Path, name: str, journal_there: bool, wakes: bool
+) -> None:
+    if journal_there:
+        (tmp_path / "inbound.db-journal").write_bytes(b"")
+    assert commit_may_have_finished(tmp_path / name) is wakes

@@ -19,6 +19,9 @@ class MemoryState:
     def save(self, key: str, value: str) -> None:
         self.values[key] = value
 
+    def stage(self, key: str, value: str) -> None:
+        self.values[key] = value
+
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
 

@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actors.session.recurrence import RecurrenceError, check_cron, continue_series, next_occurrence, recurs
+from actors.session.recurrence import RecurrenceError, continue_series, next_occurrence, recurs
 from protocol import inbound
 from protocol.content import TaskIn
+from protocol.cron import CronError, check_cron
 from protocol.db import create_session_db, write_transaction
 from protocol.schema import INBOUND
 from protocol.timeutil import format_ts
@@ -91,7 +92,7 @@ def test_a_gap_of_one_missed_run_does_not_skip_it() -> None:
 def test_a_bad_expression_is_a_recurrence_error(expression: str) -> None:
     with pytest.raises(RecurrenceError, match="not a valid cron expression"):
         next_occurrence(expression, utc(2026, 1, 1), utc(2026, 1, 1), "UTC")
-    with pytest.raises(RecurrenceError):
+    with pytest.raises(CronError):
         check_cron(expression)
 
 
