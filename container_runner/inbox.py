@@ -1,8 +1,9 @@
 """InboxActor: turns changes to inbound.db into work for the agent.
 
-Woken by watchdog events on inbound.db (and its journal), by a timer for the next
-`process_after`, and by a slow safety tick for events that never came. Every wake re-reads
-the DB, so a duplicate or a burst of events is harmless.
+Woken by the watchdog event that ends a host commit (its journal's deletion), by a timer for
+the next `process_after`, and by a slow safety tick for events that never came. A wake reads
+the DB again when a commit or a timer came since the last read, so a duplicate or a burst of
+events is harmless and costs one read.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from container_runner.messages import (
 from protocol import outbound
 from protocol.db import create_session_db, max_seq, read_transaction, write_transaction
 from protocol.layout import SessionLayout
-from protocol.rows import MessageOut
+from protocol.rows import AckStatus, MessageOut
 from protocol.schema import OUTBOUND
 from protocol.timeutil import now_ts
 
@@ -45,7 +45,7 @@ class OutboxActor(pykka.ThreadingActor):
         create_session_db(self._layout.outbound_db, OUTBOUND)
 
     def on_stop(self) -> None:
-        if self._staged:
+        if self._staged:  # no further write will carry it: commit it on its own
             with self._transaction():
                 pass
 
@@ -86,11 +86,12 @@ class OutboxActor(pykka.ThreadingActor):
         self._staged.clear()  # only once committed: a failed commit keeps them for the next
 
     def _highest_inbound_seq(self) -> int:
-        """Read for every row we write: a new seq is the next odd number above the max of
-        both tables. (Read before our write transaction begins, to keep that one short.
-        Caching it by inbound.db's change counter saved nothing measurable, and reading the
-        header through a file descriptor of our own would be a trap: closing it drops every
-        POSIX lock this process holds on the file, SQLite's included.)"""
+        """Read for every row we write, before our write transaction begins (to keep that
+        one short): a new seq is the next odd number above the max of both tables.
+
+        Not cached by inbound.db's change counter: that saved nothing measurable, and reading
+        the header through a descriptor of our own is a trap, as closing it drops every
+        POSIX lock this process holds on the file, SQLite's included."""
         try:
             with read_transaction(self._layout.inbound_db) as conn:
                 return max_seq(conn, "messages_in")
@@ -126,7 +127,7 @@ class OutboxActor(pykka.ThreadingActor):
         return cleared
 
 
-def _set_acks(conn: sqlite3.Connection, message_ids: tuple[str, ...], status: str) -> None:
+def _set_acks(conn: sqlite3.Connection, message_ids: tuple[str, ...], status: AckStatus) -> None:
     stamp = now_ts()
     for message_id in message_ids:
         outbound.set_ack(conn, message_id, status, stamp)
