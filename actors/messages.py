@@ -43,6 +43,13 @@ class WriteInbound(msgspec.Struct, frozen=True, kw_only=True):
     stored: pykka.Future[MessageIn] | None = None
 
 
+class InboundBatch(msgspec.Struct, frozen=True):
+    """Several `WriteInbound`s at once, in order: what the Supervisor routed to one session
+    from a burst. Handled as if each had been told alone."""
+
+    requests: tuple[WriteInbound, ...]
+
+
 class CommitInbound(msgspec.Struct, frozen=True):
     """Commit the `WriteInbound`s received so far: the SessionActor tells itself this after
     the first of a burst, so everything that arrived meanwhile shares one fsync."""
@@ -170,6 +177,11 @@ class InboundReceived(msgspec.Struct, frozen=True):
 
     event: InboundEvent
     stored: pykka.Future[Any]
+
+
+class HandOver(msgspec.Struct, frozen=True):
+    """The Supervisor tells itself this after routing the first message of a burst: every
+    session gets what was routed to it since, in one `InboundBatch`."""
 
 
 class OpenQuestion(msgspec.Struct, frozen=True):

@@ -25,7 +25,9 @@ from actors.messages import (
     DeliveryFailed,
     Drain,
     EnsureSession,
+    HandOver,
     IdleAnswer,
+    InboundBatch,
     InboundReceived,
     OpenQuestion,
     SessionFailed,
@@ -106,10 +108,13 @@ class Supervisor(pykka.ThreadingActor):
         # Messages handed to each session, so an idle answer that crossed one is not acted on.
         self._routed: Counter[str] = Counter()
         self._touched: dict[str, float] = {}
+        # Routed but not yet handed to their sessions: session id -> (its actor, requests).
+        self._routed_since: dict[str, tuple[pykka.ActorRef[SessionActor], list[WriteInbound]]] = {}
         self._closing = False
 
     def on_stop(self) -> None:
         self._closing = True
+        self._hand_over()  # routed messages were promised to their sessions
         self._drain_sessions()
         self._stop_sessions([session_id for session_id, _ in self._registry.items()])
         log.info("supervisor stopped")
@@ -158,6 +163,8 @@ class Supervisor(pykka.ThreadingActor):
         match message:
             case InboundReceived(event=event, stored=stored):
                 self._receive(event, stored)
+            case HandOver():
+                self._hand_over()
             case OpenQuestion(deliver=deliver):
                 self._open_question(deliver)
             case EnsureSession(session_id=session_id):
@@ -183,10 +190,26 @@ class Supervisor(pykka.ThreadingActor):
             else:
                 session, request = self._route_chat(event)
             ref = self._session_ref(session)
-            self._routed[session.id] += 1
-            ref.tell(msgspec.structs.replace(request, stored=stored))
         except (RoutingError, StoreError, pykka.ActorDeadError) as exc:
             stored.set_exception((type(exc), exc, exc.__traceback__))
+            return
+        self._routed[session.id] += 1
+        if not self._routed_since:
+            self.actor_ref.tell(HandOver())  # behind the rest of the burst already queued
+        self._routed_since.setdefault(session.id, (ref, []))[1].append(msgspec.structs.replace(request, stored=stored))
+
+    def _hand_over(self) -> None:
+        """Each session gets what was routed to it since the last hand-over, in one message,
+        so a burst into a session is one message for it and one commit."""
+        routed, self._routed_since = self._routed_since, {}
+        for session_id, (ref, requests) in routed.items():
+            try:
+                ref.tell(InboundBatch(tuple(requests)))
+            except pykka.ActorDeadError as exc:
+                log.warning("session %s stopped before taking %d message(s)", session_id[:8], len(requests))
+                for request in requests:
+                    if request.stored is not None:
+                        request.stored.set_exception((type(exc), exc, exc.__traceback__))
 
     def _route_chat(self, event: InboundChat) -> tuple[Session, WriteInbound]:
         group = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
@@ -320,6 +343,7 @@ class Supervisor(pykka.ThreadingActor):
         ref = self._registry.get(session_id)
         if ref is None:
             return
+        self._hand_over()  # the question must come after whatever was routed to it
         try:
             ref.tell(StopIfIdle(reply_to=self.actor_ref, token=self._routed[session_id]))
         except pykka.ActorDeadError:

@@ -48,7 +48,10 @@ class FolderWatcher:
 
     def start(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
-        self._observer = watch_folder(self._root, self._on_path, recursive=self._recursive)
+        # Entries only (created, deleted, renamed): a commit to outbound.db ends by deleting
+        # its journal, and the heartbeat's mtime is read when liveness is checked; page
+        # writes, opens and touches would only wake this thread for nothing.
+        self._observer = watch_folder(self._root, self._on_path, recursive=self._recursive, entries_only=True)
         log.debug("watching %s", self._root)
 
     def stop(self) -> None:

@@ -26,7 +26,7 @@ from container_runner.questions import QuestionBoard
 from protocol import outbound
 from protocol.content import ContentError, QuestionAnswer
 from protocol.db import read_transaction
-from protocol.filewatch import watch_folder
+from protocol.filewatch import commit_may_have_finished, watch_folder
 from protocol.layout import INBOUND_DB, SessionLayout
 from protocol.rows import MessageIn, from_row
 from protocol.timers import ActorTicker, ActorTimer
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_JOURNAL = f"{INBOUND_DB}-journal"
 _IDS_PER_QUERY = 500
 
 
@@ -118,7 +117,7 @@ class InboxActor(pykka.ThreadingActor):
         return None
 
     def _on_file_event(self, path: Path) -> None:
-        if commit_may_have_finished(path):
+        if commit_may_have_finished(path, INBOUND_DB):
             at = time.monotonic()
             self._event_at = at  # before the tell, so an ask handled first sees it too
             self.actor_ref.tell(InboundChanged(at))
@@ -219,14 +218,3 @@ def _unhandled_pending(conn: sqlite3.Connection, handled: set[str]) -> list[Mess
         found = conn.execute(f"SELECT * FROM messages_in WHERE status = 'pending' AND id IN ({marks})", chunk)
         rows += [from_row(MessageIn, row) for row in found]
     return sorted(rows, key=lambda row: row.seq)
-
-
-def commit_may_have_finished(path: Path) -> bool:
-    """Whether an event on `path` can mean that a commit to inbound.db has finished.
-
-    In DELETE journal mode a write transaction commits by deleting its journal. While the
-    journal is there a read sees nothing new, and its shared lock only makes the host's
-    commit wait (SQLite's busy handler sleeps a millisecond or more). Every write ends with
-    the event of its journal's deletion, so the events of a write in progress can be skipped;
-    an event on the file itself with no journal beside it means it was created or replaced."""
-    return path.name in {INBOUND_DB, _JOURNAL} and not path.with_name(_JOURNAL).exists()

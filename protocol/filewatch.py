@@ -69,3 +69,16 @@ def watch_folder(
     observer.daemon = True
     observer.start()
     return observer
+
+
+def commit_may_have_finished(path: Path, db_name: str) -> bool:
+    """Whether an entry event on `path` can mean that a commit to the DB `db_name` beside it
+    has finished.
+
+    In DELETE journal mode a write transaction commits by deleting its journal. While the
+    journal is there a read sees nothing new, and its shared lock only makes the writer's
+    commit wait (SQLite's busy handler sleeps a millisecond or more). Every write ends with
+    the event of its journal's deletion, so the events of a write in progress can be skipped;
+    an event on the file itself with no journal beside it means it was created or replaced."""
+    journal = f"{db_name}-journal"
+    return path.name in {db_name, journal} and not path.with_name(journal).exists()

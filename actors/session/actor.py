@@ -42,6 +42,7 @@ from actors.messages import (
     HeartbeatSeen,
     IdleAnswer,
     IdleCheck,
+    InboundBatch,
     Notify,
     OpenQuestion,
     OutboundChanged,
@@ -71,6 +72,7 @@ from actors.watch import FolderWatcher, Subscriptions
 from protocol import inbound
 from protocol.content import ChatIn, ContentError, Notice, SystemAction
 from protocol.db import create_session_db, read_transaction, write_transaction
+from protocol.filewatch import commit_may_have_finished
 from protocol.layout import HEARTBEAT, OUTBOUND_DB
 from protocol.rows import Delivery, MessageIn, ProcessingAck
 from protocol.schema import INBOUND, OUTBOUND
@@ -84,8 +86,6 @@ SLOW_HANDLER_S = 1.0
 
 # Outbound rows read per transaction: a full page means there may be more behind it.
 _OUTBOUND_PAGE = 200
-
-_OUTBOUND_FILES = frozenset({OUTBOUND_DB, f"{OUTBOUND_DB}-journal"})
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -190,6 +190,9 @@ class SessionActor(pykka.ThreadingActor):
         match message:
             case WriteInbound():
                 self._receive_inbound(message)
+            case InboundBatch(requests=requests):
+                for request in requests:
+                    self._receive_inbound(request)
             case CommitInbound():
                 self._commit_incoming()
             case EnsureAgent():
@@ -270,7 +273,7 @@ class SessionActor(pykka.ThreadingActor):
         try:
             if path.name == HEARTBEAT:
                 self.actor_ref.tell(HeartbeatSeen(time.time()))
-            elif path.name in _OUTBOUND_FILES:
+            elif commit_may_have_finished(path, OUTBOUND_DB):
                 self.actor_ref.tell(OutboundChanged(time.monotonic()))
         except pykka.ActorDeadError:
             return  # stopping: the next start reads everything again

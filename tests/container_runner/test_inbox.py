@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 import container_runner.inbox
-from container_runner.inbox import InboxActor, commit_may_have_finished
+from container_runner.inbox import InboxActor
 from container_runner.messages import Ack, AgentIdle, InboundChanged, TakeFollowUps, Work
 from container_runner.questions import QuestionBoard
 from protocol import inbound, outbound
 from protocol.content import ChatIn, QuestionAnswer, TaskIn
 from protocol.db import read_transaction, write_transaction
+from protocol.filewatch import commit_may_have_finished
 from protocol.layout import SessionLayout
 from protocol.timeutil import format_ts, now_ts, utc_now
 from tests.fakes.actors import RecorderActor, received, wait_for
@@ -239,4 +240,4 @@ def test_which_events_can_mean_a_finished_host_commit(
 ) -> None:
     if journal_there:
         (tmp_path / "inbound.db-journal").write_bytes(b"")
-    assert commit_may_have_finished(tmp_path / name) is wakes
+    assert commit_may_have_finished(tmp_path / name, "inbound.db") is wakes
