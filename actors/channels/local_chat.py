@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import os
+import queue
 import selectors
 import socket
 import stat
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 CHANNEL_TYPE = "cli"
 DEFAULT_CHAT = "local"
 MAX_LINE_BYTES = 1024 * 1024
+# Lines handed to the host and not yet answered, per client; past this the client's lines
+# wait in its socket until the host catches up.
+MAX_UNANSWERED = 4096
 
 _RECV_BYTES = 64 * 1024
 # Long enough for a busy terminal, short enough that a client that stopped reading cannot
@@ -334,18 +338,26 @@ class LocalChatChannel:
         log.debug("local chat: %s connected", client.name)
 
     def _serve_client(self, client: _Client, on_event: OnEvent) -> None:
+        """Reads and hands over; a second thread answers, in order, as the host stores each
+        message. So a client that writes line after line never waits for one commit before
+        the next line is read, and a burst shares its sessions' commits."""
+        answers: queue.Queue[_Answer | _End | None] = queue.Queue(maxsize=MAX_UNANSWERED)
+        answering = threading.Thread(
+            target=_answer, args=(client, answers), name=f"local-chat-{client.name}-answers", daemon=True
+        )
+        answering.start()
         try:
             for lines in _read_batches(client.sock):
                 if client.hung_up:
                     break
-                # Everything that arrived together is handed over before any of it is waited
-                # for: a burst shares its sessions' commits. Answers keep the lines' order.
-                answers = [self._handle_line(client, line, on_event) for line in lines]
-                for answer in answers:
-                    client.write(_settle(answer))
+                for line in lines:
+                    # Blocks once MAX_UNANSWERED are waiting: a client cannot outrun the host.
+                    answers.put(self._handle_line(client, line, on_event))
         except OSError as exc:
             log.debug("local chat: %s: %s", client.name, exc)
         finally:
+            answers.put(_END)
+            _join(answering)
             self._forget(client)
             client.close()
             log.debug("local chat: %s disconnected", client.name)
@@ -398,6 +410,24 @@ _Answer = dict[str, Any] | _Handed
 # The host answers once the row is committed; a longer wait means something is stuck, and
 # the sender is told so rather than kept waiting for ever.
 _STORE_TIMEOUT_S = 60.0
+
+
+class _End:
+    """The reader is done: nothing more to answer."""
+
+
+_END = _End()
+
+
+def _answer(client: _Client, answers: queue.Queue[_Answer | _End | None]) -> None:
+    while not isinstance(answer := answers.get(), _End):
+        if client.hung_up:
+            continue  # nobody to tell; the rest are drained until the reader's end
+        try:
+            client.write(_settle(answer))
+        except OSError as exc:
+            log.debug("local chat: %s: %s", client.name, exc)
+            client.hang_up()
 
 
 def _settle(answer: _Answer | None) -> dict[str, Any] | None:

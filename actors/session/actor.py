@@ -304,11 +304,14 @@ class SessionActor(pykka.ThreadingActor):
             # (a stop, say) comes after it.
             self.actor_ref.tell(EnsureAgent())
         self._activity()
+        # One line per commit: a line per row costs more than the row under a burst.
+        kinds = ",".join(sorted({row.kind for row in rows}))
+        log.info("%s inbound %s seq=%s", self._info.tag, kinds,
+                 rows[0].seq if len(rows) == 1 else f"{rows[0].seq}..{rows[-1].seq} ({len(rows)} rows)")  # fmt: skip
         for (request, _), row in zip(prepared, rows, strict=True):
             self._pending.add(row)
             if row.channel_type and row.platform_id:
                 self._routes.add((row.channel_type, row.platform_id))
-            log.info("%s inbound %s seq=%d", self._info.tag, row.kind, row.seq)
             if request.stored is not None:
                 request.stored.set(row)
 

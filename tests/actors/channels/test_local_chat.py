@@ -509,3 +509,13 @@ def test_chat_script_explains_a_missing_host(sock_dir: Path) -> None:
     assert chat.returncode == 1
     assert "is the host running? start it with `make run`" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_lines_sent_one_by_one_are_all_handed_over_before_the_first_is_stored(client: Client, events: Events) -> None:
+    """Reading never waits for the host: the next line is taken while earlier ones commit."""
+    events.holding = True
+    for i in range(10):
+        client.send({"text": f"m{i}", "sender": "alice"})
+    assert [events.next_chat().text for _ in range(10)] == [f"m{i}" for i in range(10)]
+    events.release()
+    assert [client.read()["type"] for _ in range(10)] == ["ack"] * 10
