@@ -294,7 +294,7 @@ class SessionActor(pykka.ThreadingActor):
             return
         try:
             with write_transaction(self._layout.inbound_db) as conn:
-                rows = [self._insert(conn, request, content, message_id) for request, (message_id, content) in prepared]
+                rows = inbound.insert_messages(conn, [self._new(request, *ready) for request, ready in prepared])
         except Exception as exc:
             for request, _ in prepared:
                 _fail(request, exc)
@@ -335,9 +335,9 @@ class SessionActor(pykka.ThreadingActor):
             content = msgspec.structs.replace(content, files=names)
         return message_id, content
 
-    def _insert(self, conn: sqlite3.Connection, request: WriteInbound, content: Any, message_id: str) -> MessageIn:
-        return inbound.insert_message(
-            conn,
+    @staticmethod
+    def _new(request: WriteInbound, message_id: str, content: Any) -> inbound.NewMessage:
+        return inbound.NewMessage(
             message_id=message_id,
             content=content,
             timestamp=now_ts(),

@@ -117,3 +117,26 @@ def test_max_seq_of_an_empty_table_is_zero(tmp_path: Path) -> None:
     create_session_db(path, OUTBOUND)
     with read_transaction(path) as conn:
         assert max_seq(conn, "messages_out") == 0
+
+
+def test_a_batch_takes_consecutive_even_seqs_and_each_id_once(tmp_path: Path) -> None:
+    path = tmp_path / "inbound.db"
+    create_session_db(path, INBOUND)
+    with write_transaction(path) as conn:
+        first = inbound.insert_message(conn, message_id="a", content=ChatIn(text="a", sender="s"), timestamp=now_ts())
+
+    def new(message_id: str) -> inbound.NewMessage:
+        return inbound.NewMessage(
+            message_id=message_id, content=ChatIn(text=message_id, sender="s"), timestamp=now_ts()
+        )
+
+    with write_transaction(path) as conn:
+        rows = inbound.insert_messages(conn, [new("b"), new("a"), new("c"), new("b")])
+
+    assert [(row.id, row.seq) for row in rows] == [("b", 4), ("a", first.seq), ("c", 6), ("b", 4)]
+    with read_transaction(path) as conn:
+        assert [tuple(r) for r in conn.execute("SELECT id, seq FROM messages_in ORDER BY seq")] == [
+            ("a", 2),
+            ("b", 4),
+            ("c", 6),
+        ]
