@@ -692,25 +692,30 @@ def _run_ingest(
 
 def run_docker_host(run: Run, folder: Path, sizes: Sizes) -> None:
     cold = Row("d.cold_docker", "d", "cold start to first reply, Docker runtime", "ms")
-    stop = Row("e.stop_docker_s", "e", f"SIGTERM -> host exited, {sizes.cold} Docker agents live", "s")
+    alone = Row("d.warm_docker", "d", "warm round trip, Docker agent, nothing else starting", "ms")
+    during = Row("d.warm_docker_during_start", "d", "same, while another chat's Docker agent starts", "ms")
+    stop = Row("e.stop_docker_s", "e", f"SIGTERM -> host exited, {2 * sizes.cold + 1} Docker agents live", "s")
+    rows = (cold, alone, during, stop)
     if not sizes.docker:
-        run.skip("not run (--no-docker or --quick)", cold, stop)
+        run.skip("not run (--no-docker or --quick)", *rows)
         return
     problem = DockerRuntime.available()
     if problem is not None:
         print(f"-- d: Docker rows skipped: {problem}", file=sys.stderr, flush=True)
-        run.skip(problem, cold, stop)
+        run.skip(problem, *rows)
         return
-    with phase(run, "d: host process, Docker runtime", cold, stop):
+    with phase(run, "d: host process, Docker runtime", *rows):
         data_dir = folder / "data"
         wire_per_thread(data_dir)
-        host = HostProcess(data_dir, "docker", sizes.cold + 5, folder / "host.log")
+        host = HostProcess(data_dir, "docker", 2 * sizes.cold + 5, folder / "host.log")
         try:
             host.wait_ready(HOST_READY_S)
             chat = ChatClient(host.chat_socket)
             try:
                 cold.samples = cold_starts(chat, thread_names(sizes.cold))
                 run.add(cold)
+                alone.samples, during.samples = _warm_while_starting(chat, sizes.cold)
+                run.add(alone, during)
                 outcome = host.terminate_timed(STOP_LIMIT_S)
                 if outcome.seconds is not None:
                     stop.value = outcome.seconds
@@ -720,6 +725,22 @@ def run_docker_host(run: Run, folder: Path, sizes: Sizes) -> None:
         finally:
             host.close()
             _remove_containers(run, data_dir)
+
+
+def _warm_while_starting(chat: ChatClient, count: int) -> tuple[list[float], list[float]]:
+    """A warm chat's round trips, alone and each while a new chat's container starts: an
+    agent start must hold up no other chat (it used to, inside the Supervisor's asks)."""
+    warm = "warm"
+    chat.round_trip(f"first {warm}", warm, COLD_TIMEOUT_S)
+    alone = warm_round_trips(chat, warm, count)
+    during: list[float] = []
+    for index in range(count):
+        thread, text = f"s{index:04d}", f"cold {index:05d} while warm"
+        since = chat.reply_count
+        chat.send(text, thread)  # a new session: its container starts now
+        during.append(chat.round_trip(f"warm {warm} d{index:05d}", warm, ROUND_TRIP_TIMEOUT_S))
+        chat.wait_mentions({thread: expected_reply(text)}, since, COLD_TIMEOUT_S)
+    return alone, during
 
 
 def _remove_containers(run: Run, data_dir: Path) -> None:

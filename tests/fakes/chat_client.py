@@ -31,9 +31,10 @@ class ChatClient:
             else:
                 self.messages.put(event)
 
-    def send(self, text: str) -> dict[str, Any]:
-        """Send a message; returns the host's ack (or error) line."""
-        return self._request({"text": text, "sender": self._sender})
+    def send(self, text: str, thread: str | None = None) -> dict[str, Any]:
+        """Send a message (in `thread`, if given); returns the host's ack (or error) line."""
+        line = {"text": text, "sender": self._sender} | ({"thread": thread} if thread else {})
+        return self._request(line)
 
     def answer(self, question_id: str, choice: str) -> dict[str, Any]:
         """Pick `choice` for a question line; returns the host's ack (or error) line."""

@@ -50,7 +50,7 @@ VALUED = {
     "e.stop_s",
     "e.leftover_agents",
 }
-SKIPPED_IN_QUICK = {"d.cold_docker", "e.stop_docker_s"}
+SKIPPED_IN_QUICK = {"d.cold_docker", "d.warm_docker", "d.warm_docker_during_start", "e.stop_docker_s"}
 
 
 def _run_quick(out: Path) -> tuple[int, str, str]:
