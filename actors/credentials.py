@@ -17,7 +17,6 @@ import os
 import selectors
 import socket
 import socketserver
-import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -27,6 +26,8 @@ from typing import Final, Literal, cast
 from urllib.parse import unquote
 
 import httpx2
+
+from actors.socket_file import clear_for_bind, identity, remove_if_ours
 
 log = logging.getLogger("hutch.credentials")
 
@@ -180,11 +181,12 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     def listen(
         cls, path: Path, session_id: str, agent_group: str, upstream: _Upstream, count: Callable[[str], None]
     ) -> _SessionServer:
-        _remove_stale_socket(path)
+        # The agent can write in its session folder: whatever it left in the way goes.
+        clear_for_bind(path, replace_foreign=True)
         server = cls(path, session_id, agent_group, upstream, count)
         try:
             server.server_bind()
-            server._inode = _inode_of(path)
+            server._inode = identity(path)
             # Tightened before listen(): until then every connection attempt is refused, so
             # there is no moment at which a looser mode could be used.
             os.chmod(path, 0o600)
@@ -250,28 +252,7 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
         self._wake_r.close()
         self._wake_w.close()
         # Only our own socket: a later open_socket may already have bound a new one here.
-        if self._inode is not None and _inode_of(self.path) == self._inode:
-            self.path.unlink(missing_ok=True)
-
-
-def _inode_of(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _remove_stale_socket(path: Path) -> None:
-    """A socket left by a crashed host would make bind() fail; anything else is not ours."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise FileExistsError(f"a directory is in the way of the proxy socket: {path}")
-    log.info("removing stale file at proxy socket path %s", path)
-    path.unlink()
+        remove_if_ours(self.path, self._inode)
 
 
 class _BadRequestError(Exception):

@@ -26,7 +26,6 @@ import os
 import queue
 import selectors
 import socket
-import stat
 import struct
 import threading
 import uuid
@@ -52,6 +51,7 @@ from actors.channels.base import (
     OnEvent,
     Stored,
 )
+from actors.socket_file import Identity, clear_for_bind, identity, remove_if_ours
 from protocol.rows import Routing
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class _Run:
     server: socket.socket
     wake_reader: socket.socket
     wake_writer: socket.socket
-    socket_id: tuple[int, int]
+    socket_id: Identity | None
     on_event: OnEvent
     stopping: threading.Event
     accept_thread: threading.Thread | None = None
@@ -193,8 +193,7 @@ class LocalChatChannel:
                 return
             server = _listen(self._socket_path)
             wake_reader, wake_writer = socket.socketpair()
-            st = os.stat(self._socket_path)
-            run = _Run(server, wake_reader, wake_writer, (st.st_dev, st.st_ino), on_event, threading.Event())
+            run = _Run(server, wake_reader, wake_writer, identity(self._socket_path), on_event, threading.Event())
             run.accept_thread = threading.Thread(
                 target=self._accept_loop, args=(run,), name="local-chat-accept", daemon=True
             )
@@ -217,7 +216,7 @@ class LocalChatChannel:
             run.accept_thread.join(_JOIN_TIMEOUT)
         for sock in (run.server, run.wake_reader, run.wake_writer):
             sock.close()
-        _remove_socket_file(self._socket_path, run.socket_id)
+        remove_if_ours(self._socket_path, run.socket_id)
         for client in clients:
             client.hang_up()
         for client in clients:
@@ -450,7 +449,10 @@ def _settle(answer: _Answer | None) -> dict[str, Any] | None:
 
 def _listen(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _clear_stale_socket(path)
+    try:
+        clear_for_bind(path, replace_foreign=False)
+    except OSError as exc:
+        raise ChannelError(f"cannot listen for local chat on {path}: {exc}", retryable=False) from exc
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     bound = False
     try:
@@ -468,42 +470,6 @@ def _listen(path: Path) -> socket.socket:
             path.unlink(missing_ok=True)
         raise ChannelError(f"cannot listen for local chat on {path}: {exc}", retryable=False) from exc
     return server
-
-
-def _clear_stale_socket(path: Path) -> None:
-    """A crash leaves the socket file behind; a live host must not lose its socket to us."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ChannelError(f"{path} exists and is not a socket; refusing to replace it", retryable=False)
-    if _someone_listens(path):
-        raise ChannelError(f"another process already serves local chat on {path}", retryable=False)
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ChannelError(f"cannot remove the stale socket {path}: {exc}", retryable=False) from exc
-
-
-def _someone_listens(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _remove_socket_file(path: Path, socket_id: tuple[int, int]) -> None:
-    """Only our own socket: a host started after us may already have replaced it."""
-    try:
-        st = path.lstat()
-        if (st.st_dev, st.st_ino) == socket_id:
-            path.unlink()
-    except OSError:
-        pass
 
 
 def _set_send_timeout(conn: socket.socket, seconds: float) -> None:

@@ -417,7 +417,7 @@ def test_stale_socket_file_is_replaced(socket_path: Path, events: Events) -> Non
 
 
 def test_live_socket_is_not_taken_over(channel: LocalChatChannel, socket_path: Path, events: Events) -> None:
-    with pytest.raises(ChannelError, match="already serves") as caught:
+    with pytest.raises(ChannelError, match="already listens") as caught:
         LocalChatChannel(socket_path).start(events)
     assert not caught.value.retryable
     assert socket_path.exists()
