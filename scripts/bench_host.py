@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_roundtrip
 from bench_chat import ChatClient, expected_reply
+from bench_machine import cpu_model
 from bench_poller import PollerResult, measure_poller
 from bench_proc import CLOCK_TICKS, REPO_ROOT, BenchError, HostProcess, ProcStat, descendants, read_stat
 
@@ -191,16 +192,6 @@ QUICK: Final = Sizes(
 
 
 # -- the machine -----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def mount_of(path: Path) -> dict[str, str]:

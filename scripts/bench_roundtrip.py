@@ -50,6 +50,7 @@ from typing import IO, Any, Final, NamedTuple, TypeVar
 # Run as a file, `python scripts/...` puts scripts/ on the path, not the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_machine import cpu_model
 from watchdog.observers import Observer
 
 from actors.config import HostConfig
@@ -509,17 +510,6 @@ def bench_sqlite_floor(folder: Path, n: int) -> list[Result]:
 # -- report --------------------------------------------------------------------------------
 
 
-def _cpu_name() -> str:
-    # platform.processor() is often empty on Linux; /proc/cpuinfo has the model.
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _filesystem(path: Path) -> str:
     """The file system type under `path` (fsync and inotify costs depend on it)."""
     best, kind = "", "unknown"
@@ -543,7 +533,7 @@ def _report(results: list[Result], n: int, folder: Path, notes: ContainerNotes, 
     observer = getattr(Observer, "__name__", str(Observer))
     lines = [
         f"round-trip benchmark: N={n} sequential messages per case, mock provider, temp data in {folder}",
-        f"machine: {_cpu_name()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}",
         f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"watchdog {importlib.metadata.version('watchdog')} ({observer}), file system {_filesystem(folder)}",
         "",

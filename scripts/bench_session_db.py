@@ -31,6 +31,8 @@ from pathlib import Path
 # Run as a file, `python scripts/...` puts scripts/ on the path, not the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_machine import cpu_model
+
 from protocol import inbound
 from protocol.content import ChatIn
 from protocol.db import BUSY_TIMEOUT_MS, create_session_db, read_transaction, write_transaction
@@ -145,22 +147,11 @@ def bench_persistent_reads(path: Path, iterations: int, now: datetime) -> Result
         return _measure("(e) same read on one persistent connection", iterations, operation)
 
 
-def _cpu_name() -> str:
-    # platform.processor() is often empty on Linux; /proc/cpuinfo has the model.
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _report(results: list[Result], iterations: int, folder: Path) -> str:
     width = max(len(result.label) for result in results)
     lines = [
         f"session DB benchmark: {iterations} iterations (+{WARMUP} warm-up) in {folder}",
-        f"machine: {_cpu_name()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}",
         f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, journal_mode=DELETE throughout",
         "",
         f"{'operation':<{width}}  {'median us':>10}  {'p99 us':>10}",
