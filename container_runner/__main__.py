@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 
 from container_runner.config import ConfigError, RunnerConfig
 from container_runner.system import RunnerSystem
 from protocol.logs import AGENT_FORMAT, setup_logging
+from protocol.signals import StopSignals
 
 
 def main() -> int:
@@ -21,18 +19,12 @@ def main() -> int:
         return 2
     # No time in our lines: the host logs each one again with its own (protocol.logs).
     setup_logging(config.log_level, AGENT_FORMAT)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("container_runner").info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = StopSignals()
     system = RunnerSystem(config)
     system.start()
     try:
-        stop.wait()
+        received = signals.wait()
+        logging.getLogger("container_runner").info("received %s, stopping", received.name)
     finally:
         system.stop()
     return 0
