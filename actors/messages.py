@@ -55,6 +55,11 @@ class CommitInbound(msgspec.Struct, frozen=True):
     the first of a burst, so everything that arrived meanwhile shares one fsync."""
 
 
+class FlushBookkeeping(msgspec.Struct, frozen=True):
+    """Write the deferred acks' mirrors and delivery outcomes now (a timer's message; an ask
+    of it returns once they are on disk)."""
+
+
 class EnsureAgent(msgspec.Struct, frozen=True):
     """Start the agent if there is due work and none runs; told to itself after a commit, so
     the sender's answer never waits for a container to start."""

@@ -22,7 +22,8 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from actors.messages import (
     DeliveryFailed,
     Drain,
     EnsureAgent,
+    FlushBookkeeping,
     HeartbeatSeen,
     IdleAnswer,
     IdleCheck,
@@ -84,6 +86,10 @@ log = logging.getLogger("hutch.session")
 # A handler slower than this holds up every other event of the session; worth a log line.
 SLOW_HANDLER_S = 1.0
 
+# The longest a finished ack's mirror or a delivery's outcome waits for the session's next
+# write before it is written on its own.
+BOOKKEEPING_DELAY_S = 0.05
+
 # Outbound rows read per transaction: a full page means there may be more behind it.
 _OUTBOUND_PAGE = 200
 
@@ -128,6 +134,9 @@ class SessionActor(pykka.ThreadingActor):
         # Inbound rows: the pending ones, and the writes received but not yet committed.
         self._pending = PendingRows()
         self._incoming: list[WriteInbound] = []
+        # Bookkeeping decided but not yet written (see `_defer_finished`).
+        self._unwritten_records: list[Delivery] = []
+        self._unwritten_finished: dict[str, tuple[str, MessageIn]] = {}
         # Outbound rows: how far we have read, what happened to each, and each one's seq.
         self._cursor = 0
         self._deliveries = DeliveryQueue(self._settings.delivery_retry_base_s, self._settings.delivery_max_attempts)
@@ -141,6 +150,9 @@ class SessionActor(pykka.ThreadingActor):
         self._refreshed_at = float("-inf")
         self._wake_timer = ActorTimer(self.actor_ref, Wake(), name=f"wake-{info.session_id[:8]}")
         self._idle_timer = ActorTimer(self.actor_ref, IdleCheck(), name=f"idle-{info.session_id[:8]}")
+        self._bookkeeping_timer = ActorTimer(
+            self.actor_ref, FlushBookkeeping(), name=f"bookkeeping-{info.session_id[:8]}"
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -159,6 +171,8 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         self._commit_incoming()  # a write told just before the stop is still kept
+        self._bookkeeping_timer.cancel()
+        self._flush_bookkeeping()
         self._unwatch()
         self._wake_timer.cancel()
         self._idle_timer.cancel()
@@ -195,6 +209,8 @@ class SessionActor(pykka.ThreadingActor):
                     self._receive_inbound(request)
             case CommitInbound():
                 self._commit_incoming()
+            case FlushBookkeeping():
+                self._flush_bookkeeping()
             case EnsureAgent():
                 self._ensure_agent()
             case OutboundChanged(at=at):
@@ -293,7 +309,7 @@ class SessionActor(pykka.ThreadingActor):
         if not prepared:
             return
         try:
-            with write_transaction(self._layout.inbound_db) as conn:
+            with self._writing() as conn:
                 rows = inbound.insert_messages(conn, [self._new(request, *ready) for request, ready in prepared])
         except Exception as exc:
             for request, _ in prepared:
@@ -380,19 +396,19 @@ class SessionActor(pykka.ThreadingActor):
             self._out_ids[item.row.seq] = item.row.id
             if not self._deliveries.knows(item.row.id):
                 (settled if item.row.kind == "system" else chats).append(item)
-        if settled or finished:
-            self._write_settlements(settled, finished)
+        self._defer_finished(finished)
+        if settled:
+            self._write_settlements(settled)
         for chat in chats:
             self._deliveries.enqueue(chat)
         if chats or settled or finished:
             self._activity()
 
-    def _write_settlements(self, items: list[ReadRow | RejectedRow], finished: dict[str, str]) -> None:
-        """Rejected rows, system actions and finished acks, in one transaction."""
+    def _write_settlements(self, items: list[ReadRow | RejectedRow]) -> None:
+        """Rejected rows and system actions, in one transaction (with what was deferred)."""
         records: list[Delivery] = []
         notes: list[str] = []
-        steps: list[SeriesStep] = []
-        with write_transaction(self._layout.inbound_db) as conn:
+        with self._writing() as conn:
             for item in items:
                 if isinstance(item, RejectedRow):
                     log.warning("%s rejected outbound row %s: %s", self._info.tag, item.key, item.reason)
@@ -401,14 +417,11 @@ class SessionActor(pykka.ThreadingActor):
                     records.append(self._apply_system(conn, item, notes))
             for record in records:
                 inbound.record_delivery(conn, record)
-            steps = self._mirror(conn, finished)
             for note in notes:
                 self._tell_agent(conn, note)
             self._pending.replace(inbound.messages_with_status(conn, "pending"))
         for record in records:
             self._deliveries.record(record)
-        for step in steps:
-            self._log_series(step)
 
     def _apply_system(self, conn: sqlite3.Connection, item: ReadRow, notes: list[str]) -> Delivery:
         """One action, in a savepoint of its own: a refused one undoes only itself."""
@@ -429,13 +442,62 @@ class SessionActor(pykka.ThreadingActor):
         log.info("%s applied system row seq=%d: %s", self._info.tag, item.row.seq, done)
         return self._deliveries.applied(item.row.id, now_ts())
 
-    def _mirror(self, conn: sqlite3.Connection, finished: dict[str, str]) -> list[SeriesStep]:
+    # --- bookkeeping, written with the session's next write ----------------------------------
+    #
+    # A finished ack's mirror and a delivery's outcome change nothing anyone waits for, and
+    # each commit wakes the agent (and this host) once more. So they ride with the session's
+    # next write, or go at the latest `BOOKKEEPING_DELAY_S` later; memory moves on at once.
+    # A crash in between loses nothing: the acks are read again and mirrored, and an outcome
+    # not recorded means the row is sent again (delivery is at least once).
+
+    def _defer_finished(self, finished: dict[str, str]) -> None:
+        for key, status in finished.items():
+            row = self._pending.pop(key)
+            if row is not None:
+                self._unwritten_finished[key] = (status, row)
+        if finished:
+            self._bookkeeping_due()
+
+    def _defer_record(self, delivery: Delivery) -> None:
+        self._deliveries.record(delivery)
+        self._unwritten_records.append(delivery)
+        self._bookkeeping_due()
+
+    def _bookkeeping_due(self) -> None:
+        if not self._bookkeeping_timer.pending:
+            self._bookkeeping_timer.schedule(BOOKKEEPING_DELAY_S)
+
+    def _flush_bookkeeping(self) -> None:
+        if self._unwritten_records or self._unwritten_finished:
+            with self._writing():
+                pass
+            self._schedule_wake()
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on inbound.db that carries the deferred bookkeeping first."""
+        records, finished = self._unwritten_records, self._unwritten_finished
+        self._unwritten_records, self._unwritten_finished = [], {}
+        steps: list[SeriesStep] = []
+        try:
+            with write_transaction(self._layout.inbound_db) as conn:
+                for record in records:
+                    inbound.record_delivery(conn, record)
+                steps = self._mirror(conn, finished)
+                yield conn
+                if steps:
+                    self._pending.replace(inbound.messages_with_status(conn, "pending"))
+        except BaseException:
+            self._unwritten_records = records + self._unwritten_records
+            self._unwritten_finished = finished | self._unwritten_finished
+            raise
+        for step in steps:
+            self._log_series(step)
+
+    def _mirror(self, conn: sqlite3.Connection, finished: dict[str, tuple[str, MessageIn]]) -> list[SeriesStep]:
         """Acks into `messages_in.status`; a finished recurring task gets its next occurrence."""
         steps: list[SeriesStep] = []
-        for key, status in finished.items():
-            row = self._pending.get(key)
-            if row is None:
-                continue
+        for key, (status, row) in finished.items():
             inbound.set_status(conn, [key], status)
             if recurs(row):
                 steps.append(continue_series(conn, row, self._clock(), self._settings.timezone))
@@ -446,7 +508,7 @@ class SessionActor(pykka.ThreadingActor):
         self._record(self._deliveries.rejected(key, reason))
 
     def _record(self, delivery: Delivery) -> None:
-        with write_transaction(self._layout.inbound_db) as conn:
+        with self._writing() as conn:
             inbound.record_delivery(conn, delivery)
         self._deliveries.record(delivery)
 
@@ -512,7 +574,7 @@ class SessionActor(pykka.ThreadingActor):
         """Count a try against each row; whoever sent a row that was given up is told."""
         if not message_ids:
             return
-        with write_transaction(self._layout.inbound_db) as conn:
+        with self._writing() as conn:
             outcome = retry_later(conn, message_ids, self._clock(), self._settings)
             self._pending.replace(inbound.messages_with_status(conn, "pending"))
         for retry in outcome.retrying:
@@ -575,7 +637,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_delivered(self, message: Delivered) -> None:
         key = message.message_out_id
-        self._record(self._deliveries.delivered(key, message.platform_message_id, now_ts()))
+        self._defer_record(self._deliveries.delivered(key, message.platform_message_id, now_ts()))
         self._sent(key)
 
     def _on_delivery_failed(self, message: DeliveryFailed) -> None:
@@ -587,7 +649,7 @@ class SessionActor(pykka.ThreadingActor):
         else:
             log.warning("%s delivery of %s failed (attempt %d), retrying in %.0f s: %s", self._info.tag, key,
                         outcome.attempts, self._deliveries.backoff_s(outcome.attempts), message.error)  # fmt: skip
-        self._record(outcome)
+        self._defer_record(outcome)
         self._sent(key)
 
     def _sent(self, key: str) -> None:

@@ -2,9 +2,10 @@
 actor: which outbound rows are settled, which wait to be sent, how often each was tried,
 which one is with the DeliveryActor now.
 
-It never writes: each outcome comes back as the `Delivery` row to record in inbound.db, and
-`record` is told once it is written, so memory never runs ahead of the file it is rebuilt
-from after a restart.
+It never writes: each outcome comes back as the `Delivery` row to record in inbound.db. A
+delivery's outcome is told to `record` when the SessionActor notes it, and written with the
+session's next write, so memory may run ahead of the file for a moment; a crash in that
+moment sends the row again, which at-least-once delivery allows.
 """
 
 from __future__ import annotations

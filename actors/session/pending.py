@@ -22,6 +22,10 @@ class PendingRows:
         if row.status == "pending":
             self._rows[row.id] = row
 
+    def pop(self, message_id: str) -> MessageIn | None:
+        """No longer pending (its finish is known; the file will say so with the next write)."""
+        return self._rows.pop(message_id, None)
+
     def ids(self) -> list[str]:
         return list(self._rows)
 

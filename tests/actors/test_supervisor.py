@@ -17,7 +17,7 @@ from actors.channels.base import InboundAnswer, InboundChat
 from actors.config import HostConfig
 from actors.delivery import DeliveryActor
 from actors.host import ensure_first_start
-from actors.messages import EnsureSession, OutboundChanged, SessionFailed
+from actors.messages import EnsureSession, FlushBookkeeping, OutboundChanged, SessionFailed
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentSpec
 from actors.session import SessionActor, SessionSettings
@@ -52,6 +52,7 @@ class Running:
         self.supervisor.ask(EnsureSession("no-such-session"), timeout=10)
         for ref in live_session_actors():
             ref.ask(OutboundChanged(), timeout=10)
+            ref.ask(FlushBookkeeping(), timeout=10)
 
     def sessions(self) -> list[Session]:
         return sessions.list_all(self.store)

@@ -7,12 +7,13 @@ returns only after every message told before it has been handled (pykka keeps th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from actors.messages import (
     Delivered,
     DeliveryFailed,
     Drain,
+    FlushBookkeeping,
     HeartbeatSeen,
     Notify,
     OutboundChanged,
@@ -166,8 +168,10 @@ def host(tmp_path: Path) -> Host:
 
 
 def sync(session: pykka.ActorRef[Any]) -> None:
-    """Returns once `session` has handled everything told to it before (and re-read its files)."""
+    """Returns once `session` has handled everything told to it before, re-read its files and
+    written the bookkeeping it defers (delivery outcomes, mirrored acks)."""
     session.ask(OutboundChanged(), timeout=10)
+    session.ask(FlushBookkeeping(), timeout=10)
 
 
 def put(session: pykka.ActorRef[Any], request: WriteInbound) -> MessageIn:
@@ -340,6 +344,7 @@ def test_chat_rows_are_delivered_in_seq_order_one_at_a_time(host: Host) -> None:
     first.reply_to.tell(Delivered(one.id, "platform-1"))
     second = nth_deliver(host.delivery, 2)
     assert second.message_out_id == two.id
+    sync(session)  # the outcome rides with the session's next write, or its own shortly after
     record = settled(layout, one.id)
     assert (record.status, record.platform_message_id, record.attempts) == ("delivered", "platform-1", 1)
     assert record.delivered_at is not None
@@ -389,6 +394,7 @@ def test_a_retryable_failure_is_counted_on_disk_and_retried_by_the_timer(host: H
     nth_deliver(host.delivery, 1).reply_to.tell(DeliveryFailed(flaky.id, "network down"))
     meanwhile = nth_deliver(host.delivery, 2)
     assert meanwhile.message_out_id == behind.id  # a failing row never blocks the ones behind it
+    sync(session)
     record = settled(layout, flaky.id)
     assert (record.status, record.attempts, record.last_error) == ("retrying", 1, "network down")
     assert record.retry_after is not None
@@ -401,6 +407,7 @@ def test_a_retryable_failure_is_counted_on_disk_and_retried_by_the_timer(host: H
     # Nothing else happens in this session now: only the wake timer can send it again.
     last = nth_deliver(host.delivery, 4)
     assert last.message_out_id == flaky.id
+    sync(session)
     assert settled(layout, flaky.id).attempts == 2
     last.reply_to.tell(DeliveryFailed(flaky.id, "gone for good"))
     sync(session)
@@ -993,3 +1000,51 @@ def test_without_a_watcher_the_session_watches_its_own_folder(host: Host) -> Non
 
     deliver = nth_deliver(host.delivery, 1)
     assert deliver.action == SendText("heard it myself")
+
+
+# --- bookkeeping rides with the next write ------------------------------------------------
+
+
+def test_an_outcome_and_a_mirror_ride_with_the_next_inbound_write(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = host.layout()
+    session = host.start(watcher=Deaf())
+    first = put(session, chat("hello"))
+    sync(session)
+    reply = write_out(layout, ChatOut(text="hi"))
+    ack(layout, first.id, "completed", T0)
+    session.ask(OutboundChanged(), timeout=10)
+    nth_deliver(host.delivery, 1).reply_to.tell(Delivered(reply.id, "p-1"))
+    counting = _Counting(monkeypatch)
+
+    put(session, chat("next one"))
+
+    assert counting.writes == 1  # the new row, the outcome and the mirror: one commit
+    assert settled(layout, reply.id).status == "delivered"
+    assert row_in(layout, first.id).status == "completed"
+
+
+def test_deferred_bookkeeping_is_written_on_its_own_soon(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing else happens in the session: its own timer writes the outcome."""
+    import actors.session.actor as actor_module
+
+    written = threading.Event()
+    real_write = write_transaction
+
+    @contextlib.contextmanager
+    def signalling(path: Path) -> Iterator[Any]:
+        with real_write(path) as conn:
+            yield conn
+        written.set()
+
+    layout = host.layout()
+    session = host.start(watcher=Deaf(), real_clock=True)
+    put(session, chat("hello"))
+    reply = write_out(layout, ChatOut(text="hi"))
+    session.ask(OutboundChanged(), timeout=10)
+    deliver = nth_deliver(host.delivery, 1)
+    monkeypatch.setattr(actor_module, "write_transaction", signalling)
+
+    deliver.reply_to.tell(Delivered(reply.id, "p-1"))
+
+    assert written.wait(timeout=10)
+    assert settled(layout, reply.id).platform_message_id == "p-1"
