@@ -1,5 +1,9 @@
 """The live SessionActors by session id. Written by the Supervisor only; read from the
-watcher's and the sweep's threads, hence the lock."""
+sweep's thread, hence the lock.
+
+Its refs are `ActorRef[Any]` on purpose: pykka's refs are invariant in their actor type, and
+the sweep's tests register recording actors where the host registers SessionActors; all a
+reader does with a ref is tell it something."""
 
 from __future__ import annotations
 
