@@ -18,6 +18,7 @@ a row asks of a channel), `delivery_queue` (what to send next, what an outcome m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -187,6 +188,7 @@ class SessionActor(pykka.ThreadingActor):
         self._unwatch()
         self._wake_timer.cancel()
         self._idle_timer.cancel()
+        self._bookkeeping_timer.cancel()
         self._agent.abandon()
         if self._supervisor is not None:
             self._supervisor.tell(SessionFailed(self._info.session_id, str(exception_value)))
@@ -318,7 +320,8 @@ class SessionActor(pykka.ThreadingActor):
         if any(row.trigger for row in rows):
             # Queued before anyone hears the rows are stored, so whatever they do next
             # (a stop, say) comes after it.
-            self.actor_ref.tell(EnsureAgent())
+            with contextlib.suppress(pykka.ActorDeadError):  # committed while stopping: the next start runs it
+                self.actor_ref.tell(EnsureAgent())
         self._activity()
         # One line per commit: a line per row costs more than the row under a burst.
         kinds = ",".join(sorted({row.kind for row in rows}))

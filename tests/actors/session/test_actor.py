@@ -1048,3 +1048,30 @@ def test_deferred_bookkeeping_is_written_on_its_own_soon(host: Host, monkeypatch
 
     assert written.wait(timeout=10)
     assert settled(layout, reply.id).platform_message_id == "p-1"
+
+
+def test_a_message_handed_over_just_before_a_stop_is_stored_and_answered(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import actors.session.agent as agent_module
+
+    session = host.start(watcher=Deaf())
+    sync(session)
+    holding, release = threading.Event(), threading.Event()
+    real_beat = agent_module.AgentController.beat
+
+    def held_beat(self: Any, at: float) -> None:
+        holding.set()
+        release.wait(timeout=10)
+        real_beat(self, at)
+
+    monkeypatch.setattr(agent_module.AgentController, "beat", held_beat)
+    session.tell(HeartbeatSeen(time.time()))
+    assert holding.wait(timeout=10)
+    stored = write_inbound(session, chat("last words"))
+    stopped = session.stop(block=False)  # queued behind the message; its commit would come after
+    release.set()
+
+    row = stored.get(timeout=10)
+    stopped.get(timeout=10)
+    assert row_in(host.layout(), row.id).decoded().text == "last words"
