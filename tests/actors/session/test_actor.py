@@ -926,6 +926,25 @@ class _Counting:
         monkeypatch.setattr(reader_module, "read_transaction", read)
 
 
+def _hold(session: pykka.ActorRef[Any], monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Keep the session inside one handler until the returned event is set, so whatever the
+    test tells it meanwhile is queued, in order, behind that handler."""
+    import actors.session.agent as agent_module
+
+    holding, release = threading.Event(), threading.Event()
+    real_beat = agent_module.AgentController.beat
+
+    def held_beat(self: Any, at: float) -> None:
+        holding.set()
+        release.wait(timeout=10)
+        real_beat(self, at)
+
+    monkeypatch.setattr(agent_module.AgentController, "beat", held_beat)
+    session.tell(HeartbeatSeen(time.time()))
+    assert holding.wait(timeout=10)
+    return release
+
+
 def test_a_heartbeat_reads_no_database(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     session = host.start(watcher=Deaf())
     put(session, chat("hello"))
@@ -965,20 +984,7 @@ def test_a_burst_of_inbound_messages_shares_one_commit(host: Host, monkeypatch: 
     sync(session)
     counting = _Counting(monkeypatch)
     # Hold the actor in a handler, so the whole burst is queued before it handles the first.
-    holding = threading.Event()
-    release = threading.Event()
-    import actors.session.agent as agent_module
-
-    real_beat = agent_module.AgentController.beat
-
-    def held_beat(self: Any, at: float) -> None:
-        holding.set()
-        release.wait(timeout=10)
-        real_beat(self, at)
-
-    monkeypatch.setattr(agent_module.AgentController, "beat", held_beat)
-    session.tell(HeartbeatSeen(time.time()))
-    assert holding.wait(timeout=10)
+    release = _hold(session, monkeypatch)
     futures = [write_inbound(session, chat(f"m{index}")) for index in range(20)]
     release.set()
 
@@ -1053,21 +1059,9 @@ def test_deferred_bookkeeping_is_written_on_its_own_soon(host: Host, monkeypatch
 def test_a_message_handed_over_just_before_a_stop_is_stored_and_answered(
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import actors.session.agent as agent_module
-
     session = host.start(watcher=Deaf())
     sync(session)
-    holding, release = threading.Event(), threading.Event()
-    real_beat = agent_module.AgentController.beat
-
-    def held_beat(self: Any, at: float) -> None:
-        holding.set()
-        release.wait(timeout=10)
-        real_beat(self, at)
-
-    monkeypatch.setattr(agent_module.AgentController, "beat", held_beat)
-    session.tell(HeartbeatSeen(time.time()))
-    assert holding.wait(timeout=10)
+    release = _hold(session, monkeypatch)
     stored = write_inbound(session, chat("last words"))
     stopped = session.stop(block=False)  # queued behind the message; its commit would come after
     release.set()
