@@ -3,6 +3,7 @@ reverse in one place (`Host`). `actors.main` runs it; tests start it in-process.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import logging
 import uuid
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from actors.channels.base import ChannelAdapter
 from actors.channels.local_chat import LocalChatChannel
 from actors.config import HostConfig
+from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
@@ -54,7 +56,9 @@ class Host:
     """
 
     def __init__(self, config: HostConfig) -> None:
-        self.config = config
+        # Agents run in other working directories (and containers see other paths): every
+        # path handed to them must be absolute, so the data folder is made so here, once.
+        self.config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
         self.channels: list[ChannelAdapter] = []
         self._stops: list[tuple[str, Callable[[], object]]] = []
 
@@ -86,13 +90,18 @@ class Host:
         self, runtime: AgentRuntime | None, settings: SessionSettings | None, proxy: ProxySockets | None
     ) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything else: a second host on this folder must touch nothing of the first's.
+        lock = DataFolderLock.acquire(config.data_dir)
+        self._on_stop("data folder lock", lock.release)
         self.store = open_store(config.central_db)
         self._on_stop("store", self.store.close)
         ensure_first_start(self.store, config)
         provider = effective_provider(config)
 
         self.runtime = runtime or choose_runtime(config)
+        removed = self.runtime.cleanup_orphans()  # safe now: no other host uses this folder
+        if removed:
+            log.info("ended %d agent(s) left by an earlier run", len(removed))
         if proxy is None and provider == "claude":
             owned = _credential_proxy(config)
             self._on_stop("credential proxy", owned.stop)
@@ -167,16 +176,12 @@ def choose_runtime(config: HostConfig) -> AgentRuntime:
 
         problem = DockerRuntime.available()
         if problem is None:
-            runtime = DockerRuntime(installation_id=installation_id(config))
-            removed = runtime.cleanup_orphans()
-            if removed:
-                log.info("removed %d container(s) left by an earlier run", len(removed))
-            return runtime
+            return DockerRuntime(installation_id=installation_id(config))
         if config.runtime == "docker":
             raise SystemExit(f"hutch: HUTCH_RUNTIME=docker but {problem}")
         log.info("docker is not usable (%s); using the process runtime", problem)
     log.warning("process runtime: agents run as plain child processes of the host; nothing is isolated")
-    return ProcessRuntime()
+    return ProcessRuntime(scope=config.sessions_dir)
 
 
 def ensure_first_start(store: Store, config: HostConfig) -> None:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from actors.config import ConfigError, load_config
+from actors.data_lock import DataFolderBusy
 from actors.host import start_host
 from protocol.logs import HOST_FORMAT, setup_logging
 from protocol.signals import StopSignals
@@ -20,7 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level, HOST_FORMAT)
     signals = StopSignals()
-    host = start_host(config)
+    try:
+        host = start_host(config)
+    except DataFolderBusy as exc:
+        print(f"hutch: {exc}", file=sys.stderr)
+        return 1
     print(f"hutch is running. Chat with it: python scripts/chat.py --socket {config.chat_socket}", flush=True)
     received = signals.wait()
     logging.getLogger("hutch").info("received %s: shutting down", received.name)

@@ -72,6 +72,11 @@ class AgentRuntime(Protocol):
     @property
     def isolates(self) -> bool: ...
 
+    def cleanup_orphans(self) -> list[str]:
+        """End the agents an earlier host of this data folder left running; returns their ids.
+        Called once at start, under the data folder's lock."""
+        ...
+
     def start(self, spec: AgentSpec, on_exit: Callable[[int], None]) -> AgentHandle:
         """Start the agent and return at once.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,11 +60,31 @@ class ProcessRuntime:
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
         command: Sequence[str] | None = None,
+        scope: Path | None = None,
     ) -> None:
-        self._command: tuple[str, ...] = tuple(command) if command is not None else (python, "-m", "container_runner")
+        """`scope` is the host's sessions folder: `cleanup_orphans` ends only agents of it."""
+        self._program: tuple[str, ...] = tuple(command) if command is not None else (python, "-m", "container_runner")
+        self._command: tuple[str, ...] = _dying_with_host() + self._program
         self._extra_env: dict[str, str] = dict(extra_env or {})
+        self._scope = scope
+
+    def cleanup_orphans(self) -> list[str]:
+        """End the agents a dead host of this data folder left running (one that was killed
+        before its agents could be told, on a system without a parent-death signal); returns
+        their pids. Only agents whose session folder lies in `scope` are touched."""
+        if self._scope is None:
+            return []
+        ended: list[str] = []
+        for pid in _agents_in(self._scope.resolve()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # each agent leads its own process group
+                ended.append(str(pid))
+                log.warning("ended agent pid %d left by an earlier host", pid)
+        return ended
 
     def start(self, spec: AgentSpec, on_exit: Callable[[int], None]) -> AgentHandle:
+        if shutil.which(self._program[0]) is None:  # behind setpriv, exec would fail in the child
+            raise RuntimeStartError(f"cannot start agent {spec.tag}: {self._program[0]} is not an executable")
         env = self._child_env(spec)
         try:
             proc = subprocess.Popen(
@@ -91,6 +112,34 @@ class ProcessRuntime:
         # A pipe makes Python block-buffer stdout; log lines should arrive as they happen.
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+
+def _dying_with_host() -> tuple[str, ...]:
+    """A prefix that makes the kernel kill the agent when the host's thread that started it
+    ends, the host's death included (PR_SET_PDEATHSIG, kept across exec). Without setpriv the
+    agent may outlive a killed host; the next start's `cleanup_orphans` ends it then."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("setpriv not found: an agent may outlive a host that is killed")
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
+
+
+def _agents_in(scope: Path) -> list[int]:
+    """Pids of runner processes whose session folder lies under `scope`, from /proc."""
+    prefix = f"HUTCH_SESSION_DIR={scope}{os.sep}".encode()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if b"container_runner" in cmdline and any(item.startswith(prefix) for item in environ):
+            found.append(int(entry.name))
+    return found
 
 
 class ProcessHandle:

@@ -75,6 +75,9 @@ class FakeRuntime:
         self.failed_starts = 0
         self.on_start: Callable[[AgentSpec], None] | None = None
 
+    def cleanup_orphans(self) -> list[str]:
+        return []
+
     def start(self, spec: AgentSpec, on_exit: Callable[[int], None]) -> FakeHandle:
         with self._changed:
             if self.fail_next_start:

@@ -8,10 +8,12 @@ import os
 import signal
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from actors.host import Host
+from actors.config import HostConfig
+from actors.host import Host, start_host
 from actors.store import sessions
 from protocol import inbound, outbound
 from protocol.content import ChatOut
@@ -155,3 +157,21 @@ def test_bad_rows_are_rejected_and_the_host_keeps_serving(
     assert good.seq > highest
     chat.send("and now?")
     assert chat.next_message()["text"].startswith("mock: and now?")
+
+
+def test_a_data_folder_given_relative_works(
+    data_dir: Path, runtime: RecordingProcessRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` uses `./data`: an agent runs in its own folder, so a relative path reaching it
+    would name nothing there."""
+    monkeypatch.chdir(data_dir)
+    host = start_host(HostConfig(data_dir=Path("data"), runtime="process", provider="mock"), runtime=runtime)
+    try:
+        chat = ChatClient(data_dir / "data" / "cli.sock")
+        try:
+            assert chat.send("hello from a relative folder")["type"] == "ack"
+            assert chat.next_message()["text"].startswith("mock: hello from a relative folder")
+        finally:
+            chat.close()
+    finally:
+        host.stop()

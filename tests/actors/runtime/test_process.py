@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -185,3 +188,71 @@ def test_missing_agent_dir_is_a_start_error(spec: AgentSpec, tmp_path: Path) -> 
     )
     with pytest.raises(RuntimeStartError):
         runtime_for("pass").start(broken, Exits())
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (which only waits for its parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in {"Z", "X"}
+
+
+def _ends_within(pid: int, bound_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + bound_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)  # no event says another process died; the bound keeps this finite
+    return not _alive(pid)
+
+
+HOST = """
+import sys, time
+from pathlib import Path
+from actors.runtime.base import AgentSpec
+from actors.runtime.process import ProcessRuntime
+folder = Path(sys.argv[1])
+spec = AgentSpec(session_id="s1-0123456789", agent_group="g", session_dir=folder, agent_dir=folder)
+handle = ProcessRuntime(command=[sys.executable, "-c", "import time; time.sleep(60)"]).start(spec, lambda code: None)
+print(handle.ident, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_an_agent_dies_with_a_host_that_is_killed(tmp_path: Path) -> None:
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST, str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert host.stdout is not None
+        agent = int(host.stdout.readline())
+        assert _alive(agent)
+        host.kill()  # SIGKILL: the host can tell nobody
+        host.wait(timeout=10)
+        assert _ends_within(agent)
+    finally:
+        if host.poll() is None:
+            host.kill()
+
+
+def test_cleanup_ends_only_the_agents_of_its_own_data_folder(tmp_path: Path) -> None:
+    def leftover(session_dir: Path) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "HUTCH_SESSION_DIR": str(session_dir)}
+        script = "import time; time.sleep(60)"
+        # "container_runner" in its command line, as a real agent has.
+        return subprocess.Popen([sys.executable, "-c", script, "container_runner"], env=env, start_new_session=True)
+
+    ours = leftover(tmp_path / "data" / "sessions" / "main" / "s1")
+    theirs = leftover(tmp_path / "other" / "sessions" / "main" / "s1")
+    try:
+        ended = ProcessRuntime(scope=tmp_path / "data" / "sessions").cleanup_orphans()
+        assert ended == [str(ours.pid)]
+        assert ours.wait(timeout=10) == -signal.SIGKILL
+        assert theirs.poll() is None
+        assert ProcessRuntime().cleanup_orphans() == []  # without a scope it touches nothing
+    finally:
+        for process in (ours, theirs):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
