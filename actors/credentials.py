@@ -2,10 +2,12 @@
 
 Each session gets its own Unix socket inside its session folder (the one folder its
 container can see). The agent's SDK talks plain HTTP to that socket; the proxy forwards
-`/v1/...` requests to the real API with the host's credentials added and streams the
-answer back unbuffered, so server-sent events arrive as they are produced. Because every
-socket belongs to exactly one session, the proxy knows who is calling without trusting
-anything the caller says (invariant 10).
+the two calls an agent needs, `POST /v1/messages` and `POST /v1/messages/count_tokens`,
+to the real API with the host's credentials added and streams the answer back unbuffered,
+so server-sent events arrive as they are produced. Anything else is refused with a 403
+and never leaves the host: the key would otherwise reach files, batches, models and the
+organisation on the agent's say-so. Because every socket belongs to exactly one session,
+the proxy knows who is calling without trusting anything the caller says (invariant 10).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import selectors
 import socket
 import socketserver
@@ -23,7 +26,6 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Final, Literal, cast
-from urllib.parse import unquote
 
 import httpx2
 
@@ -31,8 +33,20 @@ from actors.socket_file import clear_for_bind, identity, remove_if_ours
 
 log = logging.getLogger("hutch.credentials")
 
-# Only the model API is reachable through the proxy.
-_FORWARDED_PREFIX: Final = "/v1/"
+# All an agent needs of the API (what the anthropic SDK's `messages.create`/`stream` and
+# `count_tokens` send, beta variants included). The key is worth more than the model calls:
+# everything else (files, batches, models, the organisation) stays out of the agent's reach.
+_ALLOWED_METHOD: Final = "POST"
+_ALLOWED_PATHS: Final = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+
+# A percent escape may only stand for a character that means nothing to a path parser.
+# Escaped "/", ".", "\", ";", "%" or NUL are how a path says one thing to this check and
+# another to whatever normalises it further along, so they are refused, not decoded.
+_PERCENT_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_HARMLESS_ESCAPED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
+
+# Refused targets are logged; an agent must not be able to flood or forge log lines.
+_LOGGED_TARGET_CHARS: Final = 200
 
 # Meaningful for one connection only (RFC 9110 7.6.1), so never copied across the proxy.
 _HOP_BY_HOP: Final = frozenset(
@@ -262,6 +276,10 @@ class _BadRequestError(Exception):
         self.error_type = error_type
 
 
+class _RefusedError(Exception):
+    """The request is not one the proxy forwards; the message says why (for the host log)."""
+
+
 class _ProxyHandler(BaseHTTPRequestHandler):
     # Keep-alive saves the agent's SDK a connect per request; every response below is
     # either length-delimited, chunked, or followed by closing the connection.
@@ -274,10 +292,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         session = self.session
         session.note_request()
-        if not _is_forwardable(self.path):
-            self._send_error_json(
-                404, "not_found_error", f"the credential proxy forwards only {_FORWARDED_PREFIX} paths"
-            )
+        try:
+            # Decided before anything else, the body included: a refused request costs the
+            # host nothing and gets nowhere near the credentials.
+            target = _upstream_target(self.command, self._raw_target)
+        except _RefusedError as exc:
+            self._refuse(str(exc))
             return
         if not session.upstream.has_credentials:
             self._send_error_json(401, "authentication_error", "the host has no Anthropic API credentials configured")
@@ -288,22 +308,46 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._send_error_json(exc.status, exc.error_type, str(exc))
             return
         try:
-            response = session.upstream.send(self.command, self.path, self._forwarded_headers(), body)
+            response = session.upstream.send(self.command, target, self._forwarded_headers(), body)
         except httpx2.InvalidURL as exc:
             self._send_error_json(400, "invalid_request_error", f"invalid request target: {exc}")
             return
         except httpx2.HTTPError as exc:
-            log.warning("[%s] %s %s -> upstream unreachable: %s", session.tag, self.command, self.path, exc)
+            log.warning("[%s] %s %s -> upstream unreachable: %s", session.tag, self.command, target, exc)
             self._send_error_json(502, "api_error", f"the model API could not be reached: {exc}")
             return
-        log.info("[%s] %s %s -> %d", session.tag, self.command, self.path, response.status_code)
+        log.info("[%s] %s %s -> %d", session.tag, self.command, target, response.status_code)
         try:
             self._relay(response)
         finally:
             response.close()
 
-    # BaseHTTPRequestHandler dispatches on these names; every method is forwarded alike.
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward  # noqa: N815
+    # BaseHTTPRequestHandler dispatches on these names. They all go through the one check, so
+    # a method is refused for the same reason a path is; any other method is caught in
+    # send_error (the 501 the base class sends for it).
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815
+    do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _forward  # noqa: N815
+
+    @property
+    def _raw_target(self) -> str:
+        # The target exactly as sent: the base class already rewrites a leading "//" in
+        # self.path, and the check must see what the agent wrote, not a first normalisation.
+        words = self.requestline.split()
+        return words[1] if len(words) >= 2 else self.path
+
+    def _refuse(self, reason: str) -> None:
+        log.warning(
+            "[%s] refused %s %s: %s",
+            self.session.tag,
+            _loggable(self.command, 20),
+            _loggable(self._raw_target, _LOGGED_TARGET_CHARS),
+            reason,
+        )
+        self._send_error_json(
+            403,
+            "permission_error",
+            "the credential proxy forwards only POST /v1/messages and POST /v1/messages/count_tokens",
+        )
 
     def _forwarded_headers(self) -> list[tuple[str, str]]:
         return _strip_headers(self.headers.items(), _REQUEST_REPLACED, self.headers.get_all("connection") or [])
@@ -405,6 +449,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code == 501:
+            # The base class's answer to a method with no do_* handler: to the agent it is
+            # one more request the proxy does not forward, and it is logged as such.
+            self.session.note_request()
+            self._refuse("unsupported method")
+            return
         # Malformed request lines and the like: answer in the API's error shape, not HTML.
         self.log_error("code %d, message %s", code, message)
         error_type = "not_found_error" if code == 404 else "invalid_request_error"
@@ -414,12 +464,56 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         log.debug("[%s] %s", self.address_string(), format % args)
 
 
-def _is_forwardable(target: str) -> bool:
-    path = target.split("?", 1)[0]
-    if not path.startswith(_FORWARDED_PREFIX):
-        return False
-    # "/v1/../admin" would leave the API prefix once the upstream normalises it.
-    return all(unquote(segment) not in (".", "..") for segment in path.split("/"))
+def _upstream_target(method: str, target: str) -> str:
+    """The request target to send upstream, or `_RefusedError` if the request is not allowed.
+
+    The path is judged after decoding, and what goes upstream is the allowlisted path itself,
+    never the agent's spelling of it: nothing the upstream (or anything between) might
+    decode or normalise differently can then matter. The query is kept as sent: the SDK's
+    beta calls add `?beta=true`, and a query cannot change which endpoint is reached.
+    """
+    # Printable ASCII only: whitespace, control characters (NUL among them) and non-ASCII
+    # have no place in what an SDK sends, and each is a way to split or confuse a parser.
+    if not target.isascii() or not target.isprintable() or " " in target:
+        raise _RefusedError("unprintable or non-ASCII character in the target")
+    # Origin form only: an absolute-form target ("http://elsewhere/...") or "*" names no path.
+    if not target.startswith("/"):
+        raise _RefusedError("not a path")
+    if "#" in target or "\\" in target:
+        raise _RefusedError("fragment or backslash in the target")
+    raw_path, has_query, query = target.partition("?")
+    if ";" in raw_path:
+        raise _RefusedError("path parameters")
+    path = _decode_path(raw_path)
+    # Empty segments ("//", a trailing "/") and dot segments are normalised away by some
+    # servers and kept by others; an allowed path has none, so none is accepted.
+    segments = path.split("/")[1:]
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise _RefusedError("empty or dot segment in the path")
+    if path not in _ALLOWED_PATHS:
+        raise _RefusedError("endpoint not allowed")
+    if method != _ALLOWED_METHOD:
+        raise _RefusedError("method not allowed")
+    return f"{path}?{query}" if has_query and query else path
+
+
+def _decode_path(raw_path: str) -> str:
+    """Percent-decode `raw_path`, refusing escapes of anything with meaning in a path."""
+    for escape in _PERCENT_ESCAPE.finditer(raw_path):
+        if chr(int(escape.group(1), 16)) not in _HARMLESS_ESCAPED:
+            raise _RefusedError("percent-escaped separator, dot or control character in the path")
+    decoded = _PERCENT_ESCAPE.sub(lambda escape: chr(int(escape.group(1), 16)), raw_path)
+    # A "%" left over was not a valid escape ("%zz", "%4"): ambiguous, so refused.
+    if "%" in decoded:
+        raise _RefusedError("malformed percent escape in the path")
+    return decoded
+
+
+def _loggable(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, with anything unprintable escaped, for one log line."""
+    shown = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in shown)
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"
 
 
 def _strip_headers(

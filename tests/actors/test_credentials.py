@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from actors import credentials
 from actors.credentials import CredentialProxy
 
 pytestmark = pytest.mark.timeout(20)
@@ -59,9 +61,11 @@ def _upstream_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             self._record()
-            if self.path.startswith("/v1/stream"):
+            # Only the Messages endpoints get this far, so the body picks the answer.
+            request = json.loads(state.seen[-1].body or b"{}")
+            if request.get("stream"):
                 self._stream()
-            elif self.path.startswith("/v1/limited"):
+            elif request.get("model") == "limited":
                 self._json(429, {"type": "error", "error": {"type": "rate_limit_error"}}, {"retry-after": "3"})
             else:
                 self._json(200, {"id": "msg_1", "path": self.path})
@@ -118,6 +122,25 @@ def proxy(upstream: Upstream) -> Iterator[CredentialProxy]:
     proxy.stop()
 
 
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def raw_request(path: Path, method: str, target: str, body: bytes = b"", headers: str = "") -> RawResponse:
+    """Send exactly `method target` on the socket: a client library would normalise the target."""
+    length = "" if "transfer-encoding" in headers.lower() else f"Content-Length: {len(body)}\r\n"
+    head = f"{method} {target} HTTP/1.1\r\nHost: proxy.local\r\n{length}{headers}\r\n"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+        sock.sendall(head.encode("latin-1") + body)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
+        return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+
+
 def client_for(path: Path) -> httpx2.Client:
     return httpx2.Client(transport=httpx2.HTTPTransport(uds=str(path)), base_url="http://proxy.local")
 
@@ -158,7 +181,7 @@ def test_auth_token_goes_as_bearer(upstream: Upstream, session_dir: Path) -> Non
     try:
         path = open_session(proxy, session_dir)
         with client_for(path) as client:
-            assert client.get("/v1/models", headers={"x-api-key": "fake"}).status_code == 200
+            assert client.post("/v1/messages", content=b"{}", headers={"x-api-key": "fake"}).status_code == 200
     finally:
         proxy.stop()
     [seen] = upstream.seen
@@ -169,7 +192,7 @@ def test_auth_token_goes_as_bearer(upstream: Upstream, session_dir: Path) -> Non
 def test_upstream_errors_pass_through(proxy: CredentialProxy, session_dir: Path) -> None:
     path = open_session(proxy, session_dir)
     with client_for(path) as client:
-        response = client.post("/v1/limited", content=b"{}")
+        response = client.post("/v1/messages", content=b'{"model": "limited"}')
     assert response.status_code == 429
     assert response.headers["retry-after"] == "3"
     assert response.json()["error"]["type"] == "rate_limit_error"
@@ -178,7 +201,10 @@ def test_upstream_errors_pass_through(proxy: CredentialProxy, session_dir: Path)
 def test_sse_flows_unbuffered(proxy: CredentialProxy, upstream: Upstream, session_dir: Path) -> None:
     path = open_session(proxy, session_dir)
     lines: list[str] = []
-    with client_for(path) as client, client.stream("POST", "/v1/stream", content=b"{}") as response:
+    with (
+        client_for(path) as client,
+        client.stream("POST", "/v1/messages?beta=true", content=b'{"stream": true}') as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/event-stream"
         for line in response.iter_lines():
@@ -208,18 +234,178 @@ def test_socket_is_private_and_replaces_a_stale_one(proxy: CredentialProxy, sess
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o600
     with client_for(path) as client:
-        assert client.get("/v1/models").status_code == 200
+        assert client.post("/v1/messages", content=b"{}").status_code == 200
 
 
-def test_only_v1_paths_are_forwarded(proxy: CredentialProxy, upstream: Upstream, session_dir: Path) -> None:
+# What the adversarial review got through to the upstream with the real key, and the ways
+# of spelling a path that one parser reads differently from another.
+REFUSED: list[tuple[str, str]] = [
+    ("GET", "/v1/models"),
+    ("DELETE", "/v1/files/file_011CNha8iCJcU1wXNR6q4V8w"),
+    ("POST", "/v1/messages/batches"),
+    ("GET", "/v1/organizations/me"),
+    ("POST", "/v1/models"),
+    ("POST", "/v1/files"),
+    ("POST", "/v1/organizations/me"),
+    ("POST", "/v1/complete"),
+    ("POST", "/v1/messages/..%2fmodels"),
+    ("POST", "/v1/messages/..%2Fmodels"),
+    ("POST", "/v1/messages/%2e%2e/models"),
+    ("POST", "/v1/messages/%2E%2E%2Fmodels"),
+    ("POST", "/v1/%6dessages/batches"),
+    ("POST", "/v1//messages"),
+    ("POST", "//v1/messages"),
+    ("POST", "///v1/messages/count_tokens"),
+    ("POST", "/v1/messages/"),
+    ("POST", "/v1/messages//count_tokens"),
+    ("POST", "/v1/./messages"),
+    ("POST", "/v1/messages/."),
+    ("POST", "/v1/messages/count_tokens/.."),
+    ("POST", "/v1/models/../messages"),
+    ("POST", "/v1/messages%2fcount_tokens"),
+    ("POST", "/v1/messages%2Fbatches"),
+    ("POST", "/v1/messages%252fbatches"),
+    ("POST", "/v1/messages%3fbeta=true"),
+    ("POST", "/v1/messages;x=1"),
+    ("POST", "/v1/messages/count_tokens;jsessionid=1"),
+    ("POST", "/v1/messages%3bx=1"),
+    ("POST", "/v1/messages\\..\\models"),
+    ("POST", "/v1/messages%5c..%5cmodels"),
+    ("POST", "/v1/messages%00"),
+    ("POST", "/v1/messages\x00"),
+    ("POST", "/v1/messages%zz"),
+    ("POST", "/v1/messages#frag"),
+    ("POST", "/V1/messages"),
+    ("POST", "/v1/Messages"),
+    ("POST", "http://api.anthropic.com/v1/messages"),
+    ("POST", "*"),
+    ("POST", "/"),
+    ("POST", "/v1"),
+    ("POST", "/v2/messages"),
+    ("POST", "/api/messages"),
+    ("GET", "/v1/messages"),
+    ("PUT", "/v1/messages"),
+    ("PATCH", "/v1/messages/count_tokens"),
+    ("DELETE", "/v1/messages"),
+    ("OPTIONS", "/v1/messages"),
+    ("TRACE", "/v1/messages"),
+    ("post", "/v1/messages"),
+    ("BREW", "/v1/messages"),
+]
+
+
+@pytest.mark.parametrize(("method", "target"), REFUSED)
+def test_only_the_messages_endpoints_are_forwarded(
+    method: str,
+    target: str,
+    proxy: CredentialProxy,
+    upstream: Upstream,
+    session_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hutch.credentials")
+    path = open_session(proxy, session_dir)
+    response = raw_request(path, method, target, b'{"model": "m"}')
+    assert response.status == 403
+    assert response.headers["content-type"] == "application/json"
+    body = json.loads(response.body)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "permission_error"
+    assert body["error"]["message"]
+    assert upstream.seen == []
+    [warning] = [r for r in caplog.records if r.name == "hutch.credentials" and r.levelno == logging.WARNING]
+    shown = target.replace("\x00", "\\x00")
+    assert warning.getMessage().startswith(f"[{TAG}] refused {method} {shown}: ")
+    # Counted like any other request: the count is of what the agent asked, not what went out.
+    assert proxy.requests_by_session() == {SESSION: 1}
+
+
+def test_head_is_refused_without_a_body(proxy: CredentialProxy, upstream: Upstream, session_dir: Path) -> None:
+    path = open_session(proxy, session_dir)
+    response = raw_request(path, "HEAD", "/v1/messages")
+    assert response.status == 403
+    assert response.body == b""
+    assert upstream.seen == []
+
+
+def test_a_long_refused_path_is_logged_cut_short(
+    proxy: CredentialProxy, upstream: Upstream, session_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hutch.credentials")
+    path = open_session(proxy, session_dir)
+    target = "/v1/files/" + "a" * 20_000
+    assert raw_request(path, "GET", target).status == 403
+    assert upstream.seen == []
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "hutch.credentials"]
+    assert warning.startswith(f"[{TAG}] refused GET /v1/files/aaa")
+    assert f"({len(target)} characters)" in warning
+    assert len(warning) < 400
+
+
+def test_refused_requests_keep_the_connection_from_being_reused(
+    proxy: CredentialProxy, upstream: Upstream, session_dir: Path
+) -> None:
+    # A refused request's body is never read, so the connection must end with the answer:
+    # its leftover bytes would otherwise be read as the next request.
+    path = open_session(proxy, session_dir)
+    response = raw_request(path, "POST", "/v1/messages/batches", b'{"requests": []}')
+    assert response.status == 403
+    assert response.headers["connection"] == "close"
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    ("target", "forwarded"),
+    [
+        ("/v1/messages", "/v1/messages"),
+        ("/v1/messages?beta=true", "/v1/messages?beta=true"),
+        ("/v1/messages/count_tokens", "/v1/messages/count_tokens"),
+        ("/v1/messages/count_tokens?beta=true", "/v1/messages/count_tokens?beta=true"),
+        # An escaped letter decodes to an allowed path; what goes upstream is the plain path.
+        ("/v1/%6dessages", "/v1/messages"),
+        ("/v1/messages?", "/v1/messages"),
+    ],
+)
+def test_the_messages_endpoints_are_forwarded(
+    target: str, forwarded: str, proxy: CredentialProxy, upstream: Upstream, session_dir: Path
+) -> None:
+    path = open_session(proxy, session_dir)
+    response = raw_request(path, "POST", target, b'{"model": "m"}', "Content-Type: application/json\r\n")
+    assert response.status == 200
+    assert json.loads(response.body) == {"id": "msg_1", "path": forwarded}
+    [seen] = upstream.seen
+    assert (seen.method, seen.path, seen.body) == ("POST", forwarded, b'{"model": "m"}')
+    assert seen.headers["x-api-key"] == REAL_KEY
+
+
+def test_the_sdk_reaches_both_endpoints(proxy: CredentialProxy, upstream: Upstream, session_dir: Path) -> None:
     path = open_session(proxy, session_dir)
     with client_for(path) as client:
-        for target in ("/", "/v2/messages", "/v1", "/v1/../admin", "/v1/%2e%2e/admin"):
-            response = client.get(target)
-            assert response.status_code == 404, target
-            assert response.json()["type"] == "error"
-            assert response.json()["error"]["type"] == "not_found_error"
+        created = client.post("/v1/messages", json={"model": "m", "messages": []})
+        counted = client.post("/v1/messages/count_tokens?beta=true", json={"model": "m", "messages": []})
+    assert (created.status_code, counted.status_code) == (200, 200)
+    assert [seen.path for seen in upstream.seen] == ["/v1/messages", "/v1/messages/count_tokens?beta=true"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_over_the_cap_is_refused(
+    chunked: bool, proxy: CredentialProxy, upstream: Upstream, session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small cap stands in for the real 64 MB one; the checks read it at request time.
+    monkeypatch.setattr(credentials, "MAX_REQUEST_BODY", 16)
+    path = open_session(proxy, session_dir)
+    body = b'{"model": "too-long-for-the-cap"}'
+    if chunked:
+        response = raw_request(
+            path, "POST", "/v1/messages", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), "Transfer-Encoding: chunked\r\n"
+        )
+    else:
+        response = raw_request(path, "POST", "/v1/messages", body)
+    assert response.status == 413
+    assert json.loads(response.body)["error"]["type"] == "request_too_large"
     assert upstream.seen == []
+    # Within the cap the same request goes through.
+    assert raw_request(path, "POST", "/v1/messages", b"{}").status == 200
 
 
 def test_unreachable_upstream_is_a_502(session_dir: Path) -> None:
@@ -264,7 +450,7 @@ def test_requests_are_counted_and_logged_per_session(
     with client_for(session_dir / "a" / "proxy.sock") as client:
         for _ in range(3):  # one keep-alive connection, several requests
             assert client.post("/v1/messages", content=b"{}").status_code == 200
-        assert client.get("/nope").status_code == 404
+        assert client.get("/nope").status_code == 403
     with client_for(session_dir / "b" / "proxy.sock") as client:
         assert client.post("/v1/messages", content=b"{}").status_code == 200
 
@@ -277,7 +463,7 @@ def test_requests_are_counted_and_logged_per_session(
 def test_close_socket_removes_the_file(proxy: CredentialProxy, session_dir: Path) -> None:
     path = open_session(proxy, session_dir)
     with client_for(path) as client:
-        assert client.get("/v1/models").status_code == 200
+        assert client.post("/v1/messages", content=b"{}").status_code == 200
     proxy.close_socket(SESSION)
     assert not path.exists()
     # A raw socket: httpcore leaks its socket when a Unix connect fails.
@@ -289,7 +475,7 @@ def test_close_socket_removes_the_file(proxy: CredentialProxy, session_dir: Path
 
 def test_close_socket_cuts_a_response_in_flight(proxy: CredentialProxy, upstream: Upstream, session_dir: Path) -> None:
     path = open_session(proxy, session_dir)
-    with client_for(path) as client, client.stream("POST", "/v1/stream", content=b"{}") as response:
+    with client_for(path) as client, client.stream("POST", "/v1/messages", content=b'{"stream": true}') as response:
         lines = response.iter_lines()
         assert next(lines) == "event: message_start"
         proxy.close_socket(SESSION)
@@ -306,7 +492,7 @@ def test_reopening_a_session_replaces_its_socket(proxy: CredentialProxy, session
     proxy.open_socket(SESSION, "family", second)
     assert not first.exists()
     with client_for(second) as client:
-        assert client.get("/v1/models").status_code == 200
+        assert client.post("/v1/messages", content=b"{}").status_code == 200
 
 
 def test_too_long_socket_path_is_refused(proxy: CredentialProxy, session_dir: Path) -> None:
