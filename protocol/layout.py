@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,10 @@ HEARTBEAT = ".heartbeat"
 INBOX_DIR = "inbox"
 OUTBOX_DIR = "outbox"
 PROXY_SOCKET = "proxy.sock"
+
+# The largest file an agent may send: what the channels people use accept (Telegram's bots
+# send up to 50 MB); anything bigger is refused, not read.
+MAX_OUTBOX_FILE_BYTES = 50 * 1024 * 1024
 
 # Message ids become folder names, so they are restricted to a safe alphabet.
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -71,7 +76,30 @@ class SessionLayout:
         # either could be a symlink to anywhere on the host. Only the root itself is ours.
         if path != self.root.resolve() / OUTBOX_DIR / message_id / name:
             raise UnsafePathError(f"file {name!r} of message {message_id!r} is not inside {self.root / OUTBOX_DIR}")
+        check_sendable(path, os.stat(self.root).st_dev)
         return path
+
+
+def check_sendable(path: Path, device: int) -> None:
+    """What the host will read of a file an agent made: opened without following a link (and
+    without blocking on a FIFO), it must be a regular file with one link (a hard link to a
+    host file would be that file), on the session folder's device, within the size cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafePathError(f"file {path.name!r} cannot be opened safely: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(f"file {path.name!r} is not a regular file")
+    if st.st_nlink != 1:
+        raise UnsafePathError(f"file {path.name!r} has {st.st_nlink} links; only a file of its own is sent")
+    if st.st_dev != device:
+        raise UnsafePathError(f"file {path.name!r} is on another file system than its session")
+    if st.st_size > MAX_OUTBOX_FILE_BYTES:
+        raise UnsafePathError(f"file {path.name!r} is {st.st_size} bytes, more than {MAX_OUTBOX_FILE_BYTES}")
 
 
 def contained_file(folder: Path, name: str) -> Path:

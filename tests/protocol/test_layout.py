@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import protocol.layout as layout_module
 from protocol.layout import (
     HEARTBEAT,
     INBOUND_DB,
@@ -175,3 +176,33 @@ def test_outbox_file_works_when_the_root_path_has_a_symlink(tmp_path: Path) -> N
     alias.symlink_to(layout.root, target_is_directory=True)
     via_alias = SessionLayout(alias)
     assert via_alias.outbox_file("m1", "report.pdf") == (layout.outbox("m1") / "report.pdf").resolve()
+
+
+def test_outbox_file_refuses_a_hard_link_to_a_host_file(tmp_path: Path) -> None:
+    # A hard link is a regular file inside the folder by every path check: only its link
+    # count gives away that it is also the host's /etc/passwd (here: a stand-in).
+    layout = _session_with_file(tmp_path)
+    host_file = tmp_path / "passwd"
+    host_file.write_text("root:x:0:0")
+    os.link(host_file, layout.outbox("m1") / "passwd")
+    with pytest.raises(UnsafePathError, match="2 links"):
+        layout.outbox_file("m1", "passwd")
+
+
+def test_outbox_file_refuses_a_file_over_the_cap_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = _session_with_file(tmp_path)
+    monkeypatch.setattr(layout_module, "MAX_OUTBOX_FILE_BYTES", 1024)
+    with (layout.outbox("m1") / "huge.bin").open("wb") as sparse:
+        sparse.truncate(2 * 1024**3)  # 2 GB that take no room: the size is what counts
+    with pytest.raises(UnsafePathError, match="more than 1024"):
+        layout.outbox_file("m1", "huge.bin")
+    assert layout.outbox_file("m1", "report.pdf").name == "report.pdf"  # small ones still go
+
+
+def test_outbox_file_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    layout = _session_with_file(tmp_path)
+    os.mkfifo(layout.outbox("m1") / "pipe")
+    with pytest.raises(UnsafePathError):
+        layout.outbox_file("m1", "pipe")
