@@ -69,6 +69,7 @@ from actors.session.pending import PendingRows
 from actors.session.plan import DeliveryRejected, References, attach_files, plan_action, referenced_seq, target_of
 from actors.session.recurrence import SeriesStep, continue_series, recurs
 from actors.session.retries import retry_later
+from actors.session.send_rate import SendRate
 from actors.session.system_actions import ActionRejected, apply_action
 from actors.slots import ContainerSlots
 from actors.watch import FolderWatcher, Subscriptions
@@ -142,6 +143,8 @@ class SessionActor(pykka.ThreadingActor):
         self._cursor = 0
         self._deliveries = DeliveryQueue(self._settings.delivery_retry_base_s, self._settings.delivery_max_attempts)
         self._out_ids: dict[int, str] = {}
+        self._send_rate = SendRate(self._settings.send_per_minute, self._settings.send_burst)
+        self._told_held = False  # the chat heard that sends are held, this time round
         # The agent's claims (processing acks) as last read, and those already retried once.
         self._claims: dict[str, ProcessingAck] = {}
         self._counted_claims: set[tuple[str, str]] = set()
@@ -597,7 +600,11 @@ class SessionActor(pykka.ThreadingActor):
 
     def _pump(self) -> None:
         """Hand over the oldest row that may go now, skipping any it must refuse."""
-        for item in self._deliveries.ready(self._clock()):
+        now = self._clock()
+        for item in self._deliveries.ready(now):
+            if not self._send_rate.allows(now):
+                self._hold(item)
+                return
             try:
                 routing = target_of(item.row, frozenset(self._routes))
                 action = plan_action(item.row, item.content, self._references(item.content))
@@ -605,6 +612,7 @@ class SessionActor(pykka.ThreadingActor):
             except DeliveryRejected as exc:
                 self._settle_failed(item.row.id, str(exc))
                 continue
+            self._send_rate.take(now)
             self._deliveries.sending(item.row.id)
             deliver = Deliver(
                 session_id=self._info.session_id,
@@ -618,6 +626,20 @@ class SessionActor(pykka.ThreadingActor):
             else:
                 self._delivery.tell(deliver)
             return
+
+    def _hold(self, item: ReadRow) -> None:
+        """Faster than its pace: the rows wait in order; the chat hears it once per spell."""
+        if self._told_held:
+            return
+        self._told_held = True
+        log.warning("%s the agent sends faster than %.0f a minute; %d message(s) held", self._info.tag,
+                    self._settings.send_per_minute, len(self._deliveries))  # fmt: skip
+        if item.row.channel_type and item.row.platform_id:
+            text = (
+                f"(The assistant is sending more than {self._settings.send_per_minute:.0f} messages a minute; "
+                "the rest follow at that pace.)"
+            )
+            self._delivery.tell(Notify(item.row.routing, text))
 
     def _references(self, content: object) -> References:
         """Look up the one message an edit or a reaction points at."""
@@ -657,6 +679,8 @@ class SessionActor(pykka.ThreadingActor):
 
     def _sent(self, key: str) -> None:
         self._deliveries.finished(key)
+        if not self._deliveries:
+            self._told_held = False
         self._pump()
         self._schedule_wake()
 
@@ -666,6 +690,8 @@ class SessionActor(pykka.ThreadingActor):
         """One timer for the earliest thing that becomes due: a task, a retry, a delayed send."""
         moments = [moment for moment in (self._pending.next_due(),) if moment is not None]
         moments += self._deliveries.wake_times()
+        if self._deliveries and not self._send_rate.allows(self._clock()):
+            moments.append(self._send_rate.next_at(self._clock()))
         now = self._clock()
         future = [moment for moment in moments if moment > now]
         if future:

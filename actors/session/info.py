@@ -20,6 +20,9 @@ class SessionSettings:
     max_tries: int = 5
     delivery_retry_base_s: float = 2.0
     delivery_max_attempts: int = 5
+    # How fast an agent's messages go out: a burst, then a steady pace; faster ones wait.
+    send_per_minute: float = 120.0
+    send_burst: int = 60
     stop_timeout_s: float = 15.0
     # Settings handed to the runner as they are (provider, model, assistant name, ...).
     agent_env: dict[str, str] = field(default_factory=dict)

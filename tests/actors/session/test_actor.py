@@ -1069,3 +1069,27 @@ def test_a_message_handed_over_just_before_a_stop_is_stored_and_answered(
     row = stored.get(timeout=10)
     stopped.get(timeout=10)
     assert row_in(host.layout(), row.id).decoded().text == "last words"
+
+
+def test_messages_faster_than_the_pace_are_held_in_order_and_the_chat_told_once(host: Host) -> None:
+    layout = host.layout()
+    session = host.start(settings=replace(SETTINGS, send_per_minute=60, send_burst=2), watcher=Deaf())
+    put(session, chat("hello"))
+    rows = [write_out(layout, ChatOut(text=f"n{index}")) for index in range(5)]
+    session.tell(OutboundChanged())
+
+    for number in (1, 2):  # the burst goes at once
+        nth_deliver(host.delivery, number).reply_to.tell(Delivered(rows[number - 1].id, f"p-{number}"))
+    sync(session)
+    assert sent_ids(host.delivery) == [rows[0].id, rows[1].id]  # the third waits for its turn
+    (notice,) = [message for message in received(host.delivery) if isinstance(message, Notify)]
+    assert "more than 60 messages a minute" in notice.text
+
+    for number in (3, 4, 5):  # then one a second, in order, and the chat is not told again
+        host.clock.advance(1)
+        session.tell(Wake())
+        nth_deliver(host.delivery, number).reply_to.tell(Delivered(rows[number - 1].id, f"p-{number}"))
+    sync(session)
+    assert sent_ids(host.delivery) == [row.id for row in rows]
+    assert len([message for message in received(host.delivery) if isinstance(message, Notify)]) == 1
+    assert all(settled(layout, row.id).status == "delivered" for row in rows)
