@@ -93,6 +93,11 @@ class ContainerExited(msgspec.Struct, frozen=True):
     exit_code: int
 
 
+class YieldSlot(msgspec.Struct, frozen=True):
+    """Another session waits for a container slot and this one's agent is idle: stop it if
+    it still is (the slots ask the holder idle longest)."""
+
+
 class SlotGranted(msgspec.Struct, frozen=True):
     """A container slot freed up for a session that was waiting for one."""
 

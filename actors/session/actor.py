@@ -57,6 +57,7 @@ from actors.messages import (
     Tellable,
     Wake,
     WriteInbound,
+    YieldSlot,
 )
 from actors.runtime.base import AgentRuntime, RuntimeStartError
 from actors.session.agent import AgentController
@@ -232,6 +233,9 @@ class SessionActor(pykka.ThreadingActor):
                 self._on_exit(message)
             case SlotGranted():
                 self._start_agent(self._agent.slot_granted)
+            case YieldSlot():
+                if not self._busy():
+                    self._agent.stop("another session needs the container slot")
             case Delivered():
                 self._on_delivered(message)
             case DeliveryFailed():
@@ -265,6 +269,7 @@ class SessionActor(pykka.ThreadingActor):
             self._ensure_agent()
         self._pump()
         self._schedule_wake()
+        self._agent.note_idle(not self._busy())
 
     def _activity(self) -> None:
         self._last_activity = self._clock()
@@ -679,6 +684,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def _sent(self, key: str) -> None:
         self._deliveries.finished(key)
+        self._agent.note_idle(not self._busy())
         if not self._deliveries:
             self._told_held = False
         self._pump()

@@ -10,6 +10,7 @@ but the runtime itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any
 
 import pykka
 
-from actors.messages import ContainerExited, SlotGranted
+from actors.messages import ContainerExited, SlotGranted, YieldSlot
 from actors.runtime.base import AgentHandle, AgentRuntime
 from actors.session.info import ProxySockets, SessionInfo, SessionSettings
 from actors.session.liveness import agent_problem, heartbeat_mtime
@@ -71,7 +72,7 @@ class AgentController:
         Raises `RuntimeStartError` when the runtime cannot start it."""
         if self._handle is not None or self._waiting_for_slot:
             return False
-        if not self._slots.acquire(self._info.session_id, self._slot_granted):
+        if not self._slots.acquire(self._info.session_id, self._slot_granted, self._yield_asked):
             self._waiting_for_slot = True
             log.info("%s waiting for a container slot", self._info.tag)
             return False
@@ -81,10 +82,21 @@ class AgentController:
     def slot_granted(self) -> bool:
         """The slot this session waited for is its own now; True when an agent was started."""
         self._waiting_for_slot = False
+        self._slots.adopt(self._info.session_id, self._yield_asked)
         if self._handle is not None:
             return False
         self._start()
         return True
+
+    def _yield_asked(self) -> None:
+        """Called from another session's thread: someone waits for a slot and ours is idle."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._tell(YieldSlot())
+
+    def note_idle(self, idle: bool) -> None:
+        """Whether the running agent has nothing to do; an idle one may be asked to yield."""
+        if self._handle is not None:
+            self._slots.set_idle(self._info.session_id, idle)
 
     def _slot_granted(self) -> None:
         """Called from the thread of the session that freed the slot."""

@@ -150,3 +150,56 @@ def test_never_more_holders_than_the_limit_under_contention() -> None:
     assert 1 <= peak <= 3
     assert slots.holders() == frozenset()
     assert slots.waiting() == ()
+
+
+# --- sharing fairly: an idle holder gives its slot to a waiting session ------------------
+
+
+class Asked:
+    def __init__(self) -> None:
+        self.who: list[str] = []
+
+    def for_(self, session_id: str) -> Callable[[], None]:
+        return lambda: self.who.append(session_id)
+
+
+def test_a_waiting_session_asks_the_holder_idle_longest_and_only_once() -> None:
+    slots, grants, asked = ContainerSlots(2), Grants(), Asked()
+    slots.acquire("a", grants.for_("a"), asked.for_("a"))
+    slots.acquire("b", grants.for_("b"), asked.for_("b"))
+    slots.set_idle("b", True)
+    slots.set_idle("a", True)  # idle after b: b has been idle longer
+
+    assert not slots.acquire("c", grants.for_("c"), asked.for_("c"))
+    assert asked.who == ["b"]
+    slots.set_idle("b", True)  # still idle: asked already, not again
+    assert asked.who == ["b"]
+
+    slots.release("b")  # b yields
+    assert grants.order == ["c"]
+
+
+def test_a_busy_holder_is_not_asked_until_it_is_idle() -> None:
+    slots, grants, asked = ContainerSlots(1), Grants(), Asked()
+    slots.acquire("a", grants.for_("a"), asked.for_("a"))
+    slots.set_idle("a", False)
+
+    assert not slots.acquire("b", grants.for_("b"), asked.for_("b"))
+    assert asked.who == []
+    slots.set_idle("a", True)  # its turn ended while b waits
+    assert asked.who == ["a"]
+    slots.set_idle("a", False)  # busy again after all: asked again next time it idles
+    slots.set_idle("a", True)
+    assert asked.who == ["a", "a"]
+
+
+def test_a_session_granted_a_slot_can_be_asked_once_it_says_how() -> None:
+    slots, grants, asked = ContainerSlots(1), Grants(), Asked()
+    slots.acquire("a", grants.for_("a"), asked.for_("a"))
+    slots.acquire("b", grants.for_("b"), asked.for_("b"))
+    slots.release("a")
+    assert grants.order == ["b"]
+    slots.adopt("b", asked.for_("b"))
+    slots.set_idle("b", True)
+    slots.acquire("c", grants.for_("c"), asked.for_("c"))
+    assert asked.who == ["b"]

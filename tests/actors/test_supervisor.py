@@ -548,3 +548,32 @@ def _session_of(store: Store, platform_id: str) -> str | None:
     chat_id = _chat_id(store, platform_id)
     found = [session.id for session in sessions.list_all(store) if session.messaging_group_id == chat_id]
     return found[0] if found else None
+
+
+def test_an_idle_agent_gives_its_slot_to_a_chat_that_waits(store: Store, start_host: StartHost) -> None:
+    """No session waits for an idle timeout while another agent has nothing to do."""
+    wire(store, "per-thread", "team")
+    host = start_host()
+    for thread_id in ("t1", "t2"):
+        host.channel.emit(chat("hi", platform_id="team", thread_id=thread_id))
+    first, second = host.runtime.wait_for_starts(2)
+    # Both agents answer and finish their turns, as the container records it: now idle.
+    for session in host.sessions():
+        layout = host.layout(session)
+        (row,) = rows_in(layout)
+        with write_transaction(layout.outbound_db) as conn:
+            outbound.set_ack(conn, row.id, "completed", now_ts())
+    host.sync()
+
+    host.channel.emit(chat("me too", platform_id="team", thread_id="t3"))
+
+    handles = host.runtime.wait_for_starts(3)
+    assert handles[2].spec.session_id == _session_of_thread(store, "t3")
+    stopped = [handle for handle in (first, second) if handle.stop_calls]
+    assert len(stopped) == 1  # one slot was needed, one agent gave it up
+    assert first.stop_calls + second.stop_calls == 1
+
+
+def _session_of_thread(store: Store, thread_id: str) -> str:
+    (session,) = [s for s in sessions.list_all(store) if s.thread_id == thread_id]
+    return session.id
