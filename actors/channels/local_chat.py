@@ -15,6 +15,16 @@ client in the chat as lines of type "message", "edit", "reaction", "question" or
 
 The socket is the only access control (mode 0600), so only the host's own user can talk
 to the agents through it.
+
+Every input is bounded, because one misbehaving client must not take the host down:
+- at most `MAX_CLIENTS` connections at once; one more is told so in an error line and closed,
+  before any thread is started for it;
+- a line longer than `MAX_LINE_BYTES`, nested deeper than `MAX_DEPTH`, or not JSON at all
+  gets an error line and the connection is closed: the client is not speaking this protocol,
+  and (for a long line) where its next line starts is unknown;
+- a well-formed line with a bad field, or one whose text, names or whole message exceed the
+  protocol's caps (`protocol/content.py`), gets an error line before anything reaches the
+  host, and the connection stays usable.
 """
 
 from __future__ import annotations
@@ -22,12 +32,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import operator
 import os
 import queue
+import re
 import selectors
 import socket
 import struct
 import threading
+import typing
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,13 +65,24 @@ from actors.channels.base import (
     Stored,
 )
 from actors.socket_file import Identity, clear_for_bind, identity, remove_if_ours
+from protocol.content import MAX_CONTENT_BYTES, MAX_TEXT_CHARS, ChatIn, QuestionAnswer, Short, encode_content
 from protocol.rows import Routing
 
 log = logging.getLogger(__name__)
 
 CHANNEL_TYPE = "cli"
 DEFAULT_CHAT = "local"
-MAX_LINE_BYTES = 1024 * 1024
+# Connections served at once. Each costs two threads and up to a line's buffer, so this
+# bounds what clients can take from the host; a terminal or two is the normal load.
+MAX_CLIENTS = 32
+# The biggest legal message is MAX_CONTENT_BYTES once stored as UTF-8 JSON. A client may
+# send it with every non-ASCII character escaped (json.dumps does by default): an emoji is
+# then 12 bytes instead of 4, an accented letter 6 instead of 2, so at most 3 times longer.
+# The chat and thread ride on the line too without being stored in the content.
+MAX_LINE_BYTES = 3 * MAX_CONTENT_BYTES + 64 * 1024
+# No request nests at all (every field is a string); the bound only has to be far below
+# the recursion limit a decoder hits (msgspec raises RecursionError near 1000).
+MAX_DEPTH = 32
 # Lines handed to the host and not yet answered, per client; past this the client's lines
 # wait in its socket until the host catches up.
 MAX_UNANSWERED = 4096
@@ -74,6 +98,11 @@ _ACCEPT_RETRY_DELAY = 0.5
 
 class _BadRequestError(Exception):
     """A client line we cannot use; the message goes back to that client verbatim."""
+
+
+class _HangUpError(Exception):
+    """A line after which the connection cannot go on; the message goes back to the client
+    as its last line, and the connection is closed."""
 
 
 @dataclass(frozen=True)
@@ -159,13 +188,19 @@ class LocalChatChannel:
         assistant_name: str = "Assistant",
         *,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         self._socket_path = Path(socket_path)
         self._assistant_name = assistant_name
         self._send_timeout = send_timeout
+        self._max_clients = max_clients
         self._lock = threading.Lock()
         self._run: _Run | None = None
         self._clients: set[_Client] = set()
+        # Connections whose threads are still running, guarded by _lock. Not len(_clients):
+        # a client dropped after a failed send leaves that set while its threads still run,
+        # and the cap is on threads and buffers, not on who receives the chat.
+        self._connected = 0
         # A fresh token per adapter keeps ids unique across host restarts, so an id stored
         # before a restart can never name a different message afterwards.
         self._id_prefix = uuid.uuid4().hex[:8]
@@ -331,12 +366,39 @@ class LocalChatChannel:
             if self._run is not run:
                 conn.close()
                 return
-            self._clients.add(client)
-            # Started under the lock so stop() never sees a client whose thread it cannot join.
-            client.thread.start()
+            full = self._connected >= self._max_clients
+            if not full:
+                self._connected += 1
+                self._clients.add(client)
+                try:
+                    # Started under the lock so stop() never sees a client whose thread it
+                    # cannot join.
+                    client.thread.start()
+                except RuntimeError as exc:  # out of threads: the slot must not leak
+                    self._connected -= 1
+                    self._clients.discard(client)
+                    log.warning("local chat: cannot serve %s: %s", client.name, exc)
+                    conn.close()
+                    return
+        if full:
+            log.info("local chat: refused a client, %d are connected already", self._max_clients)
+            _refuse(conn, f"too many local chat clients (at most {self._max_clients}); try again later")
+            return
         log.debug("local chat: %s connected", client.name)
 
     def _serve_client(self, client: _Client, on_event: OnEvent) -> None:
+        try:
+            self._read_and_answer(client, on_event)
+        except OSError as exc:
+            log.debug("local chat: %s: %s", client.name, exc)
+        finally:
+            self._forget(client)
+            client.close()
+            with self._lock:
+                self._connected -= 1
+            log.debug("local chat: %s disconnected", client.name)
+
+    def _read_and_answer(self, client: _Client, on_event: OnEvent) -> None:
         """Reads and hands over; a second thread answers, in order, as the host stores each
         message. So a client that writes line after line never waits for one commit before
         the next line is read, and a burst shares its sessions' commits."""
@@ -352,14 +414,19 @@ class LocalChatChannel:
                 for line in lines:
                     # Blocks once MAX_UNANSWERED are waiting: a client cannot outrun the host.
                     answers.put(self._handle_line(client, line, on_event))
-        except OSError as exc:
-            log.debug("local chat: %s: %s", client.name, exc)
+        except _HangUpError as exc:
+            log.info("local chat: closing %s: %s", client.name, exc)
+            # Queued behind the answers still owed, so the client hears them first.
+            answers.put(_error(str(exc)))
         finally:
             answers.put(_END)
             _join(answering)
-            self._forget(client)
-            client.close()
-            log.debug("local chat: %s disconnected", client.name)
+            if answering.is_alive():
+                # Still waiting on the host for an ack (at most _STORE_TIMEOUT_S). Hanging
+                # up makes it skip whatever is queued behind that one; waiting for it keeps
+                # the slot taken until both of this connection's threads have ended.
+                client.hang_up()
+                answering.join()
 
     def _drop(self, client: _Client) -> None:
         self._forget(client)
@@ -369,22 +436,24 @@ class LocalChatChannel:
         with self._lock:
             self._clients.discard(client)
 
-    def _handle_line(self, client: _Client, line: bytes | None, on_event: OnEvent) -> _Answer | None:
-        """What to answer the line with: a reply now, or a message handed to the host."""
-        if line is None:
-            return _error(f"line longer than {MAX_LINE_BYTES} bytes; it was dropped")
+    def _handle_line(self, client: _Client, line: bytes, on_event: OnEvent) -> _Answer | None:
+        """What to answer the line with: a reply now, or a message handed to the host.
+        Raises _HangUpError for a line after which the connection must close."""
         if not line.strip():
             return None  # blank lines are harmless (e.g. typed into netcat)
+        message_id: str | None = None
         try:
             request = _parse(line)
+            if not isinstance(request, _JoinRequest):
+                message_id = self._next_id("cli")
+                _check_fits(request, message_id)
         except _BadRequestError as exc:
             return _error(str(exc))
         with self._lock:
             # Joining first means a reply the host produces meanwhile finds the client.
             client.chat = request.chat
-        if isinstance(request, _JoinRequest):
+        if message_id is None or isinstance(request, _JoinRequest):
             return {"type": "joined", "chat": request.chat}
-        message_id = self._next_id("cli")
         try:
             stored = on_event(_to_event(request, message_id))
         except Exception as exc:  # the contract says it never raises; the sender hears if it does
@@ -482,6 +551,19 @@ def _set_send_timeout(conn: socket.socket, seconds: float) -> None:
         log.warning("local chat: cannot bound send time: %s", exc)
 
 
+def _refuse(conn: socket.socket, reason: str) -> None:
+    """Tell a client we will not serve it, then close. Runs on the accept thread, so the
+    write must never wait: an error line fits in a fresh socket's buffer, and if it somehow
+    does not, the client just sees the connection close."""
+    try:
+        conn.setblocking(False)
+        conn.send(_encode(_error(reason)))
+    except OSError as exc:
+        log.debug("local chat: could not tell a refused client why: %s", exc)
+    finally:
+        conn.close()
+
+
 def _join(thread: threading.Thread | None) -> None:
     if thread is None or thread is threading.current_thread():
         return
@@ -490,36 +572,43 @@ def _join(thread: threading.Thread | None) -> None:
         log.warning("local chat: %s did not finish within %.0fs", thread.name, _JOIN_TIMEOUT)
 
 
-def _read_batches(sock: socket.socket) -> Iterator[list[bytes | None]]:
-    """The complete lines of each read from the client; None stands for a line over the cap,
-    whose bytes are discarded as they arrive so a huge line never sits in memory."""
-    buffer = bytearray()
-    discarding = False
+def _read_batches(sock: socket.socket) -> Iterator[list[bytes]]:
+    """The complete lines of each read from the client. A line over MAX_LINE_BYTES raises
+    _HangUpError (after the lines before it), as soon as the cap is passed, newline or not.
+
+    An unfinished line is kept as the reads' own chunks, never grown in one buffer: it holds
+    at most MAX_LINE_BYTES plus one read, and nothing outlives the line it belongs to."""
+    pending: list[bytes] = []  # the unfinished line's chunks
+    pending_bytes = 0
     while True:
         chunk = sock.recv(_RECV_BYTES)
         if not chunk:
-            if buffer and not discarding:
-                yield [bytes(buffer)]  # a last line without its newline still counts
+            if pending:
+                yield [b"".join(pending)]  # a last line without its newline still counts
             return
-        buffer += chunk
-        lines: list[bytes | None] = []
-        while (end := buffer.find(b"\n")) >= 0:
-            line = bytes(buffer[:end])
-            del buffer[: end + 1]
-            if discarding:
-                discarding = False  # the tail of a line already reported
-            elif len(line) > MAX_LINE_BYTES:
-                lines.append(None)
+        lines: list[bytes] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if pending_bytes + end - start > MAX_LINE_BYTES:
+                break
+            if pending:
+                lines.append(b"".join((*pending, chunk[start:end])))
+                pending, pending_bytes = [], 0
             else:
-                lines.append(line)
-        if discarding:
-            buffer.clear()
-        elif len(buffer) > MAX_LINE_BYTES:
-            buffer.clear()
-            discarding = True
-            lines.append(None)
+                lines.append(chunk[start:end])
+            start = end + 1
+        else:
+            if start < len(chunk):
+                pending.append(chunk[start:])
+                pending_bytes += len(chunk) - start
+            if pending_bytes <= MAX_LINE_BYTES:
+                if lines:
+                    yield lines
+                continue
+        # Either the line just ended past the cap or it passed the cap unfinished.
         if lines:
             yield lines
+        raise _HangUpError(f"line longer than {MAX_LINE_BYTES} bytes; closing the connection")
 
 
 # -- the wire format --------------------------------------------------------------------
@@ -543,11 +632,54 @@ def _no_client(chat: str) -> ChannelError:
     return ChannelError(f"no local chat client is connected to chat {chat!r}", retryable=True)
 
 
-def _parse(line: bytes) -> _Request:
+# A JSON string literal, possessive so that scanning is linear even on a line of quotes
+# and backslashes; an unterminated one runs to the end of the line (the line is then not
+# JSON anyway, and the decoder says so).
+_STRING_LITERAL = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+# An opener becomes 2 and a closer 0: see _too_deep.
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def _too_deep(line: bytes) -> bool:
+    """Whether arrays and objects nest deeper than MAX_DEPTH, found without recursing: the
+    decoder recurses once per level and raises RecursionError on a line of 100k '['."""
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return False  # the usual case: too few brackets to nest that deep, strings or not
+    steps = _STRING_LITERAL.sub(b"", line).translate(_BRACKET_STEPS, delete=_NOT_BRACKETS)
+    # After k brackets, 2 * openers - k = openers - closers, the depth there. accumulate,
+    # map and count run in C, so even a line of brackets only costs a few tens of ms.
+    depths = map(operator.sub, itertools.accumulate(steps), itertools.count(1))
+    return max(depths, default=0) > MAX_DEPTH
+
+
+def _decode(line: bytes) -> object:
+    if _too_deep(line):
+        raise _HangUpError(f"JSON nested deeper than {MAX_DEPTH} levels; closing the connection")
     try:
-        obj = msgspec.json.decode(line)
+        return msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
-        raise _BadRequestError(f"not valid JSON: {exc}") from exc
+        raise _HangUpError(f"not valid JSON ({exc}); closing the connection") from exc
+    except RecursionError as exc:  # _too_deep should have caught it; never let it end the thread
+        raise _HangUpError(f"JSON nested too deep; closing the connection ({exc})") from exc
+
+
+def _max_length(annotated: object) -> int:
+    """The max_length a protocol type declares, so the caps are defined in one place."""
+    for meta in typing.get_args(annotated)[1:]:
+        if isinstance(meta, msgspec.Meta) and meta.max_length is not None:
+            return meta.max_length
+    raise TypeError(f"{annotated!r} declares no max_length")
+
+
+# A message's text and a question's answer are `Text` in the protocol; names and ids
+# (sender, chat, thread, question id) have no looser use here than a `Short` id.
+_TEXT_CHARS = MAX_TEXT_CHARS
+_NAME_CHARS = _max_length(Short)
+
+
+def _parse(line: bytes) -> _Request:
+    obj = _decode(line)
     if not isinstance(obj, dict):
         raise _BadRequestError(f"expected a JSON object, got {_json_type(obj)}")
     kinds = [key for key in ("text", "answer", "join") if key in obj]
@@ -556,36 +688,37 @@ def _parse(line: bytes) -> _Request:
     if not kinds:
         raise _BadRequestError("missing 'text' (a message), 'answer' or 'join'")
     if kinds[0] == "join":
-        return _JoinRequest(chat=_required_str(obj, "join"))
-    chat = _optional_str(obj, "chat") or DEFAULT_CHAT
-    thread = _optional_str(obj, "thread")
+        return _JoinRequest(chat=_required_str(obj, "join", _NAME_CHARS))
+    chat = _optional_str(obj, "chat", _NAME_CHARS) or DEFAULT_CHAT
+    thread = _optional_str(obj, "thread", _NAME_CHARS)
     if kinds[0] == "answer":
         return _AnswerRequest(
             chat=chat,
-            question_id=_required_str(obj, "question_id"),
-            answer=_required_str(obj, "answer"),
-            sender=_optional_str(obj, "sender"),
+            question_id=_required_str(obj, "question_id", _NAME_CHARS),
+            answer=_required_str(obj, "answer", _TEXT_CHARS),
+            sender=_optional_str(obj, "sender", _NAME_CHARS),
             thread=thread,
         )
-    sender = _required_str(obj, "sender")
+    sender = _required_str(obj, "sender", _NAME_CHARS)
     return _ChatRequest(
         chat=chat,
-        text=_required_str(obj, "text"),
+        text=_required_str(obj, "text", _TEXT_CHARS),
         sender=sender,
-        sender_id=_optional_str(obj, "sender_id") or sender,
+        sender_id=_optional_str(obj, "sender_id", _NAME_CHARS) or sender,
         thread=thread,
     )
 
 
-def _required_str(obj: dict[str, Any], key: str) -> str:
-    value = _optional_str(obj, key)
+def _required_str(obj: dict[str, Any], key: str, max_chars: int) -> str:
+    value = _optional_str(obj, key, max_chars)
     if value is None:
         raise _BadRequestError(f"missing '{key}'")
     return value
 
 
-def _optional_str(obj: dict[str, Any], key: str) -> str | None:
-    """A non-empty string, or None when the key is absent or null."""
+def _optional_str(obj: dict[str, Any], key: str, max_chars: int) -> str | None:
+    """A non-empty string of at most max_chars characters, or None when the key is absent
+    or null."""
     value = obj.get(key)
     if value is None:
         return None
@@ -593,7 +726,26 @@ def _optional_str(obj: dict[str, Any], key: str) -> str | None:
         raise _BadRequestError(f"'{key}' must be a string, got {_json_type(value)}")
     if not value.strip():
         raise _BadRequestError(f"'{key}' must not be empty")
+    if len(value) > max_chars:
+        raise _BadRequestError(f"'{key}' is {len(value)} characters, more than {max_chars}")
     return value
+
+
+def _check_fits(request: _ChatRequest | _AnswerRequest, message_id: str) -> None:
+    """Refuse a message the protocol would refuse once stored. Every field can be within
+    its cap while the whole is not (64k emoji are 256 KiB of UTF-8), so this measures the
+    content the host will store: the Supervisor builds the same ChatIn / QuestionAnswer
+    (actors/supervisor.py), and decode_content rejects anything over MAX_CONTENT_BYTES."""
+    content: ChatIn | QuestionAnswer
+    if isinstance(request, _AnswerRequest):
+        content = QuestionAnswer(question_id=request.question_id, answer=request.answer, answered_by=request.sender)
+    else:
+        content = ChatIn(
+            text=request.text, sender=request.sender, sender_id=request.sender_id, platform_message_id=message_id
+        )
+    size = len(encode_content(content).encode())
+    if size > MAX_CONTENT_BYTES:
+        raise _BadRequestError(f"the message is {size} bytes once stored, more than {MAX_CONTENT_BYTES}")
 
 
 def _json_type(value: object) -> str:

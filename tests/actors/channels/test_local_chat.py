@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -31,7 +32,8 @@ from actors.channels.base import (
     InboundEvent,
     Stored,
 )
-from actors.channels.local_chat import MAX_LINE_BYTES, LocalChatChannel
+from actors.channels.local_chat import MAX_DEPTH, MAX_LINE_BYTES, LocalChatChannel
+from protocol.content import MAX_CONTENT_BYTES, MAX_TEXT_CHARS, ChatIn, encode_content
 from protocol.rows import Routing
 
 pytestmark = pytest.mark.timeout(20)
@@ -39,6 +41,8 @@ pytestmark = pytest.mark.timeout(20)
 REPO = Path(__file__).resolve().parents[3]
 WAIT = 5.0
 LOCAL = Routing("local", "cli")
+# `Short` in protocol/content.py: the cap on names and ids.
+NAME_CHARS = 256
 
 
 class Events:
@@ -86,6 +90,12 @@ class Client:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_until_hung_up(self, data: bytes) -> None:
+        """Send a line the server may close the connection on before it has all of it."""
+        # What the server wrote before closing is still there to read afterwards.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.sock.sendall(data)
+
     def send(self, obj: object) -> None:
         self.send_raw(json.dumps(obj).encode() + b"\n")
 
@@ -107,6 +117,14 @@ class Client:
 
     def at_eof(self) -> bool:
         return self.reader.readline() == b""
+
+    def is_closed(self) -> bool:
+        """The server closed: end of stream, or a reset when it closed with our bytes unread
+        (after everything it wrote has been read, so no reply is lost to it)."""
+        try:
+            return self.reader.readline() == b""
+        except ConnectionResetError:
+            return True
 
     def close(self) -> None:
         self.reader.close()
@@ -190,8 +208,6 @@ def test_message_ids_are_unique(client: Client) -> None:
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        (b"not json", "not valid JSON"),
-        (b"\xff\xfe", "not valid JSON"),
         (b"[1, 2]", "expected a JSON object, got an array"),
         (b'{"sender": "alice"}', "missing 'text'"),
         (b'{"text": "hi"}', "missing 'sender'"),
@@ -215,26 +231,207 @@ def test_bad_line_gets_an_error_and_the_connection_stays_usable(
     assert events.queue.empty()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"not json", b"\xff\xfe", b'{"text": "cut short", "sender": "alice"'],
+    ids=["words", "not-utf8", "unterminated"],
+)
+def test_not_json_gets_an_error_then_the_connection_closes(client: Client, events: Events, line: bytes) -> None:
+    # A client that does not speak JSON lines is not this protocol's: it is told, then cut off.
+    client.send_raw(line + b"\n")
+    reply = client.read()
+    assert reply["type"] == "error"
+    assert "not valid JSON" in reply["error"]
+    assert client.is_closed()
+    assert events.queue.empty()
+
+
+def test_answers_owed_come_before_the_error_that_closes(client: Client, events: Events) -> None:
+    events.holding = True
+    client.send_raw(json.dumps({"text": "first", "sender": "alice"}).encode() + b"\nnot json\n")
+    assert events.next_chat().text == "first"
+    events.release()
+    assert client.read()["type"] == "ack"
+    assert "not valid JSON" in client.read()["error"]
+    assert client.is_closed()
+
+
 @pytest.mark.parametrize("newline_later", [False, True])
-def test_oversize_line_is_refused_once(client: Client, events: Events, newline_later: bool) -> None:
+def test_oversize_line_closes_the_connection_and_others_are_served(
+    client: Client, events: Events, socket_path: Path, newline_later: bool
+) -> None:
     big = b'{"text": "' + b"x" * MAX_LINE_BYTES + b'", "sender": "alice"}'
-    if newline_later:
-        # The cap is enforced before the newline arrives, so a huge line is never buffered.
-        client.send_raw(big)
-        assert "longer than" in client.read()["error"]
-        client.send_raw(b"more of the same\n")
-    else:
-        client.send_raw(big + b"\n")
-        assert "longer than" in client.read()["error"]
-    assert client.say("after the big one")["type"] == "ack"
-    assert events.next_chat().text == "after the big one"
+    # Without a newline the cap is enforced all the same, as the bytes arrive: a huge line
+    # is never buffered whole.
+    client.send_until_hung_up(big if newline_later else big + b"\n")
+    reply = client.read()
+    assert reply["type"] == "error"
+    assert f"line longer than {MAX_LINE_BYTES} bytes" in reply["error"]
+    assert client.is_closed()
+    assert events.queue.empty()
+
+    after = Client(socket_path)
+    try:
+        assert after.say("after the big one")["type"] == "ack"
+        assert events.next_chat().text == "after the big one"
+    finally:
+        after.close()
 
 
 def test_line_at_the_cap_is_accepted(client: Client, events: Events) -> None:
-    head, tail = b'{"sender": "alice", "text": "', b'"}'
-    client.send_raw(head + b"y" * (MAX_LINE_BYTES - len(head) - len(tail)) + tail + b"\n")
+    # JSON may carry any amount of whitespace, so a legal message can fill the line exactly.
+    head, tail = b'{"sender": "alice", "text": "padded"', b"}"
+    client.send_raw(head + b" " * (MAX_LINE_BYTES - len(head) - len(tail)) + tail + b"\n")
     assert client.read()["type"] == "ack"
-    assert len(events.next_chat().text) == MAX_LINE_BYTES - len(head) - len(tail)
+    assert events.next_chat().text == "padded"
+
+
+def test_the_biggest_legal_message_fits_a_line_even_fully_escaped(client: Client, events: Events) -> None:
+    # Emoji as many as the stored content holds; json.dumps escapes each as 12 bytes.
+    count = (MAX_CONTENT_BYTES - 200) // 4
+    text = "\U0001f600" * count
+    stored = ChatIn(text=text, sender="alice", sender_id="alice", platform_message_id="cli-12345678-1")
+    assert len(encode_content(stored).encode()) <= MAX_CONTENT_BYTES
+    line = json.dumps({"text": text, "sender": "alice"}).encode()
+    assert len(line) > 2 * MAX_CONTENT_BYTES
+    client.send_raw(line + b"\n")
+    assert client.read()["type"] == "ack"
+    assert events.next_chat().text == text
+
+
+def _nested(depth: int) -> bytes:
+    """A message whose ignored field makes the line nest `depth` levels, its object included."""
+    inner = b"[" * (depth - 1) + b"]" * (depth - 1)
+    return b'{"text": "deep", "sender": "alice", "extra": ' + inner + b"}"
+
+
+@pytest.mark.parametrize(
+    "line", [_nested(MAX_DEPTH + 1), b"[" * 100_000, b"[" * 50_000 + b"]" * 50_000], ids=["one-over", "open", "closed"]
+)
+def test_deep_nesting_gets_an_error_then_the_connection_closes(client: Client, events: Events, line: bytes) -> None:
+    # Decoding 100k levels used to raise RecursionError and end the client's thread silently.
+    client.send_raw(line + b"\n")
+    reply = client.read()
+    assert reply["type"] == "error"
+    assert f"nested deeper than {MAX_DEPTH}" in reply["error"]
+    assert client.is_closed()
+    assert events.queue.empty()
+
+
+def test_nesting_at_the_bound_and_brackets_in_strings_are_fine(client: Client, events: Events) -> None:
+    client.send_raw(_nested(MAX_DEPTH) + b"\n")
+    assert client.read()["type"] == "ack"
+    assert events.next_chat().text == "deep"
+    brackets = '[{"\\' * 1000  # inside a string they nest nothing, escaped quote or not
+    assert client.say(brackets)["type"] == "ack"
+    assert events.next_chat().text == brackets
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (
+            {"text": "x" * (MAX_TEXT_CHARS + 1)},
+            f"'text' is {MAX_TEXT_CHARS + 1} characters, more than {MAX_TEXT_CHARS}",
+        ),
+        ({"text": "x" * 800_000}, f"'text' is 800000 characters, more than {MAX_TEXT_CHARS}"),
+        ({"sender": "s" * 800_000}, f"'sender' is 800000 characters, more than {NAME_CHARS}"),
+        ({"sender": "s" * (NAME_CHARS + 1)}, f"'sender' is {NAME_CHARS + 1} characters"),
+        ({"sender_id": "i" * (NAME_CHARS + 1)}, "'sender_id' is"),
+        ({"chat": "c" * (NAME_CHARS + 1)}, "'chat' is"),
+        ({"thread": "t" * (NAME_CHARS + 1)}, "'thread' is"),
+        ({"text": "\U0001f600" * MAX_TEXT_CHARS}, f"bytes once stored, more than {MAX_CONTENT_BYTES}"),
+        ({"join": "c" * (NAME_CHARS + 1)}, "'join' is"),
+        ({"answer": "a" * (MAX_TEXT_CHARS + 1), "question_id": "q-1"}, "'answer' is"),
+        ({"answer": "yes", "question_id": "q" * (NAME_CHARS + 1)}, "'question_id' is"),
+    ],
+    ids=[
+        "text-over",
+        "text-800k",
+        "sender-800k",
+        "sender-over",
+        "sender_id",
+        "chat",
+        "thread",
+        "whole-message",
+        "join",
+        "answer",
+        "question_id",
+    ],
+)
+def test_fields_over_the_protocol_caps_are_refused_before_the_host_sees_them(
+    client: Client, events: Events, request_: dict[str, str], reason: str
+) -> None:
+    line: dict[str, str] = {"text": "hi", "sender": "alice"}
+    if "join" in request_ or "answer" in request_:
+        line = {}
+    line.update(request_)
+    client.send(line)
+    reply = client.read()
+    assert reply["type"] == "error"
+    assert reason in reply["error"]
+    # Nothing was handed over (so nothing stored), and the line was well formed: go on.
+    assert client.say("still here")["type"] == "ack"
+    assert events.next_chat().text == "still here"
+    assert events.queue.empty()
+
+
+def test_fields_at_the_protocol_caps_are_taken(client: Client, events: Events) -> None:
+    name = "n" * NAME_CHARS
+    assert client.say("t" * MAX_TEXT_CHARS, sender_id=name, chat=name, thread=name)["type"] == "ack"
+    event = events.next_chat()
+    assert (len(event.text), event.sender_id, event.platform_id, event.thread_id) == (MAX_TEXT_CHARS, name, name, name)
+
+
+def _chat_threads() -> int:
+    return sum(thread.name.startswith("local-chat-client-") for thread in threading.enumerate())
+
+
+def test_clients_past_the_cap_are_refused_without_a_thread(socket_path: Path, events: Events) -> None:
+    cap = 3
+    adapter = LocalChatChannel(socket_path, max_clients=cap)
+    adapter.start(events)
+    threads_before = _chat_threads()
+    admitted = [Client(socket_path) for _ in range(cap)]
+    refused: list[Client] = []
+    try:
+        for admitted_client in admitted:
+            admitted_client.join()  # answered, so both of its threads are running
+        for _ in range(cap + 2):
+            extra = Client(socket_path)
+            refused.append(extra)
+            reply = extra.read()
+            assert reply["type"] == "error"
+            assert f"too many local chat clients (at most {cap})" in reply["error"]
+            assert extra.is_closed()
+        # Two threads per admitted client (reader and answerer); none for the refused.
+        assert _chat_threads() <= threads_before + 2 * cap
+        for number, admitted_client in enumerate(admitted):
+            assert admitted_client.say(f"still served {number}")["type"] == "ack"
+
+        # A slot is freed once its client has gone (when exactly is the server's business,
+        # so this tries again, each try a full round trip, until the slot is back).
+        admitted.pop().close()
+        replacement = _connect_when_admitted(socket_path)
+        admitted.append(replacement)
+        assert replacement.say("in the freed slot")["type"] == "ack"
+    finally:
+        for connected in admitted + refused:
+            connected.close()
+        adapter.stop()
+
+
+def _connect_when_admitted(socket_path: Path) -> Client:
+    for _ in range(1000):
+        candidate = Client(socket_path)
+        # A refused connection may be closed before the request is even written.
+        candidate.send_until_hung_up(b'{"join": "local"}\n')
+        reply = candidate.read()
+        if reply == {"type": "joined", "chat": "local"}:
+            return candidate
+        assert "too many local chat clients" in reply["error"]
+        candidate.close()
+    raise AssertionError("the freed slot never came back")
 
 
 def test_on_event_failure_is_reported_instead_of_acked(client: Client, events: Events) -> None:
