@@ -6,9 +6,16 @@ import logging
 import sys
 
 from container_runner.config import ConfigError, RunnerConfig
+from container_runner.lifecycle import Lifecycle
 from container_runner.system import RunnerSystem
 from protocol.logs import AGENT_FORMAT, setup_logging
 from protocol.signals import StopSignals
+
+log = logging.getLogger("container_runner")
+
+# The exit status of a runner that lost one of its actors: the host sees it exit and starts
+# the agent again, rather than trusting a heartbeat from a runner that no longer works.
+LOST_AN_ACTOR = 1
 
 
 def main() -> int:
@@ -20,14 +27,26 @@ def main() -> int:
     # No time in our lines: the host logs each one again with its own (protocol.logs).
     setup_logging(config.log_level, AGENT_FORMAT)
     signals = StopSignals()
-    system = RunnerSystem(config)
-    system.start()
+    # An actor that dies wakes us on the signals' socket: whichever thread it died in, and
+    # even before we wait, the main thread notices at once.
+    lifecycle = Lifecycle(on_lost=signals.wake)
+    system = RunnerSystem(config, lifecycle)
+    exit_code, grace_s = LOST_AN_ACTOR, 0.0
     try:
-        received = signals.wait()
-        logging.getLogger("container_runner").info("received %s, stopping", received.name)
+        system.start()
+        received = signals.wait_or_wake()
+        if received is None:
+            log.error("runner: lost %s; exiting for the host to start the agent again", lifecycle.lost_actor)
+        else:
+            log.info("received %s, stopping", received.name)
+            exit_code, grace_s = 0, config.stop_grace_s
+    except Exception:
+        log.exception("runner: could not start")
     finally:
-        system.stop()
-    return 0
+        # A dying runner does not wait for the turn in flight: it is left claimed and the
+        # next start runs it again.
+        system.stop(grace_s=grace_s)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 It never dies on a bad turn: whatever goes wrong becomes an error reply to the user and the
 batch is marked done, so nothing is left `processing` for the host to kill us over.
+
+A stop is the exception (container_runner.lifecycle): once the runner drains, a batch not
+begun is not started, and a turn still running past the grace period writes nothing, so
+its rows stay claimed for the next start instead of ending in an error the stop caused.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from container_runner.formatting import Formatter
+from container_runner.lifecycle import Lifecycle, RunnerActor, tell_quietly
 from container_runner.messages import AgentIdle, Beat, ConnectInbox, Finish, TakeFollowUps, Work, WriteMessage
 from container_runner.providers.base import Provider, ProviderError
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
@@ -45,14 +50,15 @@ class _BeatingToolBox(ToolBox):
         return self._inner.names()
 
     def run(self, call: ToolCall) -> ToolOutcome:
-        self._heartbeat.tell(Beat())
+        # Quietly: a heartbeat already stopped must not fail a tool the turn still needs.
+        tell_quietly(self._heartbeat, Beat())
         try:
             return self._inner.run(call)
         finally:
-            self._heartbeat.tell(Beat())
+            tell_quietly(self._heartbeat, Beat())
 
 
-class AgentActor(pykka.ThreadingActor):
+class AgentActor(RunnerActor):
     # A turn can outlive a stop request; it must not keep the process from exiting.
     use_daemon_thread = True
 
@@ -65,8 +71,10 @@ class AgentActor(pykka.ThreadingActor):
         outbox: pykka.ActorRef[OutboxActor],
         heartbeat: pykka.ActorRef[HeartbeatActor],
         admin_user_id: str | None = None,
+        *,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(lifecycle)
         self._provider = provider
         self._tools = _BeatingToolBox(tools, heartbeat)
         self._formatter = formatter
@@ -88,7 +96,12 @@ class AgentActor(pykka.ThreadingActor):
         return None
 
     def _work(self, batch: tuple[MessageIn, ...]) -> None:
-        self._heartbeat.tell(Beat())
+        if self.draining:
+            # Handed out just before the stop began: no new turn now. Its rows stay claimed
+            # (`processing`), and the next start clears the claim and runs them.
+            log.info("agent: stopping; a batch of %d message(s) is left for the next start", len(batch))
+            return
+        tell_quietly(self._heartbeat, Beat())
         self._context.begin(batch)
         self._taken = list(batch)
         status: AckStatus = "completed"
@@ -126,7 +139,12 @@ class AgentActor(pykka.ThreadingActor):
         """Between model turns: messages that arrived meanwhile join the running query."""
         if self._inbox is None:
             return None
-        rows: tuple[MessageIn, ...] = self._inbox.ask(TakeFollowUps(), block=True)
+        try:
+            rows: tuple[MessageIn, ...] = self._inbox.ask(TakeFollowUps(), block=True)
+        except pykka.ActorDeadError:
+            # The inbox stops after us, so it is gone only if it died or we outlived the
+            # grace period: either way the runner is exiting, and no follow-up is no error.
+            return None
         if not rows:
             return None
         self._taken.extend(rows)
@@ -143,11 +161,21 @@ class AgentActor(pykka.ThreadingActor):
             else WriteMessage(ChatOut(text=reply), routing=self._context.routing, in_reply_to=self._context.reply_to)
         )
         try:
-            self._outbox.ask(Finish(ids, status, write))
+            if self.abandoned:
+                # Past the grace period the runner stops the other actors under us, so what
+                # this turn met may be the stop's doing; its rows stay claimed for a retry.
+                log.warning("agent: turn outlived the stop's grace period; %d message(s) left claimed", len(ids))
+                return
+            try:
+                self._outbox.ask(Finish(ids, status, write))
+            except pykka.ActorDeadError:
+                if not self.abandoned:
+                    raise  # the outbox died under a running runner: ours to report, by dying
+                log.warning("agent: outbox stopped before the turn ended; %d message(s) left claimed", len(ids))
         finally:
-            self._heartbeat.tell(Beat())
+            tell_quietly(self._heartbeat, Beat())
             if self._inbox is not None:
-                self._inbox.tell(AgentIdle())
+                tell_quietly(self._inbox, AgentIdle())
 
 
 def _command(batch: tuple[MessageIn, ...]) -> tuple[str, str | None] | None:

@@ -32,6 +32,9 @@ class RunnerConfig:
     safety_interval_s: float = 30.0
     question_timeout_s: float = 300.0
     stall_timeout_s: float = 60.0
+    # How long a SIGTERM lets the turn in flight finish; past it the turn is left claimed
+    # and the next start runs it again.
+    stop_grace_s: float = 30.0
     stop_timeout_s: float = 20.0
     log_level: str = "INFO"
 
@@ -71,6 +74,7 @@ class RunnerConfig:
             safety_interval_s=env_number(env, "HUTCH_SAFETY_INTERVAL", cls.safety_interval_s, positive=True),
             question_timeout_s=env_number(env, "HUTCH_QUESTION_TIMEOUT", cls.question_timeout_s, positive=True),
             stall_timeout_s=env_number(env, "HUTCH_STALL_TIMEOUT", cls.stall_timeout_s, positive=True),
+            stop_grace_s=env_number(env, "HUTCH_STOP_GRACE", cls.stop_grace_s, positive=True),
             log_level=_log_level(env),
         )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pykka
 
+from container_runner.lifecycle import Lifecycle, RunnerActor
 from container_runner.messages import Beat
 from protocol.timers import ActorTicker
 
@@ -27,15 +27,17 @@ class _Tick(msgspec.Struct, frozen=True):
     pass
 
 
-class HeartbeatActor(pykka.ThreadingActor):
+class HeartbeatActor(RunnerActor):
     def __init__(
         self,
         path: Path,
         interval_s: float,
         min_beat_spacing_s: float = MIN_BEAT_SPACING_S,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(lifecycle)
         self._path = path
         self._interval_s = interval_s
         self._min_beat_spacing_s = min_beat_spacing_s
@@ -44,12 +46,12 @@ class HeartbeatActor(pykka.ThreadingActor):
         self._ticker: ActorTicker | None = None
         self.beats = 0
 
-    def on_start(self) -> None:
+    def start_up(self) -> None:
         self._touch()
         self._ticker = ActorTicker(self.actor_ref, _Tick(), self._interval_s, name="heartbeat")
         self._ticker.start()
 
-    def on_stop(self) -> None:
+    def shut_down(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
 

@@ -3,7 +3,12 @@
 Woken by the watchdog event that ends a host commit (its journal's deletion), by a timer for
 the next `process_after`, and by a slow safety tick for events that never came. A wake reads
 the DB again when a commit or a timer came since the last read, so a duplicate or a burst of
-events is harmless and costs one read.
+events is harmless and costs one read. Where inotify cannot be had (a host running many
+agents can use up the per-user instances), the safety tick runs every second instead.
+
+Once the runner drains for a stop, the inbox hands out nothing: no new batch, and a running
+turn asking for follow-ups gets none. It still reads, so a question's answer reaches the
+tool waiting for it and the turn can finish.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 from watchdog.observers.api import BaseObserver
 
+from container_runner.lifecycle import Lifecycle, RunnerActor
 from container_runner.messages import Ack, AgentIdle, InboundChanged, TakeFollowUps, Work
 from container_runner.questions import QuestionBoard
 from protocol import outbound
@@ -40,6 +46,10 @@ log = logging.getLogger(__name__)
 
 _IDS_PER_QUERY = 500
 
+# How often the inbox reads inbound.db when it cannot watch the folder: slow next to an
+# event, quick enough for a chat, and one small read a second costs little.
+POLL_INTERVAL_S = 1.0
+
 
 @dataclass(frozen=True)
 class _Unhandled:
@@ -49,7 +59,7 @@ class _Unhandled:
     next_due: datetime | None
 
 
-class InboxActor(pykka.ThreadingActor):
+class InboxActor(RunnerActor):
     def __init__(
         self,
         layout: SessionLayout,
@@ -58,13 +68,17 @@ class InboxActor(pykka.ThreadingActor):
         questions: QuestionBoard,
         safety_interval_s: float = 30.0,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(lifecycle)
         self._layout = layout
         self._agent = agent
         self._outbox = outbox
         self._questions = questions
         self._safety_interval_s = safety_interval_s
+        self._poll_interval_s = poll_interval_s
         self._clock = clock
         # Rows acked by an earlier run, and every row this inbox handed out or answered.
         # Acks are written only at the request of this inbox or of the agent, for rows this
@@ -82,17 +96,24 @@ class InboxActor(pykka.ThreadingActor):
         self._ticker: ActorTicker | None = None
         self._due_timer: ActorTimer | None = None
 
-    def on_start(self) -> None:
+    def start_up(self) -> None:
         # The RunnerSystem starts the inbox only after the outbox cleared the stale
         # `processing` claims, so what is acked here is finished for good.
         self._handled.update(self._acked_earlier())
-        self._observer = watch_folder(self._layout.root, self._on_file_event, recursive=False, entries_only=True)
-        self._ticker = ActorTicker(self.actor_ref, InboundChanged(), self._safety_interval_s, name="inbox-safety")
+        tick_s = self._safety_interval_s
+        try:
+            self._observer = watch_folder(self._layout.root, self._on_file_event, recursive=False, entries_only=True)
+        except OSError as exc:
+            # inotify instances are limited per user (EMFILE/ENOSPC, "inotify instance limit
+            # reached"). Dying here would leave messages pending; polling only makes them slower.
+            tick_s = min(self._safety_interval_s, self._poll_interval_s)
+            log.warning("inbox: cannot watch %s (%s); polling every %g s instead", self._layout.root, exc, tick_s)
+        self._ticker = ActorTicker(self.actor_ref, InboundChanged(), tick_s, name="inbox-safety")
         self._ticker.start()
         self._due_timer = ActorTimer(self.actor_ref, InboundChanged(), name="inbox-due")
         self.actor_ref.tell(InboundChanged())
 
-    def on_stop(self) -> None:
+    def shut_down(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
@@ -132,11 +153,15 @@ class InboxActor(pykka.ThreadingActor):
     def _check(self) -> None:
         # Read even while the agent is busy: it may be waiting inside a tool for an answer.
         work = self._new_work(self._unhandled_due())
-        if work and not self._agent_busy:
+        if work and not self._agent_busy and not self.draining:
             self._dispatch(work)
 
     def _take_follow_ups(self) -> tuple[MessageIn, ...]:
         work = self._new_work(self._unhandled_due())
+        if self.draining:
+            # A stop is under way: the turn in flight ends with what it has, so it can finish
+            # within the grace period; rows left unclaimed wait for the next start.
+            return ()
         if work:
             self._claim(work)
         return tuple(work)

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pykka
-
+from container_runner.lifecycle import Lifecycle, RunnerActor
 from container_runner.messages import (
     Ack,
     ClearStaleClaims,
@@ -34,17 +33,17 @@ from protocol.timeutil import now_ts
 log = logging.getLogger(__name__)
 
 
-class OutboxActor(pykka.ThreadingActor):
-    def __init__(self, layout: SessionLayout) -> None:
-        super().__init__()
+class OutboxActor(RunnerActor):
+    def __init__(self, layout: SessionLayout, *, lifecycle: Lifecycle | None = None) -> None:
+        super().__init__(lifecycle)
         self._layout = layout
         # State told to ride with the next commit (StageState), newest value per key.
         self._staged: dict[str, str] = {}
 
-    def on_start(self) -> None:
+    def start_up(self) -> None:
         create_session_db(self._layout.outbound_db, OUTBOUND)
 
-    def on_stop(self) -> None:
+    def shut_down(self) -> None:
         if self._staged:  # no further write will carry it: commit it on its own
             with self._transaction():
                 pass

@@ -1,4 +1,5 @@
-"""Builds the container's actors and wires them in order; stops them in reverse."""
+"""Builds the container's actors and wires them in order; stops them in reverse, the agent
+first, once it has finished the turn in flight or the grace period is over."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from container_runner.config import RunnerConfig
 from container_runner.formatting import Formatter
 from container_runner.heartbeat import HeartbeatActor
 from container_runner.inbox import InboxActor
+from container_runner.lifecycle import Lifecycle
 from container_runner.messages import ClearStaleClaims, ConnectInbox
 from container_runner.outbox import OutboxActor
 from container_runner.prompt import system_prompt
@@ -54,16 +56,21 @@ def build_provider(config: RunnerConfig, state: StateStore) -> Provider:
 
 
 class RunnerSystem:
-    def __init__(self, config: RunnerConfig) -> None:
+    def __init__(self, config: RunnerConfig, lifecycle: Lifecycle | None = None) -> None:
         self.config = config
         self.layout = SessionLayout(config.session_dir)
+        # Without one given nobody hears of a dying actor, as when a test embeds the system.
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self._refs: list[_Stoppable] = []
+        self._agent: pykka.ActorRef[AgentActor] | None = None
 
     def start(self) -> None:
-        config, layout = self.config, self.layout
-        outbox = self._start(OutboxActor.start(layout))
+        config, layout, lifecycle = self.config, self.layout, self.lifecycle
+        outbox = self._start(OutboxActor.start(layout, lifecycle=lifecycle))
         cleared = outbox.ask(ClearStaleClaims(), block=True)
-        heartbeat = self._start(HeartbeatActor.start(layout.heartbeat, config.heartbeat_interval_s))
+        heartbeat = self._start(
+            HeartbeatActor.start(layout.heartbeat, config.heartbeat_interval_s, lifecycle=lifecycle)
+        )
         board = QuestionBoard()
         context = TurnContext()
         state = SessionState(layout, outbox)
@@ -72,18 +79,21 @@ class RunnerSystem:
             *scheduling_tools(outbox, context, layout, config.timezone),
             *workspace_tools(config.agent_dir),
         ]
-        agent = self._start(
-            AgentActor.start(
-                build_provider(config, state),
-                ToolBox(tools),
-                Formatter(layout, config.timezone),
-                context,
-                outbox,
-                heartbeat,
-                config.admin_user_id,
-            )
+        # Not in `_refs`: `stop` ends the agent first, on its own terms.
+        agent = AgentActor.start(
+            build_provider(config, state),
+            ToolBox(tools),
+            Formatter(layout, config.timezone),
+            context,
+            outbox,
+            heartbeat,
+            config.admin_user_id,
+            lifecycle=lifecycle,
         )
-        inbox = self._start(InboxActor.start(layout, agent, outbox, board, config.safety_interval_s))
+        self._agent = agent
+        inbox = self._start(
+            InboxActor.start(layout, agent, outbox, board, config.safety_interval_s, lifecycle=lifecycle)
+        )
         agent.tell(ConnectInbox(inbox))
         log.info(
             # No session id here: the host tags every line of ours with it.
@@ -92,16 +102,39 @@ class RunnerSystem:
             len(cleared),
         )
 
-    def stop(self) -> None:
-        # Inbox first, so no new work starts; the agent finishes the message it is on.
+    def stop(self, *, grace_s: float | None = None) -> None:
+        """Let the turn in flight finish within `grace_s` (the configured grace period by
+        default; 0 to leave it at once), then stop the rest in the reverse of their start.
+
+        The inbox must outlive the turn: a turn asking a stopped inbox for follow-ups used to
+        fail, and the person was told something went wrong. So the inbox only stops handing
+        out work (the drain), and stops for good after the agent."""
+        grace = self.config.stop_grace_s if grace_s is None else grace_s
+        self.lifecycle.drain()
+        if self._agent is not None and not self._agent_finished(self._agent, grace):
+            # Before any other actor stops, so nothing the turn meets from here on is
+            # written: its rows stay `processing` and the next start runs them again.
+            self.lifecycle.abandon()
         for ref in reversed(self._refs):
             try:
                 ref.stop(block=True, timeout=self.config.stop_timeout_s)
             except pykka.Timeout:
-                # A turn still running is left `processing`; the next start clears the claim
-                # and runs the message again.
                 log.warning("runner: %s did not stop in time", ref)
         log.info("runner stopped")
+
+    def _agent_finished(self, agent: pykka.ActorRef[AgentActor], grace_s: float) -> bool:
+        """Whether the agent stopped within the grace period; its stop waits behind the
+        turn in flight, and a batch handed to it since the drain it leaves unstarted."""
+        if grace_s <= 0:
+            agent.stop(block=False)  # the turn, if any, is abandoned at once
+            return False
+        try:
+            agent.stop(block=True, timeout=grace_s)
+        except pykka.Timeout:
+            # Its thread is a daemon: the process can exit while the turn still runs.
+            log.warning("runner: the turn in flight did not finish within %g s; left for the next start", grace_s)
+            return False
+        return True
 
     def _start(self, ref: pykka.ActorRef[A]) -> pykka.ActorRef[A]:
         self._refs.append(ref)

@@ -9,11 +9,15 @@ socket (`signal.set_wakeup_fd`), which wakes the main thread whichever thread to
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 from collections.abc import Iterable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# What `wake()` writes: no signal has the number 0, so it can never be mistaken for one.
+_WAKE = 0
 
 
 class StopSignals:
@@ -33,6 +37,24 @@ class StopSignals:
             data = self._reader.recv(1)
             if data and data[0] in self._signals:
                 return signal.Signals(data[0])
+
+    def wait_or_wake(self) -> signal.Signals | None:
+        """Like `wait()`, but returns None once another thread called `wake()`."""
+        while True:
+            data = self._reader.recv(1)
+            if data and data[0] == _WAKE:
+                return None
+            if data and data[0] in self._signals:
+                return signal.Signals(data[0])
+
+    def wake(self) -> None:
+        """From any thread: end the main thread's `wait_or_wake()`, e.g. because a part of
+        the program died and the process must exit. Through the same socket, so a wake-up
+        given before the main thread waits is not lost."""
+        # Closed: nobody is left to wake. Full: only thousands of unread signals would fill
+        # it, and those already end the wait.
+        with contextlib.suppress(OSError):
+            self._writer.send(bytes([_WAKE]))
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous_fd)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -7,6 +8,7 @@ import pytest
 
 from container_runner.agent import AgentActor
 from container_runner.formatting import Formatter
+from container_runner.lifecycle import Lifecycle
 from container_runner.messages import AgentIdle, Beat, ConnectInbox, Finish, TakeFollowUps, Work, WriteMessage
 from container_runner.providers.base import FollowUps, ProviderError, TurnResult
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
@@ -71,7 +73,33 @@ def _outbox_reply(message: Any) -> Any:
     return None
 
 
-def _start(tmp_path: Path, provider: ScriptedProvider, follow_ups: tuple[MessageIn, ...] = ()) -> dict[str, Any]:
+class GatedProvider:
+    """Holds the turn until the test opens `gate`, then answers, or raises `error`."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.follow_ups: list[str | None] = []
+
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        self.follow_ups.append(follow_ups())
+        if self.error:
+            raise self.error
+        return TurnResult("late answer")
+
+    def clear(self) -> None:
+        pass
+
+
+def _start(
+    tmp_path: Path,
+    provider: ScriptedProvider | GatedProvider,
+    follow_ups: tuple[MessageIn, ...] = (),
+    lifecycle: Lifecycle | None = None,
+) -> dict[str, Any]:
     outbox = RecorderActor.start(_outbox_reply)
     heartbeat = RecorderActor.start()
     served = iter([follow_ups])
@@ -84,6 +112,7 @@ def _start(tmp_path: Path, provider: ScriptedProvider, follow_ups: tuple[Message
         outbox,
         heartbeat,
         "admin",
+        lifecycle=lifecycle,
     )
     agent.tell(ConnectInbox(inbox))
     return {"agent": agent, "outbox": outbox, "heartbeat": heartbeat, "inbox": inbox}
@@ -195,3 +224,55 @@ def test_a_task_is_answered_where_it_was_scheduled(tmp_path: Path) -> None:
     wait_for(actors["inbox"], AgentIdle)
     (reply,) = _written(actors["outbox"])
     assert reply.routing.platform_id == "chat-7"
+
+
+def test_a_stop_waits_for_the_turn_in_flight_which_completes(tmp_path: Path) -> None:
+    provider = GatedProvider()
+    lifecycle = Lifecycle()
+    actors = _start(tmp_path, provider, lifecycle=lifecycle)
+    actors["agent"].tell(Work((_chat(2, "slow one"),)))
+    assert provider.entered.wait(10)
+    lifecycle.drain()  # what RunnerSystem.stop does first
+    stopped = actors["agent"].stop(block=False)
+    provider.gate.set()
+    stopped.get(timeout=10)
+    (finish,) = [m for m in received(actors["outbox"]) if isinstance(m, Finish)]
+    assert (finish.message_ids, finish.status) == (("m2",), "completed")
+    assert finish.reply is not None and _text(finish.reply) == "late answer"
+
+
+def test_a_batch_handed_over_after_the_drain_is_left_claimed(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    lifecycle = Lifecycle()
+    actors = _start(tmp_path, provider, lifecycle=lifecycle)
+    lifecycle.drain()
+    actors["agent"].tell(Work((_chat(2, "too late"),)))
+    actors["agent"].ask(ConnectInbox(actors["inbox"]))  # handled after the Work: a barrier
+    assert provider.prompts == []
+    assert _finished(actors["outbox"]) == []
+    assert not [m for m in received(actors["inbox"]) if isinstance(m, AgentIdle)]
+
+
+@pytest.mark.parametrize("error", [None, RuntimeError("the inbox went away")])
+def test_a_turn_past_the_grace_period_writes_nothing(tmp_path: Path, error: Exception | None) -> None:
+    provider = GatedProvider(error)
+    lifecycle = Lifecycle()
+    actors = _start(tmp_path, provider, lifecycle=lifecycle)
+    actors["agent"].tell(Work((_chat(2, "hi"),)))
+    assert provider.entered.wait(10)
+    lifecycle.abandon()
+    provider.gate.set()
+    actors["agent"].ask(ConnectInbox(actors["inbox"]))  # handled after the turn: a barrier
+    # No reply (an error one least of all) and no ack: the row stays `processing`.
+    assert _finished(actors["outbox"]) == []
+    assert _written(actors["outbox"]) == []
+
+
+def test_a_stopped_inbox_means_no_follow_ups_not_a_failed_turn(tmp_path: Path) -> None:
+    provider = ScriptedProvider()
+    actors = _start(tmp_path, provider)
+    actors["inbox"].stop()
+    actors["agent"].tell(Work((_chat(2, "hi"),)))
+    (finish,) = wait_for(actors["outbox"], Finish)
+    assert (finish.message_ids, finish.status) == (("m2",), "completed")
+    assert provider.follow_ups == [None]

@@ -29,8 +29,10 @@ def test_intervals_and_timeouts(tmp_path: Path) -> None:
             HUTCH_SAFETY_INTERVAL="12",
             HUTCH_QUESTION_TIMEOUT="60",
             HUTCH_STALL_TIMEOUT="1e1",
+            HUTCH_STOP_GRACE="2.5",
         )
     )
+    assert config.stop_grace_s == 2.5
     assert (config.heartbeat_interval_s, config.safety_interval_s) == (0.5, 12.0)
     assert (config.question_timeout_s, config.stall_timeout_s) == (60.0, 10.0)
 
@@ -44,6 +46,8 @@ def test_intervals_and_timeouts(tmp_path: Path) -> None:
         ("HUTCH_SAFETY_INTERVAL", "inf", "is not a finite number"),
         ("HUTCH_QUESTION_TIMEOUT", "nan", "is not a finite number"),
         ("HUTCH_STALL_TIMEOUT", "never", "is not a number"),
+        ("HUTCH_STOP_GRACE", "soon", "is not a number"),
+        ("HUTCH_STOP_GRACE", "0", "must be positive"),
         ("HUTCH_PROVIDER", "gpt", "expected 'claude' or 'mock'"),
         ("TZ", "Mars/Olympus_Mons", "is not a known time zone"),
         ("HUTCH_LOG_LEVEL", "loud", "expected DEBUG, INFO"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import logging
 import sqlite3
 import threading
 import uuid
@@ -10,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from watchdog.observers import Observer
 
 import container_runner.inbox
 from container_runner.inbox import InboxActor
+from container_runner.lifecycle import Lifecycle
 from container_runner.messages import Ack, AgentIdle, InboundChanged, TakeFollowUps, Work
 from container_runner.questions import QuestionBoard
 from protocol import inbound, outbound
@@ -27,10 +31,23 @@ from tests.fakes.session import make_session, write_in
 pytestmark = pytest.mark.timeout(30)
 
 
-def _start(layout: SessionLayout, board: QuestionBoard | None = None) -> tuple[Any, Any, Any]:
+def _start(
+    layout: SessionLayout,
+    board: QuestionBoard | None = None,
+    lifecycle: Lifecycle | None = None,
+    poll_interval_s: float = 1.0,
+) -> tuple[Any, Any, Any]:
     agent = RecorderActor.start()
     outbox = RecorderActor.start()
-    inbox = InboxActor.start(layout, agent, outbox, board or QuestionBoard(), safety_interval_s=3600)
+    inbox = InboxActor.start(
+        layout,
+        agent,
+        outbox,
+        board or QuestionBoard(),
+        safety_interval_s=3600,
+        poll_interval_s=poll_interval_s,
+        lifecycle=lifecycle,
+    )
     return inbox, agent, outbox
 
 
@@ -241,3 +258,64 @@ def test_which_events_can_mean_a_finished_host_commit(
     if journal_there:
         (tmp_path / "inbound.db-journal").write_bytes(b"")
     assert commit_may_have_finished(tmp_path / name, "inbound.db") is wakes
+
+
+def test_a_draining_inbox_hands_out_no_batch_and_no_follow_ups(tmp_path: Path) -> None:
+    layout = make_session(tmp_path)
+    lifecycle = Lifecycle()
+    inbox, agent, outbox = _start(layout, lifecycle=lifecycle)
+    first = write_in(layout, ChatIn(text="one", sender="ann"))
+    wait_for(agent, Work)  # the turn in flight
+    lifecycle.drain()
+    second = write_in(layout, ChatIn(text="two", sender="ann"))
+    inbox.tell(InboundChanged())  # the inbox reads the new row for sure
+    assert inbox.ask(TakeFollowUps(), block=True) == ()
+    inbox.tell(AgentIdle())
+    inbox.ask(TakeFollowUps(), block=True)  # a barrier: the idle notice was handled
+    assert [_ids(m) for m in received(agent) if isinstance(m, Work)] == [[first.id]]
+    assert not [m for m in received(outbox) if isinstance(m, Ack) and second.id in m.message_ids]
+
+
+def test_a_draining_inbox_still_passes_answers_to_a_waiting_tool(tmp_path: Path) -> None:
+    layout = make_session(tmp_path)
+    board = QuestionBoard()
+    board.open("q1")
+    lifecycle = Lifecycle()
+    lifecycle.drain()
+    _inbox, _agent, outbox = _start(layout, board, lifecycle=lifecycle)
+    row = write_in(layout, QuestionAnswer(question_id="q1", answer="Tuesday"))
+    wait_for(outbox, lambda m: m == Ack((row.id,), "completed"))
+    assert board.wait("q1", 10) == "Tuesday"
+
+
+def test_without_inotify_the_inbox_polls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_inotify(self: object) -> None:
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+    # The class protocol.filewatch starts, so its start fails as inotify_init would.
+    monkeypatch.setattr(Observer, "start", no_inotify)
+    caplog.set_level(logging.WARNING, logger="container_runner.inbox")
+    layout = make_session(tmp_path)
+    lifecycle = Lifecycle()
+    inbox, agent, _outbox = _start(layout, lifecycle=lifecycle, poll_interval_s=0.05)
+    assert inbox.ask(TakeFollowUps(), block=True) == ()  # started: the warning is logged
+    assert "inotify instance limit reached" in caplog.text and "polling every 0.05 s" in caplog.text
+    # The safety tick is an hour and no event can come: only the poll finds this row.
+    row = write_in(layout, ChatIn(text="hello", sender="ann"))
+    (work,) = wait_for(agent, Work)
+    assert _ids(work) == [row.id]
+    assert lifecycle.lost_actor is None
+
+
+def test_an_inbox_that_cannot_start_is_reported_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("watchdog broke")
+
+    monkeypatch.setattr(container_runner.inbox, "watch_folder", broken)
+    woken = threading.Event()
+    lifecycle = Lifecycle(on_lost=woken.set)
+    _start(make_session(tmp_path), lifecycle=lifecycle)
+    assert woken.wait(10)
+    assert lifecycle.lost_actor == "InboxActor"

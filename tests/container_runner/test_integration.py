@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +56,13 @@ class Host:
         return env
 
     def start(self, **extra: str) -> subprocess.Popen[bytes]:
+        return self.run(["-m", "container_runner"], **extra)
+
+    def run(self, arguments: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        """A Python process on the session, as `python <arguments>`."""
         with self.log.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "container_runner"],
+                [sys.executable, *arguments],
                 env=self.env(**extra),
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
@@ -209,3 +215,93 @@ def test_in_process_system_answers_and_keeps_state_across_restarts(host: Host) -
     finally:
         system.stop()
     assert host.layout.heartbeat.exists()
+
+
+def _slow_tool(seconds: float) -> str:
+    """A message whose turn runs a bash tool for `seconds`, touching `started` first."""
+    return f'!tool bash {{"command": "touch started && sleep {seconds} && echo done"}}'
+
+
+def _wait_until_the_tool_runs(host: Host) -> None:
+    events = FolderEvents(host.agent_dir)
+    try:
+        events.wait_until((host.agent_dir / "started").exists)
+    finally:
+        events.close()
+
+
+def test_sigterm_lets_the_turn_in_flight_finish(host: Host) -> None:
+    process = host.start()
+    row = write_in(host.layout, ChatIn(text=_slow_tool(1), sender="Ann"))
+    _wait_until_the_tool_runs(host)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0, host.log.read_text()
+    assert acks(host.layout)[row.id].status == "completed"
+    reply = chat_reply(host.layout, row.id)
+    assert reply is not None and "bash -> done" in reply.decoded().text, host.log.read_text()
+    assert "did not finish" not in host.log.read_text()
+
+
+def test_a_turn_longer_than_the_grace_period_is_left_claimed(host: Host) -> None:
+    process = host.start(HUTCH_STOP_GRACE="0.3")
+    row = write_in(host.layout, ChatIn(text=_slow_tool(4), sender="Ann"))
+    _wait_until_the_tool_runs(host)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0, host.log.read_text()
+    assert time.monotonic() - signalled < 3  # well before the 4 s turn could have ended
+    # Still claimed, so the next start runs it again; and no reply at all, least of all an error.
+    assert acks(host.layout)[row.id].status == "processing"
+    assert replies(host.layout) == []
+    assert "did not finish within 0.3 s" in host.log.read_text()
+
+
+CRASHING_INBOX = textwrap.dedent(
+    """
+    import sys
+
+    from container_runner.__main__ import main
+    from container_runner.inbox import InboxActor
+
+    def broken_check(self):
+        raise RuntimeError("the inbox broke")
+
+    InboxActor._check = broken_check  # fails on the first wake, which the inbox sends itself
+    sys.exit(main())
+    """
+)
+
+
+def test_a_runner_that_loses_an_actor_exits_non_zero(host: Host) -> None:
+    process = host.run(["-c", CRASHING_INBOX])
+    # Before the fix it heartbeated on for ever; the host restarts an agent that exits.
+    assert process.wait(timeout=15) == 1, host.log.read_text()
+    log = host.log.read_text()
+    assert "InboxActor died: RuntimeError('the inbox broke')" in log
+    assert "exiting for the host to start the agent again" in log
+
+
+NO_INOTIFY = textwrap.dedent(
+    """
+    import errno
+    import sys
+
+    import protocol.filewatch
+    from container_runner.__main__ import main
+
+    def no_inotify(self):
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+    protocol.filewatch.Observer.start = no_inotify
+    sys.exit(main())
+    """
+)
+
+
+def test_without_inotify_the_runner_polls_and_answers(host: Host) -> None:
+    process = host.run(["-c", NO_INOTIFY])
+    row = write_in(host.layout, ChatIn(text="anyone there?", sender="Ann"))
+    assert host.wait_until_answered(row.id).decoded().text.startswith("mock: anyone there?")
+    assert process.poll() is None
+    assert "inotify instance limit reached" in host.log.read_text()
+    assert "polling every 1 s instead" in host.log.read_text()
