@@ -568,7 +568,7 @@ class SessionActor(pykka.ThreadingActor):
         self._refresh()
 
     def _check_liveness(self) -> None:
-        problem = self._agent.problem(self._claims)
+        problem = self._agent.problem(self._claims, self._pending.due_since(self._clock()))
         if problem is not None:
             self._agent.kill(problem)
 

@@ -21,7 +21,7 @@ import pykka
 from actors.messages import ContainerExited, SlotGranted, YieldSlot
 from actors.runtime.base import AgentHandle, AgentRuntime
 from actors.session.info import ProxySockets, SessionInfo, SessionSettings
-from actors.session.liveness import agent_problem, heartbeat_mtime
+from actors.session.liveness import agent_problem, heartbeat_mtime, unclaimed_problem
 from actors.session.spec import agent_spec
 from actors.slots import ContainerSlots
 from protocol.rows import ProcessingAck
@@ -192,10 +192,13 @@ class AgentController:
         if self._last_beat is None or at > self._last_beat:
             self._last_beat = at
 
-    def problem(self, claims: Mapping[str, ProcessingAck]) -> str | None:
-        """Why the running agent should be killed, or None while it looks alive. The file's
-        mtime backs up the events: a mount may not forward them."""
+    def problem(self, claims: Mapping[str, ProcessingAck], due_since: datetime | None) -> str | None:
+        """Why the running agent should be killed, or None while it looks alive. `due_since`
+        is when the oldest work nobody claimed became due. The heartbeat file's mtime backs
+        up the events: a mount may not forward them."""
         if self._handle is None or self._started_at is None:
             return None
+        if not claims:
+            return unclaimed_problem(self._clock(), self._started_at, due_since, self._settings)
         beats = [at for at in (self._last_beat, heartbeat_mtime(self._info.layout.heartbeat)) if at is not None]
         return agent_problem(self._clock(), self._started_at, max(beats, default=None), claims, self._settings)

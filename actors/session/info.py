@@ -16,6 +16,8 @@ class SessionSettings:
     idle_timeout_s: float = 1800.0
     stale_heartbeat_s: float = 30.0
     claim_ceiling_s: float = 1800.0
+    # An agent with nothing claimed must take due work within this; else it is half-dead.
+    unclaimed_deadline_s: float = 60.0
     retry_base_s: float = 5.0
     max_tries: int = 5
     delivery_retry_base_s: float = 2.0
@@ -23,7 +25,15 @@ class SessionSettings:
     # How fast an agent's messages go out: a burst, then a steady pace; faster ones wait.
     send_per_minute: float = 120.0
     send_burst: int = 60
-    stop_timeout_s: float = 15.0
+    # How long the host waits for a stopping agent before it kills it. The runner is told to
+    # finish a turn in flight within a little less (`stop_grace_s`), and then to leave it
+    # claimed for the next start.
+    stop_timeout_s: float = 35.0
+
+    @property
+    def stop_grace_s(self) -> float:
+        return max(self.stop_timeout_s - 5.0, self.stop_timeout_s / 2)
+
     # Settings handed to the runner as they are (provider, model, assistant name, ...).
     agent_env: dict[str, str] = field(default_factory=dict)
 

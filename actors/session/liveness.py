@@ -59,3 +59,18 @@ def agent_problem(
     if now - oldest > timedelta(seconds=settings.claim_ceiling_s):
         return f"a message has been processing for {(now - oldest).total_seconds():.0f} s"
     return None
+
+
+def unclaimed_problem(
+    now: datetime, started_at: datetime, due_since: datetime | None, settings: SessionSettings
+) -> str | None:
+    """Why an agent that claims nothing should be killed: work has been due for longer than
+    the deadline (counted from its start at the earliest) and it took none of it. A busy agent
+    is never judged so: its queue waits for its turn; a half-dead one (its inbox gone, its
+    heartbeat still beating) is."""
+    if due_since is None:
+        return None
+    waited = now - max(started_at, due_since)
+    if waited > timedelta(seconds=settings.unclaimed_deadline_s):
+        return f"work has been due for {waited.total_seconds():.0f} s and the agent took none of it"
+    return None

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from protocol.rows import MessageIn
+from protocol.timeutil import parse_ts
 
 
 class PendingRows:
@@ -38,6 +39,13 @@ class PendingRows:
     def due_triggers(self, now: datetime) -> list[str]:
         """Rows that should start a turn now; context-only rows wait for one."""
         return [row.id for row in self._rows.values() if row.trigger and row.is_due(now)]
+
+    def due_since(self, now: datetime) -> datetime | None:
+        """When the oldest row that should start a turn now became due."""
+        times = [
+            row.due_at() or parse_ts(row.timestamp) for row in self._rows.values() if row.trigger and row.is_due(now)
+        ]
+        return min(times, default=None)
 
     def next_due(self) -> datetime | None:
         """The earliest `process_after` among pending rows (passed or not)."""

@@ -16,6 +16,7 @@ def agent_spec(info: SessionInfo, settings: SessionSettings, proxy_socket: Path 
         "HUTCH_SESSION_DIR": str(info.layout.root),
         "HUTCH_AGENT_DIR": str(info.agent_dir),
         "TZ": settings.timezone,
+        "HUTCH_STOP_GRACE": f"{settings.stop_grace_s:g}",
     }
     if info.global_dir is not None:
         env["HUTCH_GLOBAL_DIR"] = str(info.global_dir)

@@ -708,7 +708,8 @@ def test_a_stuck_agent_is_killed_and_its_message_retried_until_it_fails(host: Ho
 def test_a_healthy_agent_and_a_leftover_claim_do_not_get_it_killed(host: Host) -> None:
     layout = host.layout()
     clock = host.clock
-    session = host.start()
+    # The message stays unclaimed by this agent: that has a deadline of its own (tested below).
+    session = host.start(settings=replace(SETTINGS, unclaimed_deadline_s=3600))
     message = put(session, chat("hello"))
     (handle,) = host.runtime.wait_for_starts(1)
 
@@ -1093,3 +1094,22 @@ def test_messages_faster_than_the_pace_are_held_in_order_and_the_chat_told_once(
     assert sent_ids(host.delivery) == [row.id for row in rows]
     assert len([message for message in received(host.delivery) if isinstance(message, Notify)]) == 1
     assert all(settled(layout, row.id).status == "delivered" for row in rows)
+
+
+def test_an_agent_that_never_takes_its_due_work_is_restarted_and_the_sender_told_in_the_end(host: Host) -> None:
+    """Its inbox died and its heartbeat beats on: only the due, unclaimed work gives it away."""
+    clock = host.clock
+    session = host.start()
+    message = put(session, chat("anyone there?"))
+    for attempt in range(SETTINGS.max_tries):
+        (*_, handle) = host.runtime.wait_for_starts(attempt + 1)
+        clock.advance(SETTINGS.unclaimed_deadline_s + 1)
+        beat(host.layout(), clock())  # alive by its heartbeat all along
+        session.ask(SweepCheck())
+        assert handle.kill_calls == 1
+        sync(session)
+        clock.advance(SETTINGS.retry_base_s * 2**attempt + 1)  # the retry's wait
+        session.ask(Wake())
+    assert row_in(host.layout(), message.id).status == "failed"
+    notice = wait_for(host.delivery, Notify)[0]
+    assert "could not process your message" in notice.text

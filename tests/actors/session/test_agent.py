@@ -147,10 +147,10 @@ def test_a_heartbeat_seen_in_memory_keeps_a_busy_agent_alive(world: World) -> No
     world.clock.now = T0 + timedelta(seconds=100)
     busy = claim(T0 + timedelta(seconds=1))
 
-    assert world.agent.problem(busy) == "no heartbeat in 30 s since it started"
+    assert world.agent.problem(busy, None) == "no heartbeat in 30 s since it started"
     world.agent.beat((T0 + timedelta(seconds=90)).timestamp())
-    assert world.agent.problem(busy) is None
-    assert world.agent.problem({}) is None  # nothing to do is idle, not stuck
+    assert world.agent.problem(busy, None) is None
+    assert world.agent.problem({}, None) is None  # nothing to do is idle, not stuck
 
 
 def test_the_heartbeat_file_backs_up_events_that_never_came(world: World) -> None:
@@ -160,7 +160,7 @@ def test_the_heartbeat_file_backs_up_events_that_never_came(world: World) -> Non
     world.info.layout.heartbeat.touch()
     os.utime(world.info.layout.heartbeat, (beat_at, beat_at))
 
-    assert world.agent.problem(claim(T0 + timedelta(seconds=1))) is None
+    assert world.agent.problem(claim(T0 + timedelta(seconds=1)), None) is None
 
 
 def test_close_stops_the_agent_and_gives_everything_back(world: World) -> None:
@@ -182,3 +182,16 @@ def test_abandon_kills_without_waiting(world: World) -> None:
 
     assert (handle.kill_calls, handle.stop_calls) == (1, 0)
     assert world.slots.holders() == frozenset()
+
+
+def test_an_agent_that_takes_no_due_work_is_half_dead_and_a_busy_one_is_not(world: World) -> None:
+    world.agent.ensure_running()
+    due_since = T0 - timedelta(minutes=5)  # waiting since before the start: counted from the start
+    world.clock.now = T0 + timedelta(seconds=SETTINGS.unclaimed_deadline_s - 1)
+    assert world.agent.problem({}, due_since) is None
+    world.clock.now = T0 + timedelta(seconds=SETTINGS.unclaimed_deadline_s + 1)
+    problem = world.agent.problem({}, due_since)
+    assert problem is not None and "took none of it" in problem
+    world.agent.beat(world.clock.now.timestamp())
+    # Busy with a turn: what waits behind it is its queue, not a sign of death.
+    assert world.agent.problem(claim(world.clock.now), due_since) is None

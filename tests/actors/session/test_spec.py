@@ -37,6 +37,7 @@ def test_the_spec_names_the_folders_and_passes_the_agent_settings_through(tmp_pa
         "HUTCH_SESSION_DIR": str(session.layout.root),
         "HUTCH_AGENT_DIR": str(session.agent_dir),
         "TZ": "Europe/Berlin",
+        "HUTCH_STOP_GRACE": "30",  # the turn in flight gets this long; the host waits 5 s more
     }
 
 
