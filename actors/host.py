@@ -15,6 +15,7 @@ from actors.channels.local_chat import LocalChatChannel
 from actors.config import HostConfig
 from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
+from actors.inotify_limits import inotify_shortfall
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
@@ -99,6 +100,9 @@ class Host:
         provider = effective_provider(config)
 
         self.runtime = runtime or choose_runtime(config)
+        shortfall = inotify_shortfall(config.max_containers)
+        if shortfall is not None:
+            log.warning("%s", shortfall)
         removed = self.runtime.cleanup_orphans()  # safe now: no other host uses this folder
         if removed:
             log.info("ended %d agent(s) left by an earlier run", len(removed))
