@@ -175,6 +175,12 @@ def encode_content(content: InboundContent | OutboundContent) -> str:
     return msgspec.json.encode(content).decode()
 
 
+def check_inbound(content: InboundContent) -> None:
+    """Raise ContentError unless `content` keeps the protocol's caps. A struct built in code is
+    not validated by msgspec; this is the round trip the agent's reader will make."""
+    decode_content("messages_in", "new", inbound_kind(content), encode_content(content))
+
+
 def outbound_kind(content: OutboundContent) -> OutboundKind:
     for kind, content_type in OUTBOUND_TYPES.items():
         if kind != "system" and isinstance(content, content_type):

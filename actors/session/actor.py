@@ -75,7 +75,7 @@ from actors.session.system_actions import ActionRejected, apply_action
 from actors.slots import ContainerSlots
 from actors.watch import FolderWatcher, Subscriptions
 from protocol import inbound
-from protocol.content import ChatIn, ContentError, Notice, SystemAction
+from protocol.content import ChatIn, ContentError, Notice, SystemAction, check_inbound
 from protocol.db import create_session_db, read_transaction, write_transaction
 from protocol.filewatch import commit_may_have_finished
 from protocol.layout import HEARTBEAT, OUTBOUND_DB
@@ -354,9 +354,11 @@ class SessionActor(pykka.ThreadingActor):
         return prepared
 
     def _prepare(self, request: WriteInbound) -> tuple[str, Any]:
-        """The row's id and content, its files moved into the inbox."""
+        """The row's id and content, its files moved into the inbox. Content past the
+        protocol's caps is refused here, before anything is stored, whichever channel sent it."""
         message_id = request.message_id or uuid.uuid4().hex
         content = request.content
+        check_inbound(content)
         if request.files and isinstance(content, ChatIn):
             names = take_files(self._layout, message_id, request.files)
             content = msgspec.structs.replace(content, files=names)

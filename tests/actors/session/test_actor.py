@@ -43,9 +43,11 @@ from actors.slots import ContainerSlots
 from protocol import inbound, outbound
 from protocol.content import (
     MAX_CONTENT_BYTES,
+    MAX_TEXT_CHARS,
     CancelTask,
     ChatIn,
     ChatOut,
+    ContentError,
     Notice,
     OutboundContent,
     PauseTask,
@@ -1113,3 +1115,12 @@ def test_an_agent_that_never_takes_its_due_work_is_restarted_and_the_sender_told
     assert row_in(host.layout(), message.id).status == "failed"
     notice = wait_for(host.delivery, Notify)[0]
     assert "could not process your message" in notice.text
+
+
+def test_content_past_the_protocols_caps_is_refused_before_anything_is_stored(host: Host) -> None:
+    """Whatever channel built it: msgspec does not check a struct made in code."""
+    session = host.start(watcher=Deaf())
+    with pytest.raises(ContentError, match="Expected `str` of length <= 65536"):
+        put(session, chat("x" * (MAX_TEXT_CHARS + 1)))
+    fine = put(session, chat("still here"))
+    assert [row.id for row in rows_in(host.layout())] == [fine.id]
