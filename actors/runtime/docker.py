@@ -108,6 +108,8 @@ class DockerRuntime:
         mem_limit: str = "2g",
         pids_limit: int = 512,
         tmp_size: str = "512m",
+        cpus: float = 1.0,
+        shm_size: str = "16m",
     ) -> None:
         if not _INSTALLATION_ID.fullmatch(installation_id):
             raise ValueError(f"installation id {installation_id!r} is not 1-128 characters of [A-Za-z0-9_.-]")
@@ -121,6 +123,10 @@ class DockerRuntime:
         self._mem_limit = mem_limit
         self._pids_limit = pids_limit
         self._tmp_size = tmp_size
+        if cpus <= 0:
+            raise ValueError(f"cpus={cpus}: an agent needs a share of a CPU above zero")
+        self._nano_cpus = int(cpus * 1e9)
+        self._shm_size = shm_size
         self._client = client
         self._owns_client = client is None
         self._client_lock = threading.Lock()
@@ -297,6 +303,10 @@ class DockerRuntime:
                     init=True,
                     mem_limit=self._mem_limit,
                     pids_limit=self._pids_limit,
+                    # One agent's busy loop must not starve the host and the other agents.
+                    nano_cpus=self._nano_cpus,
+                    # /dev/shm is writable even in a read-only container: bounded like /tmp.
+                    shm_size=self._shm_size,
                     # The agent writes only where it is meant to: its folders and /tmp.
                     read_only=True,
                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmp_size}"},

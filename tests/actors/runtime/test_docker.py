@@ -129,6 +129,12 @@ def test_bad_settings_are_refused(installation_id: str, uid_gid: str | None) -> 
         DockerRuntime(installation_id=installation_id, uid_gid=uid_gid)
 
 
+@pytest.mark.parametrize("cpus", [0.0, -1.0])
+def test_a_cpu_share_of_nothing_is_refused(cpus: float) -> None:
+    with pytest.raises(ValueError, match="share of a CPU"):
+        DockerRuntime(installation_id="inst-1", cpus=cpus)
+
+
 def test_container_names_are_scoped_by_installation() -> None:
     runtime = DockerRuntime(installation_id="0123456789abcdef")
     assert runtime.container_name("fedcba9876543210") == "hutch-01234567-fedcba987654"
@@ -196,6 +202,8 @@ def test_the_runner_answers_a_chat_through_the_mounted_session_folder(
     assert container.labels[LABEL_AGENT_GROUP] == "family"
     assert container.name == runtime.container_name(SESSION_ID)
     assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000  # one CPU at most
+    assert container.attrs["HostConfig"]["ShmSize"] == 16 * 1024 * 1024
 
     assert handle.stop(timeout_s=20) == 0  # the runner ends cleanly on SIGTERM
     assert exits.wait() == 0
