@@ -5,6 +5,7 @@ sessions with work on disk but no actor (after a restart, or an event that never
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from actors.store import agent_groups, sessions
 from actors.store.db import Store
 from protocol import inbound
 from protocol.db import read_transaction
-from protocol.layout import SessionLayout
+from protocol.layout import MAX_OUTBOUND_DB_BYTES, SessionLayout, UnsafePathError, check_agent_file
 from protocol.timers import ActorTicker
 
 log = logging.getLogger("hutch.sweep")
@@ -72,7 +73,7 @@ class SweepActor(pykka.ThreadingActor):
             layout = SessionLayout(self._sessions_root / folder / session.id)
             try:
                 work = _has_work(layout)
-            except (sqlite3.DatabaseError, OSError) as exc:
+            except (sqlite3.DatabaseError, OSError, UnsafePathError) as exc:
                 # outbound.db is the container's to write: one broken file must not stop the sweep.
                 log.warning("sweep: cannot read the files of session %s: %s", session.id[:8], exc)
                 continue
@@ -93,8 +94,10 @@ def _has_work(layout: SessionLayout) -> bool:
         if any(row.trigger or row.process_after for row in inbound.messages_with_status(conn, "pending")):
             return True
         settled = {key for key, d in inbound.deliveries(conn).items() if d.status != "retrying"}
-    if not layout.outbound_db.exists():
+    if not os.path.lexists(layout.outbound_db):
         return False
+    # The agent's file: checked as the session checks it, never followed.
+    check_agent_file(layout.outbound_db, os.stat(layout.root).st_dev, MAX_OUTBOUND_DB_BYTES)
     with read_transaction(layout.outbound_db) as conn:
         written = {row[0] for row in conn.execute("SELECT id FROM messages_out")}
     return bool(written - settled)

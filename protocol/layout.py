@@ -1,4 +1,13 @@
-"""Where things live inside one session's folder. Both sides derive every path from here."""
+"""Where things live inside one session's folder. Both sides derive every path from here.
+
+    <session>/              the host's: the agent reads it (read-only in a container)
+      inbound.db, inbox/, proxy.sock
+      out/                  the agent's: the one place it writes
+        outbound.db, .heartbeat, outbox/<message id>/
+
+The agent can create, delete or rename entries only in `out/`, so nothing it does can put a
+link or a file of its making where the host writes (docs/ARCHITECTURE.md, "The session
+folder"). The host never follows a link in `out/` and checks every file it opens there."""
 
 from __future__ import annotations
 
@@ -13,11 +22,14 @@ OUTBOUND_DB = "outbound.db"
 HEARTBEAT = ".heartbeat"
 INBOX_DIR = "inbox"
 OUTBOX_DIR = "outbox"
+OUT_DIR = "out"
 PROXY_SOCKET = "proxy.sock"
 
 # The largest file an agent may send: what the channels people use accept (Telegram's bots
 # send up to 50 MB); anything bigger is refused, not read.
 MAX_OUTBOX_FILE_BYTES = 50 * 1024 * 1024
+# outbound.db past this is not read: an agent filling its disk must not fill the host's memory.
+MAX_OUTBOUND_DB_BYTES = 1024 * 1024 * 1024
 
 # Message ids become folder names, so they are restricted to a safe alphabet.
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -44,12 +56,17 @@ class SessionLayout:
         return self.root / INBOUND_DB
 
     @property
+    def out(self) -> Path:
+        """The one folder the agent writes in."""
+        return self.root / OUT_DIR
+
+    @property
     def outbound_db(self) -> Path:
-        return self.root / OUTBOUND_DB
+        return self.out / OUTBOUND_DB
 
     @property
     def heartbeat(self) -> Path:
-        return self.root / HEARTBEAT
+        return self.out / HEARTBEAT
 
     @property
     def proxy_socket(self) -> Path:
@@ -59,10 +76,10 @@ class SessionLayout:
         return self.root / INBOX_DIR / check_message_id(message_id)
 
     def outbox(self, message_id: str) -> Path:
-        return self.root / OUTBOX_DIR / check_message_id(message_id)
+        return self.out / OUTBOX_DIR / check_message_id(message_id)
 
     def create(self) -> None:
-        for folder in (self.root, self.root / INBOX_DIR, self.root / OUTBOX_DIR):
+        for folder in (self.root, self.root / INBOX_DIR, self.out, self.out / OUTBOX_DIR):
             folder.mkdir(parents=True, exist_ok=True)
 
     def outbox_file(self, message_id: str, name: str) -> Path:
@@ -72,18 +89,23 @@ class SessionLayout:
         whose real path stays inside the message's outbox folder.
         """
         path = contained_file(self.outbox(message_id), name)
-        # The container owns everything below the root, `outbox/` and `outbox/<id>/` too:
+        # The container owns everything below `out/`, `outbox/` and `outbox/<id>/` too:
         # either could be a symlink to anywhere on the host. Only the root itself is ours.
-        if path != self.root.resolve() / OUTBOX_DIR / message_id / name:
-            raise UnsafePathError(f"file {name!r} of message {message_id!r} is not inside {self.root / OUTBOX_DIR}")
+        if path != self.root.resolve() / OUT_DIR / OUTBOX_DIR / message_id / name:
+            raise UnsafePathError(f"file {name!r} of message {message_id!r} is not inside {self.out / OUTBOX_DIR}")
         check_sendable(path, os.stat(self.root).st_dev)
         return path
 
 
 def check_sendable(path: Path, device: int) -> None:
+    """A file an agent wants sent: see `check_agent_file`, within the size channels take."""
+    check_agent_file(path, device, MAX_OUTBOX_FILE_BYTES)
+
+
+def check_agent_file(path: Path, device: int, max_bytes: int) -> os.stat_result:
     """What the host will read of a file an agent made: opened without following a link (and
     without blocking on a FIFO), it must be a regular file with one link (a hard link to a
-    host file would be that file), on the session folder's device, within the size cap."""
+    host file would be that file), on the session folder's device, within `max_bytes`."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -95,11 +117,12 @@ def check_sendable(path: Path, device: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise UnsafePathError(f"file {path.name!r} is not a regular file")
     if st.st_nlink != 1:
-        raise UnsafePathError(f"file {path.name!r} has {st.st_nlink} links; only a file of its own is sent")
+        raise UnsafePathError(f"file {path.name!r} has {st.st_nlink} links; only a file of its own is taken")
     if st.st_dev != device:
         raise UnsafePathError(f"file {path.name!r} is on another file system than its session")
-    if st.st_size > MAX_OUTBOX_FILE_BYTES:
-        raise UnsafePathError(f"file {path.name!r} is {st.st_size} bytes, more than {MAX_OUTBOX_FILE_BYTES}")
+    if st.st_size > max_bytes:
+        raise UnsafePathError(f"file {path.name!r} is {st.st_size} bytes, more than {max_bytes}")
+    return st
 
 
 def contained_file(folder: Path, name: str) -> Path:
@@ -115,3 +138,18 @@ def contained_file(folder: Path, name: str) -> Path:
     if not real.is_file():
         raise UnsafePathError(f"file {name!r} does not exist in {folder}")
     return real
+
+
+def move_into_out(layout: SessionLayout) -> list[str]:
+    """Bring a session folder of the earlier layout (the agent's files beside the host's) to
+    this one: its outbound.db, journal, heartbeat and outbox move into `out/`. Entries are
+    renamed as they are (a link stays a link, never followed); returns what moved."""
+    moved: list[str] = []
+    if not os.path.lexists(layout.root / OUTBOUND_DB) or os.path.lexists(layout.out):
+        return moved
+    layout.out.mkdir()
+    for name in (OUTBOUND_DB, f"{OUTBOUND_DB}-journal", HEARTBEAT, OUTBOX_DIR):
+        if os.path.lexists(layout.root / name):
+            os.rename(layout.root / name, layout.out / name)
+            moved.append(name)
+    return moved

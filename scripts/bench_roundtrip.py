@@ -400,7 +400,7 @@ def bench_container(root: Path, n: int) -> tuple[list[Result], ContainerNotes]:
     """(b) and its polling variant, interleaved on one runner."""
     cold, events, polled = Result(CONTAINER_COLD), Result(CONTAINER_EVENTS), Result(CONTAINER_POLL)
     bench = ContainerBench(root)
-    waiter = EventWaiter(bench.layout.root)
+    waiter = EventWaiter(bench.layout.out)
     runner: RunnerChild | None = None
     try:
         # As the host does it: the row first, then the container; the runner finds it at start.

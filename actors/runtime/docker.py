@@ -33,6 +33,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount
 
 from actors.runtime.base import AgentSpec, RuntimeStartError
+from protocol.layout import OUT_DIR
 
 log = logging.getLogger("hutch.runtime.docker")
 agent_log = logging.getLogger("hutch.agent")
@@ -455,7 +456,13 @@ def _mounts(spec: AgentSpec) -> list[Mount]:
     # Bind mounts of the folders, never of a .db alone: SQLite's journal must sit beside
     # the database (invariant 2). A missing source is an error, not an empty folder the
     # engine would create as root.
-    wanted = [(spec.session_dir, SESSION_MOUNT, False), (spec.agent_dir, AGENT_MOUNT, False)]
+    # The session folder read-only, its `out/` writable: the agent can create, delete or
+    # rename nothing where the host's own files are (docs/ARCHITECTURE.md, the session folder).
+    wanted = [
+        (spec.session_dir, SESSION_MOUNT, True),
+        (spec.session_dir / OUT_DIR, f"{SESSION_MOUNT}/{OUT_DIR}", False),
+        (spec.agent_dir, AGENT_MOUNT, False),
+    ]
     if spec.global_dir is not None:
         wanted.append((spec.global_dir, GLOBAL_MOUNT, True))
     mounts = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -78,7 +79,7 @@ from protocol import inbound
 from protocol.content import ChatIn, ContentError, Notice, SystemAction, check_inbound
 from protocol.db import create_session_db, read_transaction, write_transaction
 from protocol.filewatch import commit_may_have_finished
-from protocol.layout import HEARTBEAT, OUTBOUND_DB
+from protocol.layout import HEARTBEAT, OUTBOUND_DB, UnsafePathError, move_into_out
 from protocol.rows import Delivery, MessageIn, ProcessingAck
 from protocol.schema import INBOUND, OUTBOUND
 from protocol.timers import ActorTimer
@@ -133,6 +134,7 @@ class SessionActor(pykka.ThreadingActor):
             self.actor_ref.tell,
         )
         self._watcher = watcher
+        self._device = 0  # the session folder's, once it exists: the agent's files must be on it
         self._own_watcher: FolderWatcher | None = None
         # Inbound rows: the pending ones, and the writes received but not yet committed.
         self._pending = PendingRows()
@@ -162,7 +164,9 @@ class SessionActor(pykka.ThreadingActor):
     # --- lifecycle ------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        move_into_out(self._layout)  # a session folder of the earlier layout
         self._layout.create()
+        self._device = os.stat(self._layout.root).st_dev
         create_session_db(self._layout.inbound_db, INBOUND)
         if not self._layout.outbound_db.exists():
             # Created before any agent runs, so readers never meet a file without tables;
@@ -282,14 +286,14 @@ class SessionActor(pykka.ThreadingActor):
 
     def _watch(self) -> None:
         if self._watcher is None:
-            self._own_watcher = FolderWatcher(self._layout.root, recursive=False)
+            self._own_watcher = FolderWatcher(self._layout.out, recursive=False)
             self._own_watcher.start()
             self._watcher = self._own_watcher
-        self._watcher.subscribe(self._layout.root, self._on_file_event)
+        self._watcher.subscribe(self._layout.out, self._on_file_event)
 
     def _unwatch(self) -> None:
         if self._watcher is not None:
-            self._watcher.unsubscribe(self._layout.root)
+            self._watcher.unsubscribe(self._layout.out)
         if self._own_watcher is not None:
             self._own_watcher.stop()
             self._own_watcher = None
@@ -379,8 +383,10 @@ class SessionActor(pykka.ThreadingActor):
     def _read_outbound(self) -> None:
         while True:
             try:
-                snapshot = read_snapshot(self._layout.outbound_db, self._cursor, self._pending.ids(), _OUTBOUND_PAGE)
-            except sqlite3.DatabaseError as exc:
+                snapshot = read_snapshot(
+                    self._layout.outbound_db, self._cursor, self._pending.ids(), _OUTBOUND_PAGE, self._device
+                )
+            except (sqlite3.DatabaseError, UnsafePathError) as exc:
                 # The agent owns this file; whatever it did to it must not stop the session.
                 log.warning("%s cannot read outbound.db: %s", self._info.tag, exc)
                 return

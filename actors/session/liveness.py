@@ -8,6 +8,7 @@ agent that made it, and a missing heartbeat only once the agent had time to writ
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,10 +33,13 @@ def claims_since(acks: Mapping[str, ProcessingAck], started_at: datetime) -> dic
 
 
 def heartbeat_mtime(path: Path) -> float | None:
+    """The heartbeat's mtime; a link or anything but a plain file counts as no beat (the agent
+    made it, and a link would let it show any file's time)."""
     try:
-        return path.stat().st_mtime
+        st = path.lstat()
     except FileNotFoundError:
         return None  # not started yet, or removed before this agent started
+    return st.st_mtime if stat.S_ISREG(st.st_mode) else None
 
 
 def agent_problem(

@@ -4,6 +4,7 @@ checked column by column and its content decoded strictly; a bad row becomes a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import msgspec
 
 from protocol.content import MAX_CONTENT_BYTES, ContentError, OutboundContent, decode_content
 from protocol.db import read_transaction
+from protocol.layout import MAX_OUTBOUND_DB_BYTES, check_agent_file
 from protocol.rows import MessageOut, ProcessingAck
 from protocol.timeutil import parse_ts
 
@@ -44,11 +46,17 @@ class Snapshot(msgspec.Struct, frozen=True):
 _ACK_CHUNK = 500
 
 
-def read_snapshot(path: Path, cursor: int, pending: Collection[str], limit: int = 200) -> Snapshot:
+def read_snapshot(
+    path: Path, cursor: int, pending: Collection[str], limit: int = 200, device: int | None = None
+) -> Snapshot:
     """One read transaction: rows with seq above `cursor`, in seq order (oversized content
-    is never loaded), and the acks of the `pending` inbound rows."""
-    if not path.exists():
+    is never loaded), and the acks of the `pending` inbound rows. With `device`, the file is
+    first checked as any file the agent made (`check_agent_file`): a link, a second link
+    or another device raises `UnsafePathError`, and nothing is opened."""
+    if not os.path.lexists(path):
         return Snapshot([], {}, False)
+    if device is not None:
+        check_agent_file(path, device, MAX_OUTBOUND_DB_BYTES)
     with read_transaction(path) as conn:
         raw = conn.execute(
             f"SELECT {_COLUMNS}, length(CAST(content AS BLOB)) AS content_bytes,"

@@ -65,8 +65,8 @@ def test_a_write_reaches_the_folder_it_was_in_and_no_other(watcher: FolderWatche
     layout = make_session(root / "family" / "one")
     other = make_session(root / "family" / "two")
     mine, theirs = Heard(), Heard()
-    watcher.subscribe(layout.root, mine)
-    watcher.subscribe(other.root, theirs)
+    watcher.subscribe(layout.out, mine)
+    watcher.subscribe(other.out, theirs)
     watcher.start()
 
     with write_transaction(layout.outbound_db) as conn:
@@ -75,24 +75,24 @@ def test_a_write_reaches_the_folder_it_was_in_and_no_other(watcher: FolderWatche
         )
     other.heartbeat.touch()  # a marker: events come in order, so mine are all in once it is
 
-    assert theirs.next_named(".heartbeat").parent == other.root
+    assert theirs.next_named(".heartbeat").parent == other.out
     heard = mine.all()
     assert "outbound.db-journal" in {path.name for path in heard}  # a commit: its journal came and went
-    assert {path.parent for path in heard} == {layout.root}
+    assert {path.parent for path in heard} == {layout.out}
 
 
 def test_a_deeper_path_is_not_the_folders_business(watcher: FolderWatcher, root: Path) -> None:
     layout = make_session(root / "family" / "one")
     heard = Heard()
-    watcher.subscribe(layout.root, heard)
+    watcher.subscribe(layout.out, heard)
     watcher.start()
 
-    (layout.root / "outbox" / "m1").mkdir(parents=True)
-    (layout.root / "outbox" / "m1" / "outbound.db").write_text("a file the agent made")
+    (layout.out / "outbox" / "m1").mkdir(parents=True)
+    (layout.out / "outbox" / "m1" / "outbound.db").write_text("a file the agent made")
     layout.heartbeat.touch()
 
     heard.next_named(".heartbeat")
-    assert all(path.parent == layout.root for path in heard.all())
+    assert all(path.parent == layout.out for path in heard.all())
 
 
 def test_after_unsubscribing_nothing_is_heard_and_an_unknown_folder_breaks_nothing(
@@ -101,10 +101,10 @@ def test_after_unsubscribing_nothing_is_heard_and_an_unknown_folder_breaks_nothi
     gone = make_session(root / "family" / "gone")
     kept = make_session(root / "family" / "kept")
     heard_gone, heard_kept = Heard(), Heard()
-    watcher.subscribe(gone.root, heard_gone)
-    watcher.subscribe(kept.root, heard_kept)
+    watcher.subscribe(gone.out, heard_gone)
+    watcher.subscribe(kept.out, heard_kept)
     watcher.start()
-    watcher.unsubscribe(gone.root)
+    watcher.unsubscribe(gone.out)
 
     gone.heartbeat.touch()
     kept.heartbeat.touch()
@@ -118,7 +118,7 @@ def test_a_folder_spelled_relative_is_the_same_folder(tmp_path: Path, monkeypatc
     watcher = FolderWatcher(Path("sessions"))
     layout = make_session(tmp_path / "sessions" / "family" / "one")
     heard = Heard()
-    watcher.subscribe(Path(os.path.relpath(layout.root, tmp_path)), heard)
+    watcher.subscribe(Path(os.path.relpath(layout.out, tmp_path)), heard)
     watcher.start()
     try:
         layout.heartbeat.touch()
@@ -134,8 +134,8 @@ def test_reading_outbound_db_wakes_nobody(watcher: FolderWatcher, root: Path) ->
     reader_layout = make_session(root / "family" / "reader")
     marker_layout = make_session(root / "family" / "marker")
     reader, marker = Heard(), Heard()
-    watcher.subscribe(reader_layout.root, reader)
-    watcher.subscribe(marker_layout.root, marker)
+    watcher.subscribe(reader_layout.out, reader)
+    watcher.subscribe(marker_layout.out, marker)
     watcher.start()
 
     for _ in range(3):

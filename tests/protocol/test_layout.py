@@ -13,12 +13,15 @@ import protocol.layout as layout_module
 from protocol.layout import (
     HEARTBEAT,
     INBOUND_DB,
+    OUT_DIR,
     OUTBOUND_DB,
     PROXY_SOCKET,
     SessionLayout,
     UnsafePathError,
+    check_agent_file,
     check_message_id,
     contained_file,
+    move_into_out,
 )
 
 
@@ -43,13 +46,16 @@ def test_unsafe_path_error_is_a_value_error() -> None:
 def test_session_layout_paths(tmp_path: Path) -> None:
     layout = SessionLayout(tmp_path)
     assert layout.inbound_db == tmp_path / INBOUND_DB == tmp_path / "inbound.db"
-    assert layout.outbound_db == tmp_path / OUTBOUND_DB == tmp_path / "outbound.db"
-    assert layout.heartbeat == tmp_path / HEARTBEAT == tmp_path / ".heartbeat"
+    # The host's files in the folder itself; the agent's in `out/`, the one place it writes.
+    assert layout.out == tmp_path / OUT_DIR == tmp_path / "out"
+    assert layout.outbound_db == tmp_path / "out" / OUTBOUND_DB == tmp_path / "out" / "outbound.db"
+    assert layout.heartbeat == tmp_path / "out" / HEARTBEAT == tmp_path / "out" / ".heartbeat"
     assert layout.proxy_socket == tmp_path / PROXY_SOCKET
-    # The journal must sit beside the DB, so both DBs live directly in the mounted folder.
-    assert layout.inbound_db.parent == layout.outbound_db.parent == tmp_path
+    # Each journal sits beside its DB: both folders are mounted whole, never a lone file.
+    assert layout.inbound_db.parent == tmp_path
+    assert layout.outbound_db.parent == layout.out
     assert layout.inbox("m1") == tmp_path / "inbox" / "m1"
-    assert layout.outbox("m1") == tmp_path / "outbox" / "m1"
+    assert layout.outbox("m1") == tmp_path / "out" / "outbox" / "m1"
 
 
 @pytest.mark.parametrize("message_id", ["../x", "a/b", ""])
@@ -66,7 +72,7 @@ def test_create_makes_the_folders_and_can_run_again(tmp_path: Path) -> None:
     layout.create()
     layout.create()
     assert (layout.root / "inbox").is_dir()
-    assert (layout.root / "outbox").is_dir()
+    assert (layout.out / "outbox").is_dir()
 
 
 @pytest.fixture
@@ -162,8 +168,8 @@ def test_outbox_file_refuses_an_outbox_that_is_a_symlink(tmp_path: Path) -> None
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "m1").mkdir(parents=True)
     (elsewhere / "m1" / "id_rsa").write_text("key")
-    (layout.root / "outbox").rename(layout.root / "outbox.old")
-    (layout.root / "outbox").symlink_to(elsewhere, target_is_directory=True)
+    (layout.out / "outbox").rename(layout.out / "outbox.old")
+    (layout.out / "outbox").symlink_to(elsewhere, target_is_directory=True)
     with pytest.raises(UnsafePathError, match="not inside"):
         layout.outbox_file("m1", "id_rsa")
 
@@ -206,3 +212,33 @@ def test_outbox_file_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(layout.outbox("m1") / "pipe")
     with pytest.raises(UnsafePathError):
         layout.outbox_file("m1", "pipe")
+
+
+def test_a_session_folder_of_the_earlier_layout_moves_into_out(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s")
+    layout.root.mkdir()
+    (layout.root / "outbound.db").write_text("rows")
+    (layout.root / ".heartbeat").write_text("")
+    (layout.root / "outbox" / "m1").mkdir(parents=True)
+    (layout.root / "inbound.db").write_text("the host's")
+
+    assert move_into_out(layout) == ["outbound.db", ".heartbeat", "outbox"]
+    assert layout.outbound_db.read_text() == "rows"
+    assert layout.outbox("m1").is_dir()
+    assert (layout.root / "inbound.db").read_text() == "the host's"
+    assert move_into_out(layout) == []  # once moved, nothing more to do
+
+
+def test_the_host_refuses_an_agent_file_that_is_a_link_or_a_second_link(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    device = os.stat(layout.root).st_dev
+    host_file = tmp_path / "hutch.db"
+    host_file.write_text("the host's own")
+    layout.outbound_db.symlink_to(host_file)
+    with pytest.raises(UnsafePathError, match="cannot be opened safely"):
+        check_agent_file(layout.outbound_db, device, 1024)
+    layout.outbound_db.unlink()
+    os.link(host_file, layout.outbound_db)
+    with pytest.raises(UnsafePathError, match="2 links"):
+        check_agent_file(layout.outbound_db, device, 1024)

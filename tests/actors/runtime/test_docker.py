@@ -228,8 +228,19 @@ def writable(path):
         return True
     except OSError:
         return False
-report["writable"] = {p: writable(p) for p in ("/global/x", "/opt/x", "/tmp/x", "/workspace/x", "/session/x")}
-json.dump(report, open("/session/probe.json", "w"))
+def removable(path):
+    try:
+        os.remove(path)
+        return True
+    except OSError:
+        return False
+report["writable"] = {
+    p: writable(p) for p in ("/global/x", "/opt/x", "/tmp/x", "/workspace/x", "/session/x", "/session/out/x")
+}
+# The host's own file: the agent can read it, never remove, replace or link it.
+report["inbound_readable"] = len(open("/session/inbound.db", "rb").read(16)) == 16
+report["inbound_removable"] = removable("/session/inbound.db")
+json.dump(report, open("/session/out/probe.json", "w"))
 """
 
 
@@ -259,7 +270,7 @@ def test_inside_the_container(
     run_python(client, installation, PROBE).start(probed, exits)
     assert exits.wait() == 0
 
-    report = json.loads((spec.session_dir / "probe.json").read_text())
+    report = json.loads((spec.session_dir / "out" / "probe.json").read_text())
     assert (report["uid"], report["gid"]) == (os.getuid(), os.getgid())
     assert report["cwd"] == "/workspace"
     env = report["env"]
@@ -277,20 +288,23 @@ def test_inside_the_container(
         "/opt/x": False,
         "/tmp/x": True,
         "/workspace/x": True,
-        "/session/x": True,
+        "/session/x": False,  # the session folder is the host's: read-only in here
+        "/session/out/x": True,
     }
+    assert report["inbound_readable"] and not report["inbound_removable"]
+    assert (spec.session_dir / "inbound.db").exists()
 
 
 @needs_engine
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to hand the folders to another uid")
 def test_runs_as_the_given_uid_gid(client: Any, installation: str, spec: AgentSpec) -> None:
-    for folder in (spec.session_dir, spec.agent_dir):
+    for folder in (spec.session_dir / "out", spec.agent_dir):
         os.chown(folder, 4321, 4322)
-    code = "import os; open('/session/mine', 'w').write(f'{os.getuid()}:{os.getgid()}')"
+    code = "import os; open('/session/out/mine', 'w').write(f'{os.getuid()}:{os.getgid()}')"
     exits = Exits()
     run_python(client, installation, code, uid_gid="4321:4322").start(spec, exits)
     assert exits.wait() == 0
-    mine = spec.session_dir / "mine"
+    mine = spec.session_dir / "out" / "mine"
     assert mine.read_text() == "4321:4322"
     assert (mine.stat().st_uid, mine.stat().st_gid) == (4321, 4322)
 

@@ -562,12 +562,12 @@ def test_bad_rows_are_rejected_and_the_session_goes_on(host: Host, tmp_path: Pat
     put(session, chat("hello"))
     secret = tmp_path / "secret.txt"
     secret.write_text("the host's secret")
-    (layout.root / "outbox" / "linked").mkdir()
-    (layout.root / "outbox" / "linked" / "photo.jpg").symlink_to(secret)
+    (layout.out / "outbox" / "linked").mkdir()
+    (layout.out / "outbox" / "linked" / "photo.jpg").symlink_to(secret)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "photo.jpg").write_text("not in the outbox")
-    (layout.root / "outbox" / "dirlink").symlink_to(elsewhere, target_is_directory=True)
+    (layout.out / "outbox" / "dirlink").symlink_to(elsewhere, target_is_directory=True)
 
     huge = json.dumps({"text": "x" * MAX_CONTENT_BYTES})
     write_raw_out(layout, "badjson", content="{not json")

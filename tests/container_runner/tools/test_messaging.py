@@ -128,7 +128,7 @@ def test_send_file_refuses_paths_outside_the_workspace(setup: Setup, path: str) 
     assert outcome.is_error
     assert "only files in your workspace" in outcome.content
     assert replies(setup.layout) == []
-    assert list((setup.layout.root / "outbox").iterdir()) == []
+    assert list((setup.layout.out / "outbox").iterdir()) == []
 
 
 @pytest.mark.parametrize("path", ["missing.txt", "folder"])
