@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from protocol.layout import SessionLayout
 from tests.fakes.chat_client import ChatClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,10 +149,15 @@ def descendant_running(ancestor: int, argv: list[bytes]) -> int | None:
 # --- databases -----------------------------------------------------------------------------
 
 
+def session_layouts(data_dir: Path) -> list[SessionLayout]:
+    """Every session folder (`sessions/<group>/<session id>/`), its paths as both sides know them."""
+    return [SessionLayout(folder) for folder in sorted(data_dir.glob("sessions/*/*")) if folder.is_dir()]
+
+
 def all_dbs(data_dir: Path) -> list[Path]:
     dbs = [data_dir / "hutch.db"]
-    for name in ("inbound.db", "outbound.db"):
-        dbs += sorted(data_dir.glob(f"sessions/*/*/{name}"))
+    for layout in session_layouts(data_dir):
+        dbs += [db for db in (layout.inbound_db, layout.outbound_db) if db.exists()]
     return dbs
 
 
@@ -190,7 +196,7 @@ def integrity_problems(data_dir: Path) -> list[str]:
 def processing_claims(data_dir: Path) -> int:
     """How many rows the agents have claimed (`processing`) right now, over all sessions."""
     claims = 0
-    for db in data_dir.glob("sessions/*/*/outbound.db"):
+    for db in (layout.outbound_db for layout in session_layouts(data_dir)):
         try:
             with reading(db) as conn:
                 claims += conn.execute("SELECT count(*) FROM processing_ack WHERE status = 'processing'").fetchone()[0]
