@@ -75,7 +75,7 @@ class ProcessRuntime:
         if self._scope is None:
             return []
         ended: list[str] = []
-        for pid in _agents_in(self._scope.resolve()):
+        for pid in agents_in(self._scope.resolve()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # each agent leads its own process group
                 ended.append(str(pid))
@@ -125,7 +125,7 @@ def _dying_with_host() -> tuple[str, ...]:
     return (setpriv, "--pdeathsig", "KILL", "--")
 
 
-def _agents_in(scope: Path) -> list[int]:
+def agents_in(scope: Path) -> list[int]:
     """Pids of runner processes whose session folder lies under `scope`, from /proc."""
     prefix = f"HUTCH_SESSION_DIR={scope}{os.sep}".encode()
     found: list[int] = []

@@ -9,26 +9,19 @@ exists (a claim in outbound.db, a tool's process, an agent's end) a bounded poll
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
+from actors.runtime.process import agents_in
 from protocol.layout import SessionLayout
 from tests.fakes.chat_client import ChatClient
+from tests.fakes.host_process import HostProcess
 
-REPO = Path(__file__).resolve().parents[2]
-
-READY_LINE = "hutch is running"
-START_TIMEOUT_S = 60.0
 # Generous: a message whose agent was killed waits for a retry (5 s, then more) and may be
 # found again only by the sweep (every 30 s).
 ANSWER_TIMEOUT_S = 90.0
@@ -52,43 +45,6 @@ def poll(what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S)
         time.sleep(POLL_INTERVAL_S)
 
 
-class HostProcess:
-    """`python -m actors.main` as a person runs it; ready once it prints that it runs."""
-
-    def __init__(self, data_dir: Path, log: list[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
-        env.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME="process", HUTCH_PROVIDER="mock")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "actors.main"], cwd=REPO, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        self.pid = self.process.pid
-        self._log = log
-        ready: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.process.stdout, ready), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.process.stderr, None), daemon=True).start()
-        try:
-            ready.get(timeout=START_TIMEOUT_S)
-        except queue.Empty:
-            self.kill()
-            raise FaultError("the host did not start:\n" + "".join(log[-40:])) from None
-
-    def _pump(self, stream: IO[str], ready: queue.Queue[str] | None) -> None:
-        for line in stream:
-            self._log.append(line)
-            if ready is not None and READY_LINE in line:
-                ready.put(line)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=90)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-
 # --- /proc ---------------------------------------------------------------------------------
 
 
@@ -100,20 +56,9 @@ def _read(path: Path) -> bytes | None:
 
 
 def agent_pids(data_dir: Path) -> list[int]:
-    """Live runner processes (`python -m container_runner`) of sessions under `data_dir`.
-    A zombie has no cmdline or environ any more, so it is not counted."""
-    prefix = f"HUTCH_SESSION_DIR={data_dir.resolve()}{os.sep}".encode()
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        cmdline = _read(entry / "cmdline")
-        environ = _read(entry / "environ")
-        if cmdline is None or environ is None or b"container_runner" not in cmdline:
-            continue
-        if any(item.startswith(prefix) for item in environ.split(b"\0")):
-            found.append(int(entry.name))
-    return found
+    """Live runner processes of sessions under `data_dir`: found as the host finds the ones a
+    dead host left (a zombie has no command line any more, so it is not counted)."""
+    return agents_in(data_dir.resolve())
 
 
 def _parents() -> dict[int, int]:

@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.chat_client import ChatClient
+from tests.fakes.host_process import HostProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class HostProcess:
-    """`python -m actors.main` as a person runs it; ready once it prints that it runs."""
-
-    def __init__(self, data_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
-        env.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME="process", HUTCH_PROVIDER="mock")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "actors.main"], cwd=REPO, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        self.log: list[str] = []
-        ready: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.process.stdout, ready), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.process.stderr, None), daemon=True).start()
-        assert "hutch is running" in ready.get(timeout=60)
-
-    def _pump(self, stream: Any, ready: queue.Queue[str] | None) -> None:
-        for line in stream:
-            self.log.append(line)
-            if ready is not None and "hutch is running" in line:
-                ready.put(line)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=90)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def _drain(client: ChatClient) -> list[dict[str, Any]]:
