@@ -20,7 +20,12 @@ def insert_message(
     in_reply_to: str | None = None,
     deliver_after: str | None = None,
 ) -> MessageOut:
-    """Insert with the next odd seq above the highest of both tables."""
+    """Insert with the next odd seq above the highest of both tables. An id that is already
+    there is returned as it is: a retried turn's side effect is recorded once (the tools give
+    each one an id derived from the turn)."""
+    existing = conn.execute("SELECT * FROM messages_out WHERE id = ?", (message_id,)).fetchone()
+    if existing is not None:
+        return from_row(MessageOut, existing)
     seq = next_odd_seq(max(max_seq(conn, "messages_out"), highest_inbound_seq))
     row = MessageOut(
         id=message_id,

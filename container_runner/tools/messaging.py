@@ -18,7 +18,7 @@ from container_runner.tools.base import Tool, ToolError, ToolOutcome
 from container_runner.tools.function import FunctionTool
 from container_runner.turn import TurnContext
 from protocol import inbound, outbound
-from protocol.content import AskQuestionOut, ChatOut, EditOut, OutboundContent, ReactionOut
+from protocol.content import AskQuestionOut, ChatOut, EditOut, OutboundContent, ReactionOut, encode_content
 from protocol.db import read_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageOut
@@ -32,8 +32,15 @@ class _Sender:
         self.context = context
 
     def send(self, content: OutboundContent, message_id: str | None = None) -> MessageOut:
-        request = WriteMessage(content, self.context.routing, self.context.reply_to, message_id)
+        """Write the row. Without an id of its own it gets the turn's next effect id, so a turn
+        retried after a kill does not send the same thing twice; only the same content counts
+        as the same effect (a retried model may say something else)."""
+        effect_id = None if message_id else self.context.effect_id()
+        request = WriteMessage(content, self.context.routing, self.context.reply_to, message_id or effect_id)
         written: MessageOut = self.outbox.ask(request, block=True)
+        if effect_id is not None and written.content != encode_content(content):
+            fresh = WriteMessage(content, self.context.routing, self.context.reply_to, None)
+            written = self.outbox.ask(fresh, block=True)
         return written
 
 
@@ -72,6 +79,7 @@ class SendFile(FunctionTool[SendFileInput]):
 
     def call(self, arguments: SendFileInput) -> ToolOutcome:
         source = self._source(arguments.path)
+        # A fresh id each time: a file copied for a retried turn may differ from the first's.
         message_id = uuid.uuid4().hex
         folder = self._layout.outbox(message_id)
         folder.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,18 @@ def test_a_batch_takes_consecutive_even_seqs_and_each_id_once(tmp_path: Path) ->
             ("b", 4),
             ("c", 6),
         ]
+
+
+def test_an_outbound_id_written_again_is_the_row_already_there(tmp_path: Path) -> None:
+    path = tmp_path / "outbound.db"
+    create_session_db(path, OUTBOUND)
+    with write_transaction(path) as conn:
+        first = outbound.insert_message(
+            conn, message_id="t1-e1", content=ChatOut(text="hi"), timestamp=now_ts(), highest_inbound_seq=2
+        )
+        again = outbound.insert_message(
+            conn, message_id="t1-e1", content=ChatOut(text="hi"), timestamp=now_ts(), highest_inbound_seq=2
+        )
+    assert again == first
+    with read_transaction(path) as conn:
+        assert max_seq(conn, "messages_out") == first.seq

@@ -245,3 +245,31 @@ def test_an_unknown_tool_is_an_error_listing_the_tools(setup: Setup) -> None:
     outcome = _run(setup.box(), "launch_rocket", {})
     assert outcome.is_error
     assert "launch_rocket" in outcome.content and "send_message" in outcome.content
+
+
+def test_a_turn_retried_after_a_kill_sends_each_message_once(setup: Setup) -> None:
+    """The agent died mid turn after telling the person something; the retried turn says it
+    again, as a model would, and the person gets it once. What it says differently goes."""
+    _run(setup.box(), "send_message", {"text": "working on it"})
+    _run(setup.box(), "send_message", {"text": "half way"})
+
+    retried = TurnContext()  # a new runner, the same batch
+    retried.begin((setup.row,))
+    setup.context = retried
+    box = setup.box()
+    assert (
+        _run(box, "send_message", {"text": "working on it"}).content
+        == f"sent as message {replies(setup.layout)[0].seq}"
+    )
+    _run(box, "send_message", {"text": "almost there"})  # new in this run: sent
+
+    texts = [row.decoded().text for row in replies(setup.layout)]
+    assert texts == ["working on it", "half way", "almost there"]
+
+
+def test_follow_ups_joining_a_turn_keep_its_count(setup: Setup) -> None:
+    _run(setup.box(), "send_message", {"text": "one"})
+    later = write_in(setup.layout, ChatIn(text="and also", sender="Ann", sender_id="u1"))
+    setup.context.begin((setup.row, later))  # the agent took a follow-up into the turn
+    _run(setup.box(), "send_message", {"text": "two"})
+    assert [row.id for row in replies(setup.layout)] == [f"{setup.row.id}-e1", f"{setup.row.id}-e2"]
