@@ -132,12 +132,6 @@ def pending_due(conn: sqlite3.Connection, now: datetime) -> list[MessageIn]:
     return [row for row in messages_with_status(conn, "pending") if row.is_due(now)]
 
 
-def next_due_time(conn: sqlite3.Connection) -> datetime | None:
-    """When the earliest pending row that is not yet due becomes due."""
-    times = [row.due_at() for row in messages_with_status(conn, "pending")]
-    return min((moment for moment in times if moment is not None), default=None)
-
-
 def series_rows(conn: sqlite3.Connection, series_id: str) -> list[MessageIn]:
     rows = conn.execute("SELECT * FROM messages_in WHERE series_id = ? ORDER BY seq", (series_id,))
     return [from_row(MessageIn, row) for row in rows]

@@ -269,8 +269,7 @@ class SessionActor(pykka.ThreadingActor):
     def _refresh(self) -> None:
         self._refreshed_at = time.monotonic()
         self._read_outbound()
-        if self._pending.due_triggers(self._clock()):
-            self._ensure_agent()
+        self._ensure_agent()  # it looks for due work itself
         self._pump()
         self._schedule_wake()
         self._agent.note_idle(not self._busy())

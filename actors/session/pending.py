@@ -36,16 +36,16 @@ class PendingRows:
     def get(self, message_id: str) -> MessageIn | None:
         return self._rows.get(message_id)
 
-    def due_triggers(self, now: datetime) -> list[str]:
+    def _due_triggers(self, now: datetime) -> list[MessageIn]:
         """Rows that should start a turn now; context-only rows wait for one."""
-        return [row.id for row in self._rows.values() if row.trigger and row.is_due(now)]
+        return [row for row in self._rows.values() if row.trigger and row.is_due(now)]
+
+    def due_triggers(self, now: datetime) -> list[str]:
+        return [row.id for row in self._due_triggers(now)]
 
     def due_since(self, now: datetime) -> datetime | None:
         """When the oldest row that should start a turn now became due."""
-        times = [
-            row.due_at() or parse_ts(row.timestamp) for row in self._rows.values() if row.trigger and row.is_due(now)
-        ]
-        return min(times, default=None)
+        return min((row.due_at() or parse_ts(row.timestamp) for row in self._due_triggers(now)), default=None)
 
     def next_due(self) -> datetime | None:
         """The earliest `process_after` among pending rows (passed or not)."""
