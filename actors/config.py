@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
 from actors.data_folder import DataFolder
+from actors.runtime.base import AgentLimits
+from actors.store.agent_uids import UidRange
 from protocol.envnum import EnvNumberError, env_number, env_whole_number
 from protocol.logs import level_name
 
@@ -37,6 +39,10 @@ class HostConfig(DataFolder):
     base_url: str = "https://api.anthropic.com"
     assistant_name: str = "Assistant"
     sweep_interval_s: float = 30.0
+    # Used only when the host runs as root: each agent group's agents get a uid from here.
+    agent_uids: UidRange = field(default_factory=lambda: UidRange(1_000_000, 1_099_999))
+    # Every agent group's limits unless it has its own (agent_groups' columns).
+    agent_limits: AgentLimits = field(default_factory=AgentLimits)
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> HostConfig:
@@ -66,8 +72,36 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             base_url=env.get("ANTHROPIC_BASE_URL") or defaults.base_url,
             assistant_name=env.get("HUTCH_ASSISTANT_NAME") or defaults.assistant_name,
             sweep_interval_s=env_number(env, "HUTCH_SWEEP_INTERVAL", defaults.sweep_interval_s, positive=True),
+            agent_uids=_uid_range(env, defaults.agent_uids),
+            agent_limits=_agent_limits(env, defaults.agent_limits),
         )
     )
+
+
+def _uid_range(env: Mapping[str, str], default: UidRange) -> UidRange:
+    text = env.get("HUTCH_AGENT_UIDS")
+    if not text:
+        return default
+    try:
+        return UidRange.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"HUTCH_AGENT_UIDS: {exc}") from None
+
+
+def _agent_limits(env: Mapping[str, str], default: AgentLimits) -> AgentLimits:
+    # The minimums are AgentLimits' own, checked here so the error names the variable.
+    cpus = env_number(env, "HUTCH_AGENT_CPUS", default.cpus, positive=True)
+    try:
+        return AgentLimits(
+            cpus=cpus,
+            memory_mb=env_whole_number(env, "HUTCH_AGENT_MEMORY_MB", default.memory_mb, minimum=64),
+            pids=env_whole_number(env, "HUTCH_AGENT_PIDS", default.pids, minimum=16),
+            shm_mb=env_whole_number(env, "HUTCH_AGENT_SHM_MB", default.shm_mb, minimum=1),
+        )
+    except EnvNumberError:
+        raise
+    except ValueError as exc:  # only the upper bound on cpus is left to AgentLimits
+        raise ConfigError(f"HUTCH_AGENT_CPUS={cpus:g}: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from typing import Final, Literal, cast
 
 import httpx2
 
+from actors.runtime.base import AgentUser
 from actors.socket_file import clear_for_bind, identity, remove_if_ours
 
 log = logging.getLogger("hutch.credentials")
@@ -85,8 +86,9 @@ class CredentialProxy:
         if not self._upstream.has_credentials:
             log.warning("credential proxy has no API key or auth token: agents' model calls will fail")
 
-    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None:
-        """Listen for `session_id`'s agent on `socket_path` (replacing any earlier socket of it)."""
+    def open_socket(self, session_id: str, agent_group: str, socket_path: Path, owner: AgentUser | None = None) -> None:
+        """Listen for `session_id`'s agent on `socket_path` (replacing any earlier socket of it).
+        The socket is private to `owner`, the agent's uid (None: the host's own)."""
         if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
             raise ValueError(f"socket path too long for AF_UNIX ({len(os.fsencode(socket_path))} bytes): {socket_path}")
         with self._lock:
@@ -95,7 +97,7 @@ class CredentialProxy:
             previous = self._servers.pop(session_id, None)
         if previous is not None:
             previous.close()
-        server = _SessionServer.listen(socket_path, session_id, agent_group, self._upstream, self._count)
+        server = _SessionServer.listen(socket_path, session_id, agent_group, self._upstream, self._count, owner)
         with self._lock:
             stopped = self._stopped
             if not stopped:
@@ -193,7 +195,13 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
 
     @classmethod
     def listen(
-        cls, path: Path, session_id: str, agent_group: str, upstream: _Upstream, count: Callable[[str], None]
+        cls,
+        path: Path,
+        session_id: str,
+        agent_group: str,
+        upstream: _Upstream,
+        count: Callable[[str], None],
+        owner: AgentUser | None = None,
     ) -> _SessionServer:
         # The agent can write in its session folder: whatever it left in the way goes.
         clear_for_bind(path, replace_foreign=True)
@@ -204,6 +212,8 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
             # Tightened before listen(): until then every connection attempt is refused, so
             # there is no moment at which a looser mode could be used.
             os.chmod(path, 0o600)
+            if owner is not None and os.geteuid() == 0:  # only root can give it away
+                os.lchown(path, owner.uid, owner.gid)
             server.socket.setblocking(False)  # a vanished client must not block accept()
             server.server_activate()
         except BaseException:

@@ -3,6 +3,7 @@ reverse in one place (`Host`). `actors.main` runs it; tests start it in-process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import logging
@@ -16,6 +17,7 @@ from actors.config import HostConfig
 from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
 from actors.inotify_limits import inotify_shortfall
+from actors.ownership import EVERYONE_READS, can_give_away, secure_data_folder, set_mode
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
@@ -96,6 +98,12 @@ class Host:
         self._on_stop("data folder lock", lock.release)
         self.store = open_store(config.central_db)
         self._on_stop("store", self.store.close)
+        # Agents get uids of their own only from a host run as root; they then pass through
+        # the data folder to their own folders (docs/ARCHITECTURE.md, "Who an agent runs as").
+        agent_uids = config.agent_uids if can_give_away() else None
+        secure_data_folder(
+            config.data_dir, config.central_db, (config.sessions_dir, config.groups_dir), shared=agent_uids is not None
+        )
         ensure_first_start(self.store, config)
         provider = effective_provider(config)
 
@@ -123,6 +131,8 @@ class Host:
             data_dir=config.data_dir,
             session_settings=settings or session_settings(config, provider),
             max_containers=config.max_containers,
+            agent_uids=agent_uids,
+            agent_limits=config.agent_limits,
         )
         self.registry = SessionRegistry()
         self.supervisor = Supervisor.start(
@@ -180,7 +190,7 @@ def choose_runtime(config: HostConfig) -> AgentRuntime:
 
         problem = DockerRuntime.available()
         if problem is None:
-            return DockerRuntime(installation_id=installation_id(config))
+            return DockerRuntime(installation_id=installation_id(config), limits=config.agent_limits)
         if config.runtime == "docker":
             raise SystemExit(f"hutch: HUTCH_RUNTIME=docker but {problem}")
         log.info("docker is not usable (%s); using the process runtime", problem)
@@ -191,10 +201,13 @@ def choose_runtime(config: HostConfig) -> AgentRuntime:
 def ensure_first_start(store: Store, config: HostConfig) -> None:
     """On a fresh data folder: an agent group `main` wired to the local chat."""
     for folder in (MAIN_GROUP, GLOBAL_GROUP):
-        memory = config.groups_dir / folder / "CLAUDE.md"
-        memory.parent.mkdir(parents=True, exist_ok=True)
-        if not memory.exists():
-            memory.write_text(DEFAULT_MEMORY.format(name=folder))
+        # Only into a folder made now: a group's folder is its agents' afterwards, and what
+        # they removed from it stays removed.
+        with contextlib.suppress(FileExistsError):
+            (config.groups_dir / folder).mkdir(parents=True)
+            (config.groups_dir / folder / "CLAUDE.md").write_text(DEFAULT_MEMORY.format(name=folder))
+    # Every group reads the shared memory; none writes it.
+    set_mode(config.groups_dir / GLOBAL_GROUP, EVERYONE_READS)
     group = agent_groups.get_by_folder(store, MAIN_GROUP)
     if group is None:
         group = agent_groups.create(store, name=MAIN_GROUP, folder=MAIN_GROUP)

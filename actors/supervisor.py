@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,11 @@ from actors.messages import (
 )
 from actors.registry import SessionRegistry
 from actors.routing import choose_wiring
-from actors.runtime.base import AgentRuntime
+from actors.runtime.base import AgentLimits, AgentRuntime, AgentUser
 from actors.session import ProxySockets, SessionActor, SessionInfo, SessionSettings
 from actors.slots import ContainerSlots
-from actors.store import agent_groups, messaging_group_agents, messaging_groups, pending_questions, sessions
+from actors.store import agent_groups, agent_uids, messaging_group_agents, messaging_groups, pending_questions, sessions
+from actors.store.agent_uids import UidRange
 from actors.store.db import Store, StoreError
 from actors.store.sessions import Session
 from actors.watch import Subscriptions
@@ -68,6 +69,10 @@ class SupervisorSetup(DataFolder):
     session_settings: SessionSettings
     max_containers: int = 5
     drain_timeout_s: float = 15.0
+    # Where agent groups' uids come from; None: agents run as the host's uid (a host not run
+    # as root cannot give them another).
+    agent_uids: UidRange | None = None
+    agent_limits: AgentLimits = field(default_factory=AgentLimits)
 
 
 def submitter(supervisor: pykka.ActorRef[Supervisor]) -> OnEvent:
@@ -326,16 +331,23 @@ class Supervisor(pykka.ThreadingActor):
         if group is None:
             raise RoutingError(f"session {session.id} belongs to an agent group that no longer exists")
         chat = messaging_groups.get(self._store, session.messaging_group_id) if session.messaging_group_id else None
-        agent_dir = self._setup.groups_dir / group.folder
-        agent_dir.mkdir(parents=True, exist_ok=True)
         return SessionInfo(
             session_id=session.id,
             agent_group=group.folder,
             layout=SessionLayout(self._setup.sessions_dir / group.folder / session.id),
-            agent_dir=agent_dir,
+            agent_dir=self._setup.groups_dir / group.folder,
             global_dir=self._setup.groups_dir / GLOBAL_GROUP,
             admin_user_id=chat.admin_user_id if chat else None,
+            user=self._agent_user(group.folder),
+            limits=group.limits(self._setup.agent_limits),
         )
+
+    def _agent_user(self, folder: str) -> AgentUser | None:
+        """The group's own uid, with a group of the same number, when there is a range."""
+        if self._setup.agent_uids is None:
+            return None
+        uid = agent_uids.uid_for_folder(self._store, folder, self._setup.agent_uids)
+        return AgentUser(uid, uid)
 
     def _on_idle(self, session_id: str) -> None:
         """Ask, without waiting, whether the session is still idle once everything routed to

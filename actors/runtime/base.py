@@ -15,6 +15,37 @@ from typing import Protocol
 import msgspec
 
 
+class AgentUser(msgspec.Struct, frozen=True):
+    """The uid and gid an agent runs as (docs/ARCHITECTURE.md, "Who an agent runs as")."""
+
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+class AgentLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one agent may use. A container runtime enforces all of it; the process runtime,
+    which isolates nothing, none."""
+
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    pids: int = 512
+    # /dev/shm is writable even in a read-only container, so it is bounded like /tmp.
+    shm_mb: int = 16
+
+    def __post_init__(self) -> None:
+        if not (0 < self.cpus <= 1024):
+            raise ValueError(f"cpus={self.cpus}: expected a share of a CPU above zero, at most 1024")
+        if self.memory_mb < 64:
+            raise ValueError(f"memory_mb={self.memory_mb}: an agent needs at least 64 MB")
+        if self.pids < 16:
+            raise ValueError(f"pids={self.pids}: an agent needs at least 16 processes")
+        if self.shm_mb < 1:
+            raise ValueError(f"shm_mb={self.shm_mb}: at least 1 MB (Docker reads 0 as its 64 MB default)")
+
+
 class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a runtime needs to start one session's agent.
 
@@ -29,6 +60,10 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
     agent_dir: Path
     global_dir: Path | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    # None: the host's own uid and gid (a host not run as root has no other to give).
+    user: AgentUser | None = None
+    # None: the runtime's defaults.
+    limits: AgentLimits | None = None
 
     @property
     def tag(self) -> str:

@@ -1,11 +1,13 @@
 """Production runtime: every session's agent runs in its own Docker container.
 
 The container sees three folders and nothing else of the host: the session folder at
-`/session` (read-write: the runner writes `outbound.db` and `.heartbeat` there, and the
-credential proxy's socket lives there), the agent folder at `/workspace` (read-write) and
-the global folder at `/global` (read-only). It runs as the host's uid:gid, so files on
-either side stay readable and writable by the other; it has no network at all, so the model
-API is reachable only through the proxy socket (docs/ARCHITECTURE.md, invariants 2 and 10).
+`/session` (read-only: the host's `inbound.db`, `inbox/` and proxy socket) with its `out/`
+mounted over it read-write (the one place the agent writes: `outbound.db`, `.heartbeat`,
+`outbox/`), the agent folder at `/workspace` (read-write) and the global folder at `/global`
+(read-only). It runs as the uid:gid the spec names (its agent group's own when the host runs
+as root; docs/ARCHITECTURE.md, "Who an agent runs as"), within the spec's limits; it has no
+network at all, so the model API is reachable only through the proxy socket
+(docs/ARCHITECTURE.md, invariants 2 and 10).
 
 Every container carries the installation's label: several hosts may share one engine, and
 orphan clean-up must only ever touch its own installation's containers.
@@ -32,7 +34,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount
 
-from actors.runtime.base import AgentSpec, RuntimeStartError
+from actors.runtime.base import AgentLimits, AgentSpec, RuntimeStartError
 from protocol.layout import OUT_DIR
 
 log = logging.getLogger("hutch.runtime.docker")
@@ -106,12 +108,10 @@ class DockerRuntime:
         uid_gid: str | None = None,
         client: docker.DockerClient | None = None,
         command: Sequence[str] | None = None,
-        mem_limit: str = "2g",
-        pids_limit: int = 512,
+        limits: AgentLimits | None = None,
         tmp_size: str = "512m",
-        cpus: float = 1.0,
-        shm_size: str = "16m",
     ) -> None:
+        """`uid_gid` and `limits` are for specs that name none (the host's always do)."""
         if not _INSTALLATION_ID.fullmatch(installation_id):
             raise ValueError(f"installation id {installation_id!r} is not 1-128 characters of [A-Za-z0-9_.-]")
         uid_gid = uid_gid if uid_gid is not None else f"{os.getuid()}:{os.getgid()}"
@@ -121,13 +121,8 @@ class DockerRuntime:
         self._installation_id = installation_id
         self._uid_gid = uid_gid
         self._command: list[str] | None = list(command) if command is not None else None
-        self._mem_limit = mem_limit
-        self._pids_limit = pids_limit
+        self._limits = limits or AgentLimits()
         self._tmp_size = tmp_size
-        if cpus <= 0:
-            raise ValueError(f"cpus={cpus}: an agent needs a share of a CPU above zero")
-        self._nano_cpus = int(cpus * 1e9)
-        self._shm_size = shm_size
         self._client = client
         self._owns_client = client is None
         self._client_lock = threading.Lock()
@@ -282,6 +277,7 @@ class DockerRuntime:
         return container
 
     def _create(self, client: Any, spec: AgentSpec, name: str, env: dict[str, str], mounts: list[Mount]) -> Any:
+        limits = spec.limits or self._limits
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             self._remove_leftover(client, spec, name)
             try:
@@ -297,17 +293,19 @@ class DockerRuntime:
                     environment=env,
                     mounts=mounts,
                     working_dir=AGENT_MOUNT,
-                    user=self._uid_gid,
+                    user=str(spec.user) if spec.user is not None else self._uid_gid,
                     network_mode="none",
                     # tini as PID 1: it forwards `docker stop`'s SIGTERM to the runner and
                     # reaps whatever the agent's shell commands leave behind.
                     init=True,
-                    mem_limit=self._mem_limit,
-                    pids_limit=self._pids_limit,
+                    mem_limit=f"{limits.memory_mb}m",
+                    # No swap beyond the memory limit: the limit is what the agent gets.
+                    memswap_limit=f"{limits.memory_mb}m",
+                    pids_limit=limits.pids,
                     # One agent's busy loop must not starve the host and the other agents.
-                    nano_cpus=self._nano_cpus,
+                    nano_cpus=int(limits.cpus * 1e9),
                     # /dev/shm is writable even in a read-only container: bounded like /tmp.
-                    shm_size=self._shm_size,
+                    shm_size=f"{limits.shm_mb}m",
                     # The agent writes only where it is meant to: its folders and /tmp.
                     read_only=True,
                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmp_size}"},

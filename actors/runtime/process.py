@@ -1,10 +1,13 @@
 """Development runtime: the agent is a plain child process of the host.
 
-Nothing is isolated here: the agent runs as the host's user, on the host's filesystem.
-What this runtime does keep from the container runtime is the shape of the contract: a
-minimal environment without credentials, the agent folder as working directory, its own
-process group (so a Ctrl-C in the host's terminal does not reach it, and stopping it takes
-everything it started), and one `on_exit` per agent.
+Little is isolated here: the agent shares the host's filesystem. What this runtime keeps
+from the container runtime is the shape of the contract: a minimal environment without
+credentials, the agent folder as working directory, its own process group (so a Ctrl-C in
+the host's terminal does not reach it, and stopping it takes everything it started), one
+`on_exit` per agent, and, when the host runs as root, the agent group's own uid (so the
+folder permissions keep groups apart, and no agent is root). It drops to that uid only where
+the uid can run the agent: the program and the data folder must be reachable to it, which a
+probe checks once; where they are not, the host says so and why.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from actors.runtime.base import AgentHandle, AgentSpec, RuntimeStartError
+from actors.runtime.base import AgentHandle, AgentSpec, AgentUser, RuntimeStartError
 
 log = logging.getLogger("hutch.runtime.process")
 agent_log = logging.getLogger("hutch.agent")
@@ -48,6 +51,12 @@ _MAX_LINE_BYTES: Final = 64 * 1024
 # must not wait on them for long.
 _READER_JOIN_S: Final = 5.0
 
+# Python's start and one import; far more means something is wrong, not slow.
+_PROBE_TIMEOUT_S: Final = 30.0
+# Run as the agent's uid: the program must be executable and the agent's folders enterable
+# (so every folder above them passable), as the agent will need them.
+_REACHABLE: Final = 'test -x "$1" || { echo "$1: not executable" >&2; exit 1; }; cd "$2" && cd "$3"'
+
 
 class ProcessRuntime:
     """Starts `python -m container_runner` (or `command`) as a child process per session."""
@@ -64,9 +73,17 @@ class ProcessRuntime:
     ) -> None:
         """`scope` is the host's sessions folder: `cleanup_orphans` ends only agents of it."""
         self._program: tuple[str, ...] = tuple(command) if command is not None else (python, "-m", "container_runner")
-        self._command: tuple[str, ...] = _dying_with_host() + self._program
+        self._runs_runner = command is None
+        self._setpriv = shutil.which("setpriv")
+        if self._setpriv is None:
+            log.warning("setpriv not found: an agent may outlive a host that is killed, and runs as the host's uid")
         self._extra_env: dict[str, str] = dict(extra_env or {})
         self._scope = scope
+        # Whether agents can run under their own uid here: probed once, at the first start
+        # that asks for one (the answer depends on the folders above the data folder and
+        # the program's, the same for every uid).
+        self._drop_lock = threading.Lock()
+        self._can_drop: bool | None = None
 
     def cleanup_orphans(self) -> list[str]:
         """End the agents a dead host of this data folder left running (one that was killed
@@ -85,10 +102,11 @@ class ProcessRuntime:
     def start(self, spec: AgentSpec, on_exit: Callable[[int], None]) -> AgentHandle:
         if shutil.which(self._program[0]) is None:  # behind setpriv, exec would fail in the child
             raise RuntimeStartError(f"cannot start agent {spec.tag}: {self._program[0]} is not an executable")
-        env = self._child_env(spec)
+        user = self._user_for(spec)
+        env = self._child_env(spec, user)
         try:
             proc = subprocess.Popen(
-                self._command,
+                self._prefix(user) + self._program,
                 cwd=spec.agent_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -98,10 +116,67 @@ class ProcessRuntime:
             )
         except OSError as exc:
             raise RuntimeStartError(f"cannot start agent {spec.tag}: {exc}") from exc
-        log.info("started agent %s as pid %d", spec.tag, proc.pid)
+        log.info("started agent %s as pid %d (uid %d)", spec.tag, proc.pid, os.getuid() if user is None else user.uid)
         return ProcessHandle(proc, spec.tag, on_exit)
 
-    def _child_env(self, spec: AgentSpec) -> dict[str, str]:
+    def _prefix(self, user: AgentUser | None) -> tuple[str, ...]:
+        """setpriv makes the kernel kill the agent when the host's thread that started it ends,
+        the host's death included (PR_SET_PDEATHSIG, kept across exec), and drops to the
+        agent's uid for good (no supplementary groups, no way back through a setuid file)."""
+        if self._setpriv is None:
+            return ()
+        prefix = [self._setpriv, "--pdeathsig", "KILL"]
+        if user is not None:
+            prefix += ["--reuid", str(user.uid), "--regid", str(user.gid), "--clear-groups", "--no-new-privs"]
+        return (*prefix, "--")
+
+    def _user_for(self, spec: AgentSpec) -> AgentUser | None:
+        """The uid to drop to, or None to run as the host's."""
+        user = spec.user
+        if user is None or (user.uid, user.gid) == (os.getuid(), os.getgid()):
+            return None
+        if os.geteuid() != 0 or self._setpriv is None:
+            log.warning(
+                "agent %s runs as uid %d: only a host run as root with setpriv can drop to %s",
+                spec.tag,
+                os.getuid(),
+                user,
+            )
+            return None
+        with self._drop_lock:
+            if self._can_drop is None:
+                self._can_drop = self._probe(spec, user)
+            return user if self._can_drop else None
+
+    def _probe(self, spec: AgentSpec, user: AgentUser) -> bool:
+        """Can `user` start the program and enter the agent's folders? Asked once, as that user."""
+        program = shutil.which(self._program[0]) or self._program[0]
+        env = self._child_env(spec, user)
+        folders = (str(spec.session_dir), str(spec.agent_dir))
+        checks = [[*self._prefix(user), "/bin/sh", "-c", _REACHABLE, "sh", program, *folders]]
+        if self._runs_runner:  # the runner's code must be importable too
+            checks.append([*self._prefix(user), program, "-c", "import container_runner"])
+        for check in checks:
+            try:
+                done = subprocess.run(
+                    check, env=env, cwd="/", capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                reason = str(exc)
+            else:
+                if done.returncode == 0:
+                    continue
+                reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            log.warning(
+                "agents run as the host's uid %d, not their own: uid %d cannot run %s on %s (%s). "
+                "Let other users pass through the folders above the data folder and the program's "
+                "(chmod o+x), or run the host as a user other than root.",
+                os.getuid(), user.uid, program, spec.session_dir, reason,
+            )  # fmt: skip
+            return False
+        return True
+
+    def _child_env(self, spec: AgentSpec, user: AgentUser | None) -> dict[str, str]:
         env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
         env.update(self._extra_env)
         env.update(spec.env)
@@ -111,18 +186,9 @@ class ProcessRuntime:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         # A pipe makes Python block-buffer stdout; log lines should arrive as they happen.
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if user is not None:  # the host's home is not the agent's to write
+            env["HOME"] = str(spec.agent_dir)
         return env
-
-
-def _dying_with_host() -> tuple[str, ...]:
-    """A prefix that makes the kernel kill the agent when the host's thread that started it
-    ends, the host's death included (PR_SET_PDEATHSIG, kept across exec). Without setpriv the
-    agent may outlive a killed host; the next start's `cleanup_orphans` ends it then."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        log.warning("setpriv not found: an agent may outlive a host that is killed")
-        return ()
-    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
 def agents_in(scope: Path) -> list[int]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 import uuid
@@ -63,6 +62,7 @@ from actors.messages import (
 from actors.runtime.base import AgentRuntime, RuntimeStartError
 from actors.session.agent import AgentController
 from actors.session.delivery_queue import DeliveryQueue, gave_up_reason
+from actors.session.folder import prepare_session_folder
 from actors.session.inbox_files import take_files
 from actors.session.info import ProxySockets, SessionInfo, SessionSettings
 from actors.session.liveness import claims_since
@@ -77,11 +77,10 @@ from actors.slots import ContainerSlots
 from actors.watch import FolderWatcher, Subscriptions
 from protocol import inbound
 from protocol.content import ChatIn, ContentError, Notice, SystemAction, check_inbound
-from protocol.db import create_session_db, read_transaction, write_transaction
+from protocol.db import read_transaction, write_transaction
 from protocol.filewatch import commit_may_have_finished
-from protocol.layout import HEARTBEAT, OUTBOUND_DB, UnsafePathError, move_into_out
+from protocol.layout import HEARTBEAT, OUTBOUND_DB, UnsafePathError
 from protocol.rows import Delivery, MessageIn, ProcessingAck
-from protocol.schema import INBOUND, OUTBOUND
 from protocol.timers import ActorTimer
 from protocol.timeutil import now_ts, utc_now
 
@@ -164,14 +163,7 @@ class SessionActor(pykka.ThreadingActor):
     # --- lifecycle ------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        move_into_out(self._layout)  # a session folder of the earlier layout
-        self._layout.create()
-        self._device = os.stat(self._layout.root).st_dev
-        create_session_db(self._layout.inbound_db, INBOUND)
-        if not self._layout.outbound_db.exists():
-            # Created before any agent runs, so readers never meet a file without tables;
-            # from then on the agent is its only writer.
-            create_session_db(self._layout.outbound_db, OUTBOUND)
+        self._device = prepare_session_folder(self._layout, self._info.agent_dir, self._info.user)
         with read_transaction(self._layout.inbound_db) as conn:
             self._load(conn)
         self._watch()

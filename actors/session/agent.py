@@ -113,7 +113,9 @@ class AgentController:
         self._last_beat = None
         proxy_socket = None
         if self._proxy is not None:
-            self._proxy.open_socket(self._info.session_id, self._info.agent_group, self._info.layout.proxy_socket)
+            self._proxy.open_socket(
+                self._info.session_id, self._info.agent_group, self._info.layout.proxy_socket, owner=self._info.user
+            )
             proxy_socket = self._info.layout.proxy_socket
         self._generation += 1
         generation = self._generation

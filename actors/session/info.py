@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from actors.runtime.base import AgentLimits, AgentUser
 from protocol.layout import SessionLayout
 
 
@@ -46,6 +47,10 @@ class SessionInfo:
     agent_dir: Path
     global_dir: Path | None = None
     admin_user_id: str | None = None
+    # Who the agent runs as (None: the host's uid) and what it may use (None: the runtime's
+    # defaults); the Supervisor fills both in from the agent group.
+    user: AgentUser | None = None
+    limits: AgentLimits | None = None
 
     @property
     def tag(self) -> str:
@@ -55,6 +60,8 @@ class SessionInfo:
 class ProxySockets(Protocol):
     """What the session needs of the credential proxy (see actors/credentials.py)."""
 
-    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None: ...
+    def open_socket(
+        self, session_id: str, agent_group: str, socket_path: Path, owner: AgentUser | None = None
+    ) -> None: ...
 
     def close_socket(self, session_id: str) -> None: ...

@@ -31,4 +31,6 @@ def agent_spec(info: SessionInfo, settings: SessionSettings, proxy_socket: Path 
         agent_dir=info.agent_dir,
         global_dir=info.global_dir,
         env=env,
+        user=info.user,
+        limits=info.limits,
     )

@@ -8,6 +8,7 @@ import uuid
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from actors.runtime.base import AgentLimits
 from actors.store import _rows
 from actors.store.db import Store
 from protocol.timeutil import now_ts
@@ -21,6 +22,16 @@ class AgentGroup(msgspec.Struct, frozen=True, kw_only=True):
     folder: str  # relative to data/groups/
     model: str | None  # None: the host's default model
     created_at: str
+    # What the group's agents may use; None: the host's default (HUTCH_AGENT_*).
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+    shm_mb: int | None = None
+
+    def limits(self, defaults: AgentLimits) -> AgentLimits:
+        """The host's defaults with this group's own settings over them."""
+        own = {name: getattr(self, name) for name in ("cpus", "memory_mb", "pids", "shm_mb")}
+        return msgspec.structs.replace(defaults, **{name: value for name, value in own.items() if value is not None})
 
 
 _SELECT = _rows.select_from(AgentGroup, TABLE)
@@ -59,11 +70,18 @@ def update(
     *,
     name: str | UnsetType = UNSET,
     model: str | UnsetType | None = UNSET,
+    cpus: float | UnsetType | None = UNSET,
+    memory_mb: int | UnsetType | None = UNSET,
+    pids: int | UnsetType | None = UNSET,
+    shm_mb: int | UnsetType | None = UNSET,
 ) -> AgentGroup | None:
     """Change the given fields; returns the new row, or None if there is no such group.
-    The folder is not changeable here: renaming it means moving files, which the caller owns."""
+    The folder is not changeable here: renaming it means moving files, which the caller owns.
+    A limit set to None falls back to the host's default; one out of bounds is refused by the
+    schema (InvalidValueError)."""
+    changes = {"name": name, "model": model, "cpus": cpus, "memory_mb": memory_mb, "pids": pids, "shm_mb": shm_mb}
     with store.transaction():
-        if not _rows.set_fields(store, TABLE, agent_group_id, {"name": name, "model": model}):
+        if not _rows.set_fields(store, TABLE, agent_group_id, changes):
             return None
         return get(store, agent_group_id)
 

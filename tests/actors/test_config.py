@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from actors.config import ConfigError, HostConfig, load_config
+from actors.runtime.base import AgentLimits
+from actors.store.agent_uids import UidRange
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,6 +66,11 @@ def test_the_environment() -> None:
             "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
             "HUTCH_ASSISTANT_NAME": "Andy",
             "HUTCH_SWEEP_INTERVAL": "12",
+            "HUTCH_AGENT_UIDS": "500000-500099",
+            "HUTCH_AGENT_CPUS": "0.5",
+            "HUTCH_AGENT_MEMORY_MB": "512",
+            "HUTCH_AGENT_PIDS": "128",
+            "HUTCH_AGENT_SHM_MB": "4",
         },
     )
 
@@ -80,6 +87,8 @@ def test_the_environment() -> None:
         base_url="http://127.0.0.1:9999",
         assistant_name="Andy",
         sweep_interval_s=12.0,
+        agent_uids=UidRange(500_000, 500_099),
+        agent_limits=AgentLimits(cpus=0.5, memory_mb=512, pids=128, shm_mb=4),
     )
 
 
@@ -162,6 +171,14 @@ def test_every_flag_overrides() -> None:
         ("HUTCH_LOG_LEVEL", "loud"),
         ("TZ", "Mars/Olympus_Mons"),
         ("TZ", "../../etc/passwd"),
+        ("HUTCH_AGENT_UIDS", "1000"),
+        ("HUTCH_AGENT_UIDS", "0-99"),
+        ("HUTCH_AGENT_UIDS", "9-5"),
+        ("HUTCH_AGENT_CPUS", "0"),
+        ("HUTCH_AGENT_CPUS", "5000"),
+        ("HUTCH_AGENT_MEMORY_MB", "10"),
+        ("HUTCH_AGENT_PIDS", "1"),
+        ("HUTCH_AGENT_SHM_MB", "0"),
     ],
 )
 def test_a_bad_value_is_a_config_error_naming_the_variable(variable: str, value: str) -> None:
@@ -205,6 +222,8 @@ def test_an_unknown_choice_on_the_command_line_is_refused_by_argparse(capsys: py
         ("HUTCH_SWEEP_INTERVAL", "nan", "HUTCH_SWEEP_INTERVAL='nan' is not a finite number"),
         ("HUTCH_MAX_CONTAINERS", "2.5", "HUTCH_MAX_CONTAINERS='2.5' is not a whole number"),
         ("HUTCH_MAX_CONTAINERS", "0", "HUTCH_MAX_CONTAINERS='0' must be at least 1"),
+        ("HUTCH_AGENT_SHM_MB", "0", "HUTCH_AGENT_SHM_MB='0' must be at least 1"),
+        ("HUTCH_AGENT_UIDS", "x", "HUTCH_AGENT_UIDS: 'x' is not a uid range like 1000000-1099999"),
     ],
 )
 def test_numbers_from_the_environment_say_what_is_wrong(variable: str, value: str, message: str) -> None:

@@ -1,21 +1,25 @@
 """The whole host on the real Docker runtime: starting one chat's container holds up no other
-chat. (Before, the start ran inside the Supervisor's ask chain, so every chat waited for it;
-`make bench` measures the figures, rows d.warm_docker*.)"""
+chat (before, the start ran inside the Supervisor's ask chain, so every chat waited for it;
+`make bench` measures the figures, rows d.warm_docker*), and an agent runs as its group's own
+uid within its group's limits."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from actors.config import HostConfig
 from actors.host import Host
-from actors.runtime.docker import DockerRuntime
-from actors.store import agent_groups, messaging_group_agents, messaging_groups
+from actors.runtime.docker import LABEL_AGENT_GROUP, DockerRuntime
+from actors.store import agent_groups, agent_uids, messaging_group_agents, messaging_groups
 from actors.store.db import open_store
+from protocol.layout import SessionLayout
 from tests.fakes.chat_client import ChatClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(180)]
@@ -66,3 +70,40 @@ def test_a_warm_chat_is_answered_while_another_chats_container_starts(docker_hos
         assert replies[_reply_in(chat, replies, "new")]["text"].startswith("mock: hello, new chat")
     finally:
         chat.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="agents get uids of their own only from a host run as root")
+def test_agents_run_as_their_groups_own_uid_within_its_limits(docker_host: Host) -> None:
+    """The host (root) gives the group a uid of its own and its own limits; the container runs
+    as that uid, reads the host's read-only files, writes its own, and answers."""
+    store = docker_host.store
+    group = agent_groups.get_by_folder(store, "main")
+    assert group is not None
+    agent_groups.update(store, group.id, cpus=0.5, memory_mb=256, pids=64, shm_mb=8)
+    chat = ChatClient(docker_host.config.chat_socket, timeout=120)
+    try:
+        assert chat.send("who am i", thread="t1")["type"] == "ack"
+        assert chat.next_message(timeout=120)["text"].startswith("mock: who am i")
+    finally:
+        chat.close()
+    uid = agent_uids.uid_for_folder(store, "main", docker_host.config.agent_uids)
+    assert uid in docker_host.config.agent_uids
+
+    client = docker.from_env()
+    try:
+        (container,) = client.containers.list(filters={"label": f"{LABEL_AGENT_GROUP}=main"})
+        assert container.attrs["Config"]["User"] == f"{uid}:{uid}"
+        limits = container.attrs["HostConfig"]
+        assert limits["NanoCpus"] == 500_000_000
+        assert limits["Memory"] == limits["MemorySwap"] == 256 * 1024 * 1024
+        assert limits["PidsLimit"] == 64
+        assert limits["ShmSize"] == 8 * 1024 * 1024
+        # exec_run runs as the container's user: the agent's view of its folders.
+        _, output = container.exec_run(["sh", "-c", "id -u; touch /session/planted 2>/dev/null || echo refused"])
+        assert output.decode().split() == [str(uid), "refused"]
+    finally:
+        client.close()
+    (session_dir,) = (docker_host.config.sessions_dir / "main").iterdir()
+    out = SessionLayout(session_dir)
+    assert (out.outbound_db.stat().st_uid, out.heartbeat.stat().st_uid) == (uid, uid)
+    assert not (session_dir / "planted").exists()

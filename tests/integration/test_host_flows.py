@@ -175,3 +175,20 @@ def test_a_data_folder_given_relative_works(
             chat.close()
     finally:
         host.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="agents get uids of their own only from a host run as root")
+def test_a_host_run_as_root_gives_each_group_a_uid_and_its_folders(host: Host, chat: ChatClient) -> None:
+    """Whether or not this machine's Python lets the agent itself drop to that uid (the
+    runtime says when not), the folders are laid out for it: nothing of the agent's area is
+    root's, nothing of the host's is the agent's."""
+    assert chat.send("hello")["type"] == "ack"
+    assert chat.next_message()["text"].startswith("mock: hello")
+    layout = _layout(host)
+    with host.store.read() as conn:
+        (uid,) = conn.execute("SELECT uid FROM agent_uids WHERE folder = 'main'").fetchone()
+    assert uid in host.config.agent_uids
+    assert (layout.root.stat().st_uid, layout.root.stat().st_gid) == (0, uid)
+    assert layout.out.stat().st_uid == uid and layout.outbound_db.stat().st_uid == uid
+    assert (host.config.groups_dir / "main").stat().st_uid == uid
+    assert host.config.central_db.stat().st_mode & 0o077 == 0

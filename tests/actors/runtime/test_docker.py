@@ -19,7 +19,7 @@ import docker
 import pytest
 from docker.errors import NotFound
 
-from actors.runtime.base import AgentRuntime, AgentSpec, RuntimeStartError
+from actors.runtime.base import AgentLimits, AgentRuntime, AgentSpec, RuntimeStartError
 from actors.runtime.docker import (
     DEFAULT_IMAGE,
     LABEL_AGENT_GROUP,
@@ -129,10 +129,10 @@ def test_bad_settings_are_refused(installation_id: str, uid_gid: str | None) -> 
         DockerRuntime(installation_id=installation_id, uid_gid=uid_gid)
 
 
-@pytest.mark.parametrize("cpus", [0.0, -1.0])
+@pytest.mark.parametrize("cpus", [0.0, -1.0, 2000.0])
 def test_a_cpu_share_of_nothing_is_refused(cpus: float) -> None:
     with pytest.raises(ValueError, match="share of a CPU"):
-        DockerRuntime(installation_id="inst-1", cpus=cpus)
+        AgentLimits(cpus=cpus)
 
 
 def test_container_names_are_scoped_by_installation() -> None:

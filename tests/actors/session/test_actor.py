@@ -38,6 +38,7 @@ from actors.messages import (
     Wake,
     WriteInbound,
 )
+from actors.runtime.base import AgentUser
 from actors.session import SessionActor, SessionInfo, SessionSettings, write_inbound
 from actors.slots import ContainerSlots
 from protocol import inbound, outbound
@@ -107,7 +108,7 @@ class FakeProxy:
         self.events: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
-    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None:
+    def open_socket(self, session_id: str, agent_group: str, socket_path: Path, owner: AgentUser | None = None) -> None:
         with self._lock:
             self.events.append(("open", session_id))
 

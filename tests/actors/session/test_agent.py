@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from actors.messages import ContainerExited, SlotGranted
-from actors.runtime.base import RuntimeStartError
+from actors.runtime.base import AgentUser, RuntimeStartError
 from actors.session.agent import AgentController
 from actors.session.info import SessionInfo, SessionSettings
 from actors.slots import ContainerSlots
@@ -39,7 +39,7 @@ class Proxy:
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
 
-    def open_socket(self, session_id: str, agent_group: str, socket_path: Path) -> None:
+    def open_socket(self, session_id: str, agent_group: str, socket_path: Path, owner: AgentUser | None = None) -> None:
         self.events.append(("open", session_id))
 
     def close_socket(self, session_id: str) -> None:

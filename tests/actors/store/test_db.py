@@ -24,7 +24,9 @@ TABLES = {
     "messaging_group_agents",
     "sessions",
     "pending_questions",
+    "agent_uids",
 }
+NEWEST = [m.version for m in db.MIGRATIONS]
 
 
 def table_names(conn: sqlite3.Connection) -> set[str]:
@@ -36,13 +38,13 @@ def versions(conn: sqlite3.Connection) -> list[int]:
     return [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY version")]
 
 
-def test_fresh_file_gets_every_table_and_version_1(tmp_path: Path) -> None:
+def test_fresh_file_gets_every_table_and_every_version(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "central.db"
     with open_store(path) as store:
         assert path.exists()
         assert table_names(store.conn) >= TABLES
-        assert versions(store.conn) == [1]
-        assert db.current_version(store.conn) == 1
+        assert versions(store.conn) == NEWEST == list(range(1, len(NEWEST) + 1))
+        assert db.current_version(store.conn) == NEWEST[-1]
 
 
 def test_reopen_is_a_no_op_and_keeps_data(tmp_path: Path) -> None:
@@ -50,7 +52,7 @@ def test_reopen_is_a_no_op_and_keeps_data(tmp_path: Path) -> None:
     with open_store(path) as store:
         group = agent_groups.create(store, name="main", folder="main")
     with open_store(path) as store:
-        assert versions(store.conn) == [1]
+        assert versions(store.conn) == NEWEST
         assert agent_groups.get(store, group.id) == group
 
 
@@ -65,7 +67,7 @@ def test_newer_file_is_refused_naming_both_versions(tmp_path: Path) -> None:
         open_store(path)
 
     message = str(caught.value)
-    assert f"central DB {path} is at schema version 99, newer than this code's 1" in message
+    assert f"central DB {path} is at schema version 99, newer than this code's {NEWEST[-1]}" in message
     assert "upgrade hutch or use another data folder" in message
 
 
@@ -91,15 +93,20 @@ def test_failed_migration_leaves_no_partial_version(tmp_path: Path, monkeypatch:
     assert "half_done" not in tables
 
 
-def test_later_migration_applies_on_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_later_migrations_apply_on_reopen_and_keep_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "central.db"
-    open_store(path).close()
-    added = Migration(2, "002_notes.sql", "-- a; comment\nCREATE TABLE notes (body TEXT DEFAULT 'a;b');")
-    monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, added))
+    shipped = db.MIGRATIONS
+    monkeypatch.setattr(db, "MIGRATIONS", shipped[:1])  # a data folder of the first release
+    with open_store(path) as store, store.transaction() as conn:
+        conn.execute("INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('g1', 'main', 'main', 'then')")
+    added = Migration(len(shipped) + 1, "099_notes.sql", "-- a; comment\nCREATE TABLE notes (body TEXT DEFAULT 'a;b');")
+    monkeypatch.setattr(db, "MIGRATIONS", (*shipped, added))
 
     with open_store(path) as store:
-        assert versions(store.conn) == [1, 2]
+        assert versions(store.conn) == [*NEWEST, added.version]
         assert "notes" in table_names(store.conn)
+        group = agent_groups.get(store, "g1")
+        assert group is not None and group.name == "main" and group.cpus is None
 
 
 def test_shipped_migrations_are_numbered_from_1() -> None:

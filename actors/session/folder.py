@@ -1,0 +1,60 @@
+"""Setting up one session's folder before its agent may run: the layout, the two DBs, and
+who owns what (docs/ARCHITECTURE.md, "The session folder" and "Who an agent runs as").
+
+The root and `inbox/` are the host's and shared read-only with the agent's group; `out/` and
+the group's workspace are the agent's. The host makes `outbound.db` so that readers never
+meet a file without tables, then hands it over: from then on the agent is its only writer.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from actors.ownership import SHARED_PASS, give_file, give_folder, share_with
+from actors.runtime.base import AgentUser
+from protocol.db import create_session_db
+from protocol.layout import INBOX_DIR, SessionLayout, UnsafePathError, move_into_out
+from protocol.schema import INBOUND, OUTBOUND
+
+# Built in the host's part of the folder, then renamed into `out/`: nothing of the agent's
+# can be in its way while it is made.
+_NEW_OUTBOUND = ".outbound.db.new"
+
+
+def prepare_session_folder(layout: SessionLayout, agent_dir: Path, user: AgentUser | None) -> int:
+    """Make the session's folders and DBs, owned as the layout says; returns the folder's
+    device (every file the host reads of the agent's must be on it)."""
+    move_into_out(layout)  # a session folder of the earlier layout
+    layout.create()
+    share_with(layout.root.parent, user, SHARED_PASS)
+    share_with(layout.root, user)
+    share_with(layout.root / INBOX_DIR, user)
+    give_folder(layout.out, user)
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    give_folder(agent_dir, user)
+    _check_host_file(layout.inbound_db)
+    create_session_db(layout.inbound_db, INBOUND)
+    if not os.path.lexists(layout.outbound_db):
+        _make_outbound(layout, user)
+    return os.stat(layout.root).st_dev
+
+
+def _make_outbound(layout: SessionLayout, user: AgentUser | None) -> None:
+    new = layout.root / _NEW_OUTBOUND
+    new.unlink(missing_ok=True)  # a host killed while making it
+    create_session_db(new, OUTBOUND)
+    give_file(new, user)
+    os.rename(new, layout.outbound_db)
+
+
+def _check_host_file(path: Path) -> None:
+    """The host's own DB must be a plain file: a link there (left by an agent of the earlier
+    layout, which could write the whole folder) would be followed by SQLite."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(f"{path} is not a regular file; move it away to let the session start")

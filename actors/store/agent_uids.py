@@ -1,0 +1,78 @@
+"""Which uid each agent group folder's agents run as, when the host runs as root.
+
+A uid is bound to a folder, not to an agent group row: the folder is what the uid owns on
+disk, so a group deleted and made again on the same folder gets its files and uid back, and
+a uid that once owned files is never given to another folder (docs/ARCHITECTURE.md, "Who an
+agent runs as")."""
+
+from __future__ import annotations
+
+import pwd
+from dataclasses import dataclass
+
+from actors.store.db import Store, StoreError
+from protocol.timeutil import now_ts
+
+
+class UidRangeExhaustedError(StoreError):
+    """Every uid of the configured range is taken."""
+
+
+@dataclass(frozen=True)
+class UidRange:
+    """`first`..`last`, both included: the uids the host may give agent groups."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not (0 < self.first <= self.last < 2**32 - 1):
+            raise ValueError(f"uid range {self.first}-{self.last}: expected 0 < first <= last < 4294967295")
+
+    @classmethod
+    def parse(cls, text: str) -> UidRange:
+        """`"1000000-1099999"`; ValueError naming the text otherwise."""
+        first, sep, last = text.strip().partition("-")
+        if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+            raise ValueError(f"{text!r} is not a uid range like 1000000-1099999")
+        return cls(int(first), int(last))
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self.first <= uid <= self.last
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+def uid_for_folder(store: Store, folder: str, uids: UidRange) -> int:
+    """The folder's uid: the one it has if it lies in `uids`, else the lowest free one,
+    recorded. A uid with an account on this machine is skipped: its files are someone's."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT uid FROM agent_uids WHERE folder = ?", (folder,)).fetchone()
+        if row is not None and row[0] in uids:
+            return int(row[0])
+        taken = {
+            int(uid)
+            for (uid,) in conn.execute("SELECT uid FROM agent_uids WHERE uid BETWEEN ? AND ?", (uids.first, uids.last))
+        }
+        uid = _first_free(uids, taken)
+        if row is None:
+            conn.execute("INSERT INTO agent_uids (folder, uid, assigned_at) VALUES (?, ?, ?)", (folder, uid, now_ts()))
+        else:  # the range changed: the folder moves to a uid of the new one
+            conn.execute("UPDATE agent_uids SET uid = ?, assigned_at = ? WHERE folder = ?", (uid, now_ts(), folder))
+        return uid
+
+
+def _first_free(uids: UidRange, taken: set[int]) -> int:
+    for uid in range(uids.first, uids.last + 1):
+        if uid not in taken and not _has_account(uid):
+            return uid
+    raise UidRangeExhaustedError(f"every uid in {uids} is taken; widen HUTCH_AGENT_UIDS")
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
