@@ -1,12 +1,15 @@
 """Who owns what under the data folder, so that agents of one group can reach their own
 folders and nothing else (docs/ARCHITECTURE.md, "Who an agent runs as").
 
-Three kinds of folder:
+Four kinds of folder:
 
 - the host's alone (the data folder's top, `hutch.db`): nobody else reads them;
 - shared read-only with one group (a session folder's root, `inbox/`): the host's uid, the
   group's gid, `0750`; the host writes, that group's agents read;
-- the group's own (a session's `out/`, the group's workspace): its uid and gid, `0700`.
+- shared writable with one group, sticky (a session's `out/`): the host's uid, the group's
+  gid, `1770`; the agent makes its files there, and can remove or rename only its own, so a
+  file the host keeps there (`outbound.db`) is never replaced behind the host's back;
+- the group's own (the outbox, the group's workspace): its uid and gid, `0700`.
 
 Ownership changes only when the host runs as root, since only root can give a file away.
 Every change works on file descriptors opened without following links: the folders given
@@ -31,6 +34,8 @@ PASS_THROUGH: Final = 0o711
 SHARED_READ: Final = 0o750
 # A group's sessions folder: its agents may pass, not list the other sessions' ids.
 SHARED_PASS: Final = 0o710
+# The group writes; the sticky bit keeps each uid's entries its own to remove or rename.
+SHARED_STICKY: Final = 0o1770
 AGENT_OWN: Final = 0o700
 EVERYONE_READS: Final = 0o755
 
@@ -85,12 +90,53 @@ def give_folder(folder: Path, user: AgentUser | None, mode: int = AGENT_OWN) -> 
 
 
 def give_file(path: Path, user: AgentUser | None) -> None:
-    """A file the host made for an agent (its `outbound.db`) becomes the agent's."""
+    """A file the host made becomes the agent's."""
     if user is None or not can_give_away():
         return
     fd = os.open(path, _FILE_FLAGS)
     try:
         os.fchown(fd, user.uid, user.gid)
+    finally:
+        os.close(fd)
+
+
+def share_file(path: Path, user: AgentUser | None, mode: int = 0o660) -> None:
+    """A file the host keeps and `user`'s group writes (`outbound.db` in the sticky `out/`).
+    Only a plain file of one link, never through a link: a hard link to a host file would
+    hand that file to the group."""
+    fd = os.open(path, _FILE_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise NotAFolderError(0, f"{path} is not a plain file of one link")
+        if user is not None and can_give_away():
+            os.fchown(fd, os.geteuid(), user.gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def give_entries(folder: Path, user: AgentUser | None, keep: frozenset[str]) -> None:
+    """Every entry of `folder` but those named in `keep` becomes `user`'s (what an agent run
+    as another uid left there): folders with what is in them, links as links, files of one
+    link only."""
+    if user is None or not can_give_away():
+        return
+    fd = _open_dir(folder)
+    try:
+        device = os.fstat(fd).st_dev
+        for name in os.listdir(fd):
+            if name in keep:
+                continue
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if (st.st_uid, st.st_gid) == (user.uid, user.gid) or st.st_dev != device:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                give_folder(folder / name, user)
+            elif st.st_nlink == 1 or stat.S_ISLNK(st.st_mode):
+                os.chown(name, user.uid, user.gid, dir_fd=fd, follow_symlinks=False)
+            else:
+                log.warning("%s: left %s as it was: it has %d links", folder, name, st.st_nlink)
     finally:
         os.close(fd)
 

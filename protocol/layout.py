@@ -2,15 +2,18 @@
 
     <session>/              the host's: the agent reads it (read-only in a container)
       inbound.db, inbox/, proxy.sock
-      out/                  the agent's: the one place it writes
+      sent/<message id>/    the host's copies of the files the agent sent
+      out/                  the one place the agent writes
         outbound.db, .heartbeat, outbox/<message id>/
 
-The agent can create, delete or rename entries only in `out/`, so nothing it does can put a
-link or a file of its making where the host writes (docs/ARCHITECTURE.md, "The session
-folder"). The host never follows a link in `out/` and checks every file it opens there."""
+The agent can create, delete or rename entries only in `out/` (and there, not the host's
+`outbound.db`), so nothing it does can put a link or a file of its making where the host
+writes (docs/ARCHITECTURE.md, "The session folder"). The host never follows a link in `out/`
+and checks every file it opens there."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -23,6 +26,7 @@ HEARTBEAT = ".heartbeat"
 INBOX_DIR = "inbox"
 OUTBOX_DIR = "outbox"
 OUT_DIR = "out"
+SENT_DIR = "sent"
 PROXY_SOCKET = "proxy.sock"
 
 # The largest file an agent may send: what the channels people use accept (Telegram's bots
@@ -78,66 +82,128 @@ class SessionLayout:
     def outbox(self, message_id: str) -> Path:
         return self.out / OUTBOX_DIR / check_message_id(message_id)
 
+    def sent(self, message_id: str) -> Path:
+        return self.root / SENT_DIR / check_message_id(message_id)
+
     def create(self) -> None:
-        for folder in (self.root, self.root / INBOX_DIR, self.out, self.out / OUTBOX_DIR):
+        for folder in (self.root, self.root / INBOX_DIR, self.root / SENT_DIR, self.out, self.out / OUTBOX_DIR):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def outbox_file(self, message_id: str, name: str) -> Path:
-        """The real path of a file the container put in `outbox/<message_id>/`.
+    def take_outbox_file(self, message_id: str, name: str) -> Path:
+        """Copy the file the agent put in `outbox/<message_id>/<name>` into the host's
+        `sent/<message_id>/` and return the copy, the only path a channel is given.
 
-        Only a plain basename is accepted; the result must be a regular file (not a symlink)
-        whose real path stays inside the message's outbox folder.
-        """
-        path = contained_file(self.outbox(message_id), name)
-        # The container owns everything below `out/`, `outbox/` and `outbox/<id>/` too:
-        # either could be a symlink to anywhere on the host. Only the root itself is ours.
-        if path != self.root.resolve() / OUT_DIR / OUTBOX_DIR / message_id / name:
-            raise UnsafePathError(f"file {name!r} of message {message_id!r} is not inside {self.out / OUTBOX_DIR}")
-        check_sendable(path, os.stat(self.root).st_dev)
-        return path
+        Everything below `out/` is the agent's and could be swapped for a link at any moment,
+        so the file is reached one folder at a time without following a link, checked
+        through that descriptor (`check_agent_fd`) and copied through it: what is sent is
+        what was checked, whatever the agent does afterwards."""
+        check_basename(name)
+        root = os.open(self.root, _DIR_FLAGS)
+        try:
+            device = os.fstat(root).st_dev
+            fd = _open_below(root, (OUT_DIR, OUTBOX_DIR, check_message_id(message_id), name))
+        finally:
+            os.close(root)
+        try:
+            st = check_agent_fd(fd, name, device, MAX_OUTBOX_FILE_BYTES)
+            return _copy_out(fd, st.st_size, self.sent(message_id), name)
+        finally:
+            os.close(fd)
 
 
-def check_sendable(path: Path, device: int) -> None:
-    """A file an agent wants sent: see `check_agent_file`, within the size channels take."""
-    check_agent_file(path, device, MAX_OUTBOX_FILE_BYTES)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_COPY_CHUNK = 1024 * 1024
+
+
+def check_basename(name: str) -> str:
+    if not name or name in {".", ".."} or os.path.basename(name) != name or "\x00" in name:
+        raise UnsafePathError(f"file name {name!r} is not a plain basename")
+    return name
+
+
+def _open_below(top: int, parts: tuple[str, ...]) -> int:
+    """The last of `parts` below the open folder `top`, each step without following a link."""
+    fd = top
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            flags = _NOFOLLOW_FILE if last else _DIR_FLAGS | os.O_NOFOLLOW
+            try:
+                opened = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                # O_DIRECTORY on a link says ENOTDIR, not ELOOP: ask what is there.
+                if exc.errno == errno.ENOTDIR and _is_link(part, fd):
+                    exc = OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                raise _refused(f"file {part!r}" if last else f"folder {part!r}", exc) from None
+            if fd != top:
+                os.close(fd)
+            fd = opened
+        return fd
+    except BaseException:
+        if fd != top:
+            os.close(fd)
+        raise
+
+
+def _copy_out(source: int, size: int, folder: Path, name: str) -> Path:
+    """`size` bytes of `source` into `folder/name`, written beside it first so a reader
+    never sees half a file. The agent may still be writing: bytes past the checked size are
+    not taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    partial = folder / f".{name}.partial"
+    with open(partial, "wb") as out:
+        left = size
+        while left > 0:
+            chunk = os.read(source, min(_COPY_CHUNK, left))
+            if not chunk:
+                break  # the agent shortened it meanwhile: what is left is what it holds
+            out.write(chunk)
+            left -= len(chunk)
+    os.replace(partial, target)
+    return target
 
 
 def check_agent_file(path: Path, device: int, max_bytes: int) -> os.stat_result:
     """What the host will read of a file an agent made: opened without following a link (and
-    without blocking on a FIFO), it must be a regular file with one link (a hard link to a
-    host file would be that file), on the session folder's device, within `max_bytes`."""
+    without blocking on a FIFO), then as `check_agent_fd` says."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, _NOFOLLOW_FILE)
     except OSError as exc:
-        raise UnsafePathError(f"file {path.name!r} cannot be opened safely: {exc.strerror}") from None
+        raise _refused(f"file {path.name!r}", exc) from None
     try:
-        st = os.fstat(fd)
+        return check_agent_fd(fd, path.name, device, max_bytes)
     finally:
         os.close(fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _refused(what: str, exc: OSError) -> UnsafePathError:
+    if exc.errno == errno.ELOOP:  # what O_NOFOLLOW says of a link
+        return UnsafePathError(f"{what} is a symlink; links are never followed")
+    return UnsafePathError(f"{what} cannot be opened safely: {exc.strerror}")
+
+
+def check_agent_fd(fd: int, name: str, device: int, max_bytes: int) -> os.stat_result:
+    """An open file the agent made must be a regular file with one link (a hard link to a
+    host file would be that file), on the session folder's device, within `max_bytes`."""
+    st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafePathError(f"file {path.name!r} is not a regular file")
+        raise UnsafePathError(f"file {name!r} is not a regular file")
     if st.st_nlink != 1:
-        raise UnsafePathError(f"file {path.name!r} has {st.st_nlink} links; only a file of its own is taken")
+        raise UnsafePathError(f"file {name!r} has {st.st_nlink} links; only a file of its own is taken")
     if st.st_dev != device:
-        raise UnsafePathError(f"file {path.name!r} is on another file system than its session")
+        raise UnsafePathError(f"file {name!r} is on another file system than its session")
     if st.st_size > max_bytes:
-        raise UnsafePathError(f"file {path.name!r} is {st.st_size} bytes, more than {max_bytes}")
+        raise UnsafePathError(f"file {name!r} is {st.st_size} bytes, more than {max_bytes}")
     return st
-
-
-def contained_file(folder: Path, name: str) -> Path:
-    if not name or name in {".", ".."} or os.path.basename(name) != name or "\x00" in name:
-        raise UnsafePathError(f"file name {name!r} is not a plain basename")
-    candidate = folder / name
-    if candidate.is_symlink():
-        raise UnsafePathError(f"file {name!r} is a symlink")
-    real_folder = folder.resolve()
-    real = candidate.resolve()
-    if real.parent != real_folder:
-        raise UnsafePathError(f"file {name!r} resolves outside {folder}")
-    if not real.is_file():
-        raise UnsafePathError(f"file {name!r} does not exist in {folder}")
-    return real
 
 
 def move_into_out(layout: SessionLayout) -> list[str]:

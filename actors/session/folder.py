@@ -1,22 +1,28 @@
 """Setting up one session's folder before its agent may run: the layout, the two DBs, and
 who owns what (docs/ARCHITECTURE.md, "The session folder" and "Who an agent runs as").
 
-The root and `inbox/` are the host's and shared read-only with the agent's group; `out/` and
-the group's workspace are the agent's. The host makes `outbound.db` so that readers never
-meet a file without tables, then hands it over: from then on the agent is its only writer.
+The root and `inbox/` are the host's and shared read-only with the agent's group; `out/` is
+the host's, writable by the group and sticky; the outbox and the group's workspace are the
+agent's. The host makes `outbound.db` so that readers never meet a file without tables and
+keeps it: the agent is its only writer, through its group, but cannot remove, rename or
+replace it, so the file the host checks is the file SQLite opens.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import time
 from pathlib import Path
 
-from actors.ownership import SHARED_PASS, give_file, give_folder, share_with
+from actors.ownership import SHARED_PASS, SHARED_STICKY, give_entries, give_folder, share_file, share_with
 from actors.runtime.base import AgentUser
 from protocol.db import create_session_db
-from protocol.layout import INBOX_DIR, SessionLayout, UnsafePathError, move_into_out
+from protocol.layout import INBOX_DIR, OUTBOUND_DB, OUTBOX_DIR, SENT_DIR, SessionLayout, UnsafePathError, move_into_out
 from protocol.schema import INBOUND, OUTBOUND
+
+log = logging.getLogger("hutch.session")
 
 # Built in the host's part of the folder, then renamed into `out/`: nothing of the agent's
 # can be in its way while it is made.
@@ -31,21 +37,36 @@ def prepare_session_folder(layout: SessionLayout, agent_dir: Path, user: AgentUs
     share_with(layout.root.parent, user, SHARED_PASS)
     share_with(layout.root, user)
     share_with(layout.root / INBOX_DIR, user)
-    give_folder(layout.out, user)
+    share_with(layout.root / SENT_DIR, user)
+    share_with(layout.out, user, SHARED_STICKY)
+    give_folder(layout.out / OUTBOX_DIR, user)
+    give_entries(layout.out, user, keep=frozenset({OUTBOUND_DB}))
     agent_dir.mkdir(parents=True, exist_ok=True)
     give_folder(agent_dir, user)
     _check_host_file(layout.inbound_db)
     create_session_db(layout.inbound_db, INBOUND)
-    if not os.path.lexists(layout.outbound_db):
-        _make_outbound(layout, user)
+    _keep_outbound(layout, user)
     return os.stat(layout.root).st_dev
 
 
-def _make_outbound(layout: SessionLayout, user: AgentUser | None) -> None:
+def _keep_outbound(layout: SessionLayout, user: AgentUser | None) -> None:
+    """`outbound.db` in place, the host's, the group's to write. What is in its place and is
+    not a plain file of one link was put there by an agent (of an earlier layout, or run as
+    another uid): it is moved aside, not followed, and a new file made."""
+    if os.path.lexists(layout.outbound_db):
+        try:
+            share_file(layout.outbound_db, user)
+            return
+        except OSError as exc:
+            aside = layout.out / f"{OUTBOUND_DB}.refused-{time.time_ns()}"
+            os.rename(layout.outbound_db, aside)
+            log.warning(
+                "%s: %s; moved it to %s and made a new one", layout.outbound_db, exc.strerror or exc, aside.name
+            )
     new = layout.root / _NEW_OUTBOUND
     new.unlink(missing_ok=True)  # a host killed while making it
     create_session_db(new, OUTBOUND)
-    give_file(new, user)
+    share_file(new, user)
     os.rename(new, layout.outbound_db)
 
 

@@ -83,12 +83,13 @@ def _received(seq: int, refs: References) -> str:
 
 
 def attach_files(layout: SessionLayout, message_id: str, action: DeliveryAction) -> DeliveryAction:
-    """A send's file names as checked paths inside `outbox/<message_id>/` (this one looks at
-    the disk: symlinks and anything outside the folder are refused)."""
+    """A send's files, checked and copied out of `outbox/<message_id>/` into the host's
+    `sent/<message_id>/` (this one touches the disk: links, second links, other file systems
+    and files past the cap are refused)."""
     if not isinstance(action, SendText) or not action.files:
         return action
     try:
-        paths = tuple(str(layout.outbox_file(message_id, name)) for name in action.files)
-    except UnsafePathError as exc:
+        paths = tuple(str(layout.take_outbox_file(message_id, name)) for name in action.files)
+    except (UnsafePathError, OSError) as exc:
         raise DeliveryRejected(f"row {message_id!r}: {exc}") from None
     return SendText(action.text, paths)

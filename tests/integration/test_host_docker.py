@@ -16,7 +16,7 @@ import pytest
 
 from actors.config import HostConfig
 from actors.host import Host
-from actors.runtime.docker import LABEL_AGENT_GROUP, DockerRuntime
+from actors.runtime.docker import LABEL_AGENT_GROUP, LABEL_INSTALLATION, DockerRuntime
 from actors.store import agent_groups, agent_uids, messaging_group_agents, messaging_groups
 from actors.store.db import open_store
 from protocol.layout import SessionLayout
@@ -91,7 +91,9 @@ def test_agents_run_as_their_groups_own_uid_within_its_limits(docker_host: Host)
 
     client = docker.from_env()
     try:
-        (container,) = client.containers.list(filters={"label": f"{LABEL_AGENT_GROUP}=main"})
+        assert isinstance(docker_host.runtime, DockerRuntime)
+        ours = [f"{LABEL_AGENT_GROUP}=main", f"{LABEL_INSTALLATION}={docker_host.runtime.installation_id}"]
+        (container,) = client.containers.list(filters={"label": ours})
         assert container.attrs["Config"]["User"] == f"{uid}:{uid}"
         limits = container.attrs["HostConfig"]
         assert limits["NanoCpus"] == 500_000_000
@@ -105,5 +107,5 @@ def test_agents_run_as_their_groups_own_uid_within_its_limits(docker_host: Host)
         client.close()
     (session_dir,) = (docker_host.config.sessions_dir / "main").iterdir()
     out = SessionLayout(session_dir)
-    assert (out.outbound_db.stat().st_uid, out.heartbeat.stat().st_uid) == (uid, uid)
+    assert (out.outbound_db.stat().st_gid, out.heartbeat.stat().st_uid) == (uid, uid)
     assert not (session_dir / "planted").exists()

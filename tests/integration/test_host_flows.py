@@ -189,6 +189,7 @@ def test_a_host_run_as_root_gives_each_group_a_uid_and_its_folders(host: Host, c
         (uid,) = conn.execute("SELECT uid FROM agent_uids WHERE folder = 'main'").fetchone()
     assert uid in host.config.agent_uids
     assert (layout.root.stat().st_uid, layout.root.stat().st_gid) == (0, uid)
-    assert layout.out.stat().st_uid == uid and layout.outbound_db.stat().st_uid == uid
+    assert (layout.out.stat().st_uid, layout.out.stat().st_gid) == (0, uid)
+    assert (layout.outbound_db.stat().st_uid, layout.outbound_db.stat().st_gid) == (0, uid)
     assert (host.config.groups_dir / "main").stat().st_uid == uid
     assert host.config.central_db.stat().st_mode & 0o077 == 0

@@ -20,7 +20,6 @@ from protocol.layout import (
     UnsafePathError,
     check_agent_file,
     check_message_id,
-    contained_file,
     move_into_out,
 )
 
@@ -75,63 +74,6 @@ def test_create_makes_the_folders_and_can_run_again(tmp_path: Path) -> None:
     assert (layout.out / "outbox").is_dir()
 
 
-@pytest.fixture
-def outbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "session" / "outbox" / "m1"
-    folder.mkdir(parents=True)
-    (folder / "report.pdf").write_bytes(b"%PDF")
-    return folder
-
-
-def test_contained_file_accepts_a_regular_file(outbox: Path) -> None:
-    assert contained_file(outbox, "report.pdf") == (outbox / "report.pdf").resolve()
-
-
-@pytest.mark.parametrize("name", ["../x", "a/b", "", ".", "..", "/etc/passwd", "a\x00b", "./report.pdf"])
-def test_contained_file_refuses_anything_but_a_basename(outbox: Path, name: str) -> None:
-    with pytest.raises(UnsafePathError, match="plain basename"):
-        contained_file(outbox, name)
-
-
-def test_contained_file_refuses_a_symlink_pointing_outside(outbox: Path, tmp_path: Path) -> None:
-    secret = tmp_path / "secret.txt"
-    secret.write_text("key")
-    (outbox / "innocent.txt").symlink_to(secret)
-    with pytest.raises(UnsafePathError, match="symlink"):
-        contained_file(outbox, "innocent.txt")
-
-
-def test_contained_file_refuses_a_symlink_even_pointing_inside(outbox: Path) -> None:
-    # The target could be swapped between check and use; no symlink is ever followed.
-    (outbox / "alias.pdf").symlink_to(outbox / "report.pdf")
-    with pytest.raises(UnsafePathError, match="symlink"):
-        contained_file(outbox, "alias.pdf")
-
-
-def test_contained_file_refuses_a_dangling_symlink(outbox: Path) -> None:
-    (outbox / "dangling").symlink_to(outbox / "nowhere")
-    with pytest.raises(UnsafePathError, match="symlink"):
-        contained_file(outbox, "dangling")
-
-
-def test_contained_file_refuses_a_missing_file(outbox: Path) -> None:
-    with pytest.raises(UnsafePathError, match="does not exist"):
-        contained_file(outbox, "missing.pdf")
-
-
-def test_contained_file_refuses_a_directory(outbox: Path) -> None:
-    (outbox / "folder").mkdir()
-    with pytest.raises(UnsafePathError):
-        contained_file(outbox, "folder")
-
-
-def test_contained_file_refuses_a_fifo(outbox: Path) -> None:
-    # Reading a FIFO the container made would block the host forever.
-    os.mkfifo(outbox / "pipe")
-    with pytest.raises(UnsafePathError):
-        contained_file(outbox, "pipe")
-
-
 def _session_with_file(tmp_path: Path) -> SessionLayout:
     layout = SessionLayout(tmp_path / "session")
     layout.create()
@@ -140,51 +82,103 @@ def _session_with_file(tmp_path: Path) -> SessionLayout:
     return layout
 
 
-def test_outbox_file_accepts_a_file_in_the_message_outbox(tmp_path: Path) -> None:
+def test_a_file_to_send_is_copied_into_the_hosts_sent_folder(tmp_path: Path) -> None:
     layout = _session_with_file(tmp_path)
-    assert layout.outbox_file("m1", "report.pdf") == (layout.outbox("m1") / "report.pdf").resolve()
+    copy = layout.take_outbox_file("m1", "report.pdf")
+    assert copy == layout.sent("m1") / "report.pdf"
+    assert copy.read_bytes() == b"%PDF"
+    # Whatever the agent does to its own file now, the copy is what was checked.
+    (layout.outbox("m1") / "report.pdf").unlink()
+    (layout.outbox("m1") / "report.pdf").symlink_to("/etc/passwd")
+    assert copy.read_bytes() == b"%PDF"
 
 
-def test_outbox_file_refuses_an_unsafe_message_id(tmp_path: Path) -> None:
+def test_a_file_swapped_for_a_link_is_refused_at_the_next_take(tmp_path: Path) -> None:
+    layout = _session_with_file(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    (layout.outbox("m1") / "report.pdf").unlink()
+    (layout.outbox("m1") / "report.pdf").symlink_to(secret)
+    with pytest.raises(UnsafePathError, match="is a symlink"):
+        layout.take_outbox_file("m1", "report.pdf")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".", "..", "/etc/passwd", "a\x00b", "./report.pdf"])
+def test_anything_but_a_basename_is_refused(tmp_path: Path, name: str) -> None:
+    layout = _session_with_file(tmp_path)
+    with pytest.raises(UnsafePathError, match="plain basename"):
+        layout.take_outbox_file("m1", name)
+
+
+@pytest.mark.parametrize("kind", ["outside", "inside", "dangling"])
+def test_a_link_is_never_followed_wherever_it_points(tmp_path: Path, kind: str) -> None:
+    # A target inside could be swapped between check and use; no link is ever followed.
+    layout = _session_with_file(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    target = {"outside": secret, "inside": layout.outbox("m1") / "report.pdf", "dangling": tmp_path / "nowhere"}[kind]
+    (layout.outbox("m1") / "alias").symlink_to(target)
+    with pytest.raises(UnsafePathError, match="'alias' is a symlink"):
+        layout.take_outbox_file("m1", "alias")
+    assert not (layout.sent("m1") / "alias").exists()
+
+
+def test_a_missing_file_or_a_folder_is_refused(tmp_path: Path) -> None:
+    layout = _session_with_file(tmp_path)
+    (layout.outbox("m1") / "folder").mkdir()
+    with pytest.raises(UnsafePathError, match="cannot be opened safely"):
+        layout.take_outbox_file("m1", "missing.pdf")
+    with pytest.raises(UnsafePathError, match="not a regular file"):
+        layout.take_outbox_file("m1", "folder")
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    # Reading a FIFO the agent made would block the host forever.
+    layout = _session_with_file(tmp_path)
+    os.mkfifo(layout.outbox("m1") / "pipe")
+    with pytest.raises(UnsafePathError, match="not a regular file"):
+        layout.take_outbox_file("m1", "pipe")
+
+
+def test_an_unsafe_message_id_is_refused(tmp_path: Path) -> None:
     layout = _session_with_file(tmp_path)
     with pytest.raises(UnsafePathError):
-        layout.outbox_file("../outbox/m1", "report.pdf")
+        layout.take_outbox_file("../outbox/m1", "report.pdf")
 
 
-def test_outbox_file_refuses_a_message_folder_that_is_a_symlink(tmp_path: Path) -> None:
-    # The container owns outbox/<id>/: pointed at a host folder, it would make the host send
+def test_a_message_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    # The agent owns outbox/<id>/: pointed at a host folder, it would make the host send
     # its own files to the chat.
     layout = _session_with_file(tmp_path)
     host_secrets = tmp_path / "host-secrets"
     host_secrets.mkdir()
     (host_secrets / "id_rsa").write_text("key")
     layout.outbox("m2").symlink_to(host_secrets, target_is_directory=True)
-    with pytest.raises(UnsafePathError, match="not inside"):
-        layout.outbox_file("m2", "id_rsa")
+    with pytest.raises(UnsafePathError, match="folder 'm2' is a symlink"):
+        layout.take_outbox_file("m2", "id_rsa")
 
 
-def test_outbox_file_refuses_an_outbox_that_is_a_symlink(tmp_path: Path) -> None:
+def test_an_outbox_that_is_a_link_is_refused(tmp_path: Path) -> None:
     layout = _session_with_file(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "m1").mkdir(parents=True)
     (elsewhere / "m1" / "id_rsa").write_text("key")
     (layout.out / "outbox").rename(layout.out / "outbox.old")
     (layout.out / "outbox").symlink_to(elsewhere, target_is_directory=True)
-    with pytest.raises(UnsafePathError, match="not inside"):
-        layout.outbox_file("m1", "id_rsa")
+    with pytest.raises(UnsafePathError, match="folder 'outbox' is a symlink"):
+        layout.take_outbox_file("m1", "id_rsa")
 
 
-def test_outbox_file_works_when_the_root_path_has_a_symlink(tmp_path: Path) -> None:
+def test_the_root_path_may_go_through_a_link(tmp_path: Path) -> None:
     # The host's own path to the session may go through a symlink (a data dir moved to
-    # another disk); only what lies below the root is the container's.
+    # another disk); only what lies below the root is the agent's.
     layout = _session_with_file(tmp_path)
     alias = tmp_path / "alias"
     alias.symlink_to(layout.root, target_is_directory=True)
-    via_alias = SessionLayout(alias)
-    assert via_alias.outbox_file("m1", "report.pdf") == (layout.outbox("m1") / "report.pdf").resolve()
+    assert SessionLayout(alias).take_outbox_file("m1", "report.pdf").read_bytes() == b"%PDF"
 
 
-def test_outbox_file_refuses_a_hard_link_to_a_host_file(tmp_path: Path) -> None:
+def test_a_hard_link_to_a_host_file_is_refused(tmp_path: Path) -> None:
     # A hard link is a regular file inside the folder by every path check: only its link
     # count gives away that it is also the host's /etc/passwd (here: a stand-in).
     layout = _session_with_file(tmp_path)
@@ -192,26 +186,18 @@ def test_outbox_file_refuses_a_hard_link_to_a_host_file(tmp_path: Path) -> None:
     host_file.write_text("root:x:0:0")
     os.link(host_file, layout.outbox("m1") / "passwd")
     with pytest.raises(UnsafePathError, match="2 links"):
-        layout.outbox_file("m1", "passwd")
+        layout.take_outbox_file("m1", "passwd")
+    assert not (layout.sent("m1") / "passwd").exists()
 
 
-def test_outbox_file_refuses_a_file_over_the_cap_without_reading_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_over_the_cap_is_refused_without_reading_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     layout = _session_with_file(tmp_path)
     monkeypatch.setattr(layout_module, "MAX_OUTBOX_FILE_BYTES", 1024)
     with (layout.outbox("m1") / "huge.bin").open("wb") as sparse:
         sparse.truncate(2 * 1024**3)  # 2 GB that take no room: the size is what counts
     with pytest.raises(UnsafePathError, match="more than 1024"):
-        layout.outbox_file("m1", "huge.bin")
-    assert layout.outbox_file("m1", "report.pdf").name == "report.pdf"  # small ones still go
-
-
-def test_outbox_file_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
-    layout = _session_with_file(tmp_path)
-    os.mkfifo(layout.outbox("m1") / "pipe")
-    with pytest.raises(UnsafePathError):
-        layout.outbox_file("m1", "pipe")
+        layout.take_outbox_file("m1", "huge.bin")
+    assert layout.take_outbox_file("m1", "report.pdf").name == "report.pdf"  # small ones still go
 
 
 def test_a_session_folder_of_the_earlier_layout_moves_into_out(tmp_path: Path) -> None:
@@ -236,7 +222,7 @@ def test_the_host_refuses_an_agent_file_that_is_a_link_or_a_second_link(tmp_path
     host_file = tmp_path / "hutch.db"
     host_file.write_text("the host's own")
     layout.outbound_db.symlink_to(host_file)
-    with pytest.raises(UnsafePathError, match="cannot be opened safely"):
+    with pytest.raises(UnsafePathError, match="is a symlink"):
         check_agent_file(layout.outbound_db, device, 1024)
     layout.outbound_db.unlink()
     os.link(host_file, layout.outbound_db)

@@ -77,12 +77,17 @@ def test_an_agent_writes_its_own_folders_and_not_the_hosts(data_dir: Path, caplo
         f"rm -f {layout.inbound_db} 2>/dev/null || echo inbound-kept; "
         f"ln -s /etc/shadow {layout.root}/planted 2>/dev/null || echo root-closed; "
         f"cat {data_dir}/hutch.db 2>/dev/null || echo central-closed; "
-        f"ls {data_dir} 2>/dev/null || echo data-unlisted"
+        f"ls {data_dir} 2>/dev/null || echo data-unlisted; "
+        f"[ -w {layout.outbound_db} ] && echo outbound-writable; "
+        f"rm -f {layout.outbound_db} 2>/dev/null || echo outbound-kept; "
+        f"mv {layout.outbound_db} {layout.out}/moved 2>/dev/null || echo outbound-not-moved"
     )
     lines = run(spec, script, caplog)
     expected = ["out-ok", "workspace-ok", "inbound-readable", "inbound-kept", "root-closed"]
+    expected += ["outbound-writable", "outbound-kept", "outbound-not-moved"]
     assert {*expected, "central-closed", "data-unlisted"} <= set(lines), lines
     assert layout.inbound_db.is_file() and not (layout.root / "planted").exists()
+    assert layout.outbound_db.is_file() and not (layout.out / "moved").exists()
 
 
 def test_agents_of_different_groups_cannot_read_each_others_folders(

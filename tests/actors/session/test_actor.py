@@ -598,7 +598,7 @@ def test_bad_rows_are_rejected_and_the_session_goes_on(host: Host, tmp_path: Pat
         "evenseq": "is even",
         "dotdot": "not a plain basename",
         "linked": "is a symlink",
-        "dirlink": "is not inside",
+        "dirlink": "folder 'dirlink' is a symlink",
         "stranger": "never talked to",
         "empty": "empty message",
     }

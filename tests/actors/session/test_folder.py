@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.ownership import AGENT_OWN, SHARED_PASS, SHARED_READ
+from actors.ownership import AGENT_OWN, SHARED_PASS, SHARED_READ, SHARED_STICKY
 from actors.runtime.base import AgentUser
 from actors.session.folder import prepare_session_folder
 from protocol.layout import SessionLayout, UnsafePathError
@@ -46,11 +46,13 @@ def test_the_folder_is_laid_out_and_owned_as_the_architecture_says(tmp_path: Pat
     assert owner_and_mode(layout.root.parent) == (host, AGENT.gid, SHARED_PASS)
     assert owner_and_mode(layout.root) == (host, AGENT.gid, SHARED_READ)
     assert owner_and_mode(layout.root / "inbox") == (host, AGENT.gid, SHARED_READ)
-    assert owner_and_mode(layout.out) == (AGENT.uid, AGENT.gid, AGENT_OWN)
-    assert owner_and_mode(layout.out / "outbox")[:2] == (AGENT.uid, AGENT.gid)
+    assert owner_and_mode(layout.out) == (host, AGENT.gid, SHARED_STICKY)
+    assert owner_and_mode(layout.out / "outbox") == (AGENT.uid, AGENT.gid, AGENT_OWN)
     assert owner_and_mode(agent_dir) == (AGENT.uid, AGENT.gid, AGENT_OWN)
     assert owner_and_mode(layout.inbound_db)[0] == host
-    assert owner_and_mode(layout.outbound_db)[:2] == (AGENT.uid, AGENT.gid), "the agent writes outbound.db"
+    # The agent writes outbound.db through its group; the host keeps it, so the agent cannot
+    # remove it or put anything in its place.
+    assert owner_and_mode(layout.outbound_db) == (host, AGENT.gid, 0o660)
     assert "messages_out" in tables(layout.outbound_db) and "messages_in" in tables(layout.inbound_db)
     assert not (layout.root / ".outbound.db.new").exists()
 
@@ -65,16 +67,55 @@ def test_a_second_start_keeps_the_agents_outbound_db(tmp_path: Path) -> None:
     assert "kept" in tables(layout.outbound_db)
 
 
-def test_a_link_planted_as_outbound_db_is_not_followed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target_exists", [False, True])
+def test_a_link_planted_as_outbound_db_is_moved_aside_not_followed(tmp_path: Path, target_exists: bool) -> None:
     layout = SessionLayout(tmp_path / "s1")
     layout.out.mkdir(parents=True)
     target = tmp_path / "host-file"
+    if target_exists:
+        target.write_text("the host's")
+        os.chmod(target, 0o600)
     layout.outbound_db.symlink_to(target)
 
     prepare_session_folder(layout, tmp_path / "agent", AGENT if os.geteuid() == 0 else None)
 
-    assert not target.exists(), "the host made a file where the agent's link pointed"
-    assert layout.outbound_db.is_symlink()  # the agent's own broken file; reads refuse it
+    if target_exists:
+        assert target.read_text() == "the host's" and owner_and_mode(target) == (0, 0, 0o600)
+    else:
+        assert not target.exists(), "the host made a file where the agent's link pointed"
+    assert not layout.outbound_db.is_symlink() and "messages_out" in tables(layout.outbound_db)
+    assert [p.name for p in layout.out.glob("outbound.db.refused-*")]
+
+
+@needs_root
+def test_a_hard_link_planted_as_outbound_db_is_not_handed_to_the_group(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s1")
+    layout.out.mkdir(parents=True)
+    host_file = tmp_path / "passwd"
+    host_file.write_text("root:x:0:0")
+    os.chmod(host_file, 0o644)
+    os.link(host_file, layout.outbound_db)
+
+    prepare_session_folder(layout, tmp_path / "agent", AGENT)
+
+    assert owner_and_mode(host_file) == (0, 0, 0o644), "the host file was given to the agent's group"
+    assert host_file.read_text() == "root:x:0:0"
+    assert "messages_out" in tables(layout.outbound_db)
+
+
+@needs_root
+def test_what_an_agent_of_another_uid_left_in_out_becomes_this_ones(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s1")
+    prepare_session_folder(layout, tmp_path / "agent", None)  # as an agent run as root left it
+    layout.heartbeat.write_text("")
+    (layout.out / "outbound.db-journal").write_bytes(b"")
+    (layout.out / "outbox" / "m1").mkdir()
+
+    prepare_session_folder(layout, tmp_path / "agent", AGENT)
+
+    for path in (layout.heartbeat, layout.out / "outbound.db-journal", layout.out / "outbox" / "m1"):
+        assert owner_and_mode(path)[:2] == (AGENT.uid, AGENT.gid), path
+    assert owner_and_mode(layout.outbound_db)[:2] == (os.geteuid(), AGENT.gid)
 
 
 def test_a_link_in_place_of_inbound_db_stops_the_session_and_is_not_followed(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ def test_attach_files_checks_each_file_inside_the_messages_outbox(tmp_path: Path
     (folder / "link").symlink_to(tmp_path)
 
     attached = attach_files(layout, "out-1", SendText("hi", ("a.txt",)))
-    assert attached == SendText("hi", (str((folder / "a.txt").resolve()),))
+    assert attached == SendText("hi", (str(layout.sent("out-1") / "a.txt"),))
+    assert (layout.sent("out-1") / "a.txt").read_text() == "a"  # a copy the agent cannot swap
     assert attach_files(layout, "out-1", EditText("p", "x")) == EditText("p", "x")
     for name in ("link", "../s/inbox", "missing.txt"):
         with pytest.raises(DeliveryRejected):

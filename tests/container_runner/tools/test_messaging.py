@@ -103,7 +103,7 @@ def test_send_file_copies_a_workspace_file_into_the_outbox(setup: Setup) -> None
     row = _only_reply(setup.layout)
     assert row.kind == "chat" and row.seq % 2 == 1
     assert row.decoded() == ChatOut(text="the report", files=["week.txt"])
-    assert setup.layout.outbox_file(row.id, "week.txt").read_text() == "all good"
+    assert (setup.layout.outbox(row.id) / "week.txt").read_text() == "all good"
 
 
 def test_send_file_accepts_an_absolute_path_and_a_received_attachment(setup: Setup) -> None:
@@ -116,7 +116,7 @@ def test_send_file_accepts_an_absolute_path_and_a_received_attachment(setup: Set
     assert not _run(box, "send_file", {"path": str(attachment / "photo.jpg")}).is_error
     first, second = replies(setup.layout)
     assert first.decoded().files == ["a.txt"] and second.decoded().files == ["photo.jpg"]
-    assert setup.layout.outbox_file(second.id, "photo.jpg").read_bytes() == b"\xff\xd8"
+    assert (setup.layout.outbox(second.id) / "photo.jpg").read_bytes() == b"\xff\xd8"
 
 
 @pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", "link.txt"])
