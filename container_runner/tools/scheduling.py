@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
@@ -16,21 +17,53 @@ from container_runner.tools.base import Tool, ToolError, ToolOutcome
 from container_runner.tools.function import FunctionTool
 from container_runner.turn import TurnContext
 from protocol import inbound
-from protocol.content import CancelTask, ContentError, PauseTask, ResumeTask, ScheduleTask, SystemAction, TaskIn
+from protocol.content import (
+    CancelTask,
+    ContentError,
+    PauseTask,
+    ResumeTask,
+    ScheduleTask,
+    SystemAction,
+    TaskIn,
+    encode_content,
+)
 from protocol.cron import CronError, check_cron
 from protocol.db import read_transaction
 from protocol.layout import SessionLayout
-from protocol.rows import MessageIn
+from protocol.rows import MessageIn, MessageOut
 from protocol.timeutil import format_ts, parse_ts, parse_user_time, utc_now
 
 
 class _Requester:
+    """Writes the `system` rows. Each gets the turn's next effect id, so a turn retried after
+    a kill asks for the same change once (as the messaging tools send once); only the same
+    content counts as the same request: a retried model may ask for something else."""
+
     def __init__(self, outbox: pykka.ActorRef[OutboxActor], context: TurnContext) -> None:
         self._outbox = outbox
         self._context = context
 
-    def request(self, action: SystemAction) -> None:
-        self._outbox.ask(WriteMessage(action, self._context.routing, self._context.reply_to), block=True)
+    def effect_id(self) -> str | None:
+        return self._context.effect_id()
+
+    def request(self, action: SystemAction, effect_id: str | None) -> bool:
+        """Write the row under `effect_id`; False when that id already holds another request
+        (nothing is written then: the caller makes a fresh one)."""
+        write = WriteMessage(action, self._context.routing, self._context.reply_to, effect_id)
+        written: MessageOut = self._outbox.ask(write, block=True)
+        return effect_id is None or written.content == encode_content(action)
+
+    def request_once(self, action: SystemAction) -> None:
+        if not self.request(action, self.effect_id()):
+            self.request(action, None)
+
+
+def _new_task_id(effect_id: str | None = None) -> str:
+    """A short id; the same for the same effect, so a retried turn names the same task (and
+    never an id the turn's own effects could take)."""
+    if effect_id is None:
+        return uuid.uuid4().hex[:12]
+    return "t" + hashlib.sha256(effect_id.encode()).hexdigest()[:11]
 
 
 _WHEN = "When to run first: ISO-8601, e.g. 2026-12-01T09:00 (local time unless an offset is given)."
@@ -70,9 +103,13 @@ class ScheduleTaskTool(FunctionTool[ScheduleTaskInput]):
                 check_cron(arguments.recurrence)
             except CronError as exc:
                 raise ToolError(f"recurrence {exc}") from None
-        task_id = uuid.uuid4().hex[:12]
-        action = ScheduleTask(task_id, arguments.prompt, format_ts(when), arguments.recurrence or None)
-        self._requester.request(action)
+        # A retried turn asks for the same task under the same ids: the same row.
+        effect = self._requester.effect_id()
+        action = ScheduleTask(_new_task_id(effect), arguments.prompt, format_ts(when), arguments.recurrence or None)
+        if not self._requester.request(action, effect):
+            action = msgspec.structs.replace(action, task_id=_new_task_id())
+            self._requester.request(action, None)
+        task_id = action.task_id
         local = when.astimezone(ZoneInfo(self._zone)).strftime("%Y-%m-%d %H:%M %Z")
         late = " (that time has passed: it runs right away)" if when < utc_now() else ""
         return ToolOutcome(f"task {task_id} scheduled for {local}{late}")
@@ -127,7 +164,7 @@ class _SeriesAction(FunctionTool[TaskIdInput]):
         self._requester = requester
 
     def call(self, arguments: TaskIdInput) -> ToolOutcome:
-        self._requester.request(self.action(arguments.task_id))
+        self._requester.request_once(self.action(arguments.task_id))
         return ToolOutcome(f"{self.verb} of task {arguments.task_id} requested")
 
 

@@ -1,5 +1,6 @@
-"""`python -m actors.main` as a person runs it (process runtime, mock provider), for tests
-that signal or kill the host: ready once it prints that it runs; its output collected."""
+"""`python -m actors.main` as a person runs it (mock provider; the process runtime unless a
+test asks for docker), for tests that signal or kill the host: ready once it prints that it
+runs; its output collected."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -23,11 +25,20 @@ class HostDidNotStartError(AssertionError):
 
 
 class HostProcess:
-    def __init__(self, data_dir: Path, log: list[str] | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
-        env.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME="process", HUTCH_PROVIDER="mock")
+    def __init__(
+        self,
+        data_dir: Path,
+        log: list[str] | None = None,
+        *,
+        runtime: str = "process",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`env` adds settings (HUTCH_SWEEP_INTERVAL, say) to the ones that make it a test host."""
+        env_vars = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
+        env_vars.update(env or {})
+        env_vars.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME=runtime, HUTCH_PROVIDER="mock")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "actors.main"], cwd=REPO, env=env, text=True,
+            [sys.executable, "-m", "actors.main"], cwd=REPO, env=env_vars, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.pid = self.process.pid

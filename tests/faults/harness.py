@@ -1,9 +1,10 @@
 """What the fault tests share: a host run as a real process that a test can SIGKILL, its
-agents found in /proc, a chat client that outlives restarts, and the checks made after one.
+agents found in /proc (or, on the docker runtime, through the engine), a chat client that
+outlives restarts, and the checks made after one.
 
 Nothing here sleeps to synchronise: the chat socket's lines are events, and where none
 exists (a claim in outbound.db, a tool's process, an agent's end) a bounded poll reads
-/proc or a file.
+/proc, a file or the engine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import docker
+
+from actors.host import INSTALLATION_FILE
+from actors.runtime.docker import LABEL_INSTALLATION, LABEL_SESSION
 from actors.runtime.process import agents_in
 from protocol.layout import SessionLayout
 from tests.fakes.chat_client import ChatClient
@@ -33,7 +38,9 @@ class FaultError(AssertionError):
     """A step of a fault test did not happen in time; carries the host's recent log."""
 
 
-def poll(what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S) -> Any:
+def poll(
+    what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S, interval_s: float = POLL_INTERVAL_S
+) -> Any:
     """Bounded poll: `check()`'s first truthy value, or FaultError after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -42,7 +49,7 @@ def poll(what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S)
             return found
         if time.monotonic() > deadline:
             raise FaultError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(POLL_INTERVAL_S)
+        time.sleep(interval_s)
 
 
 # --- /proc ---------------------------------------------------------------------------------
@@ -138,6 +145,28 @@ def integrity_problems(data_dir: Path) -> list[str]:
     return problems
 
 
+def session_rows(data_dir: Path, db: str, sql: str) -> list[tuple[Any, ...]]:
+    """`sql`'s rows from every session's `db` ("inbound" or "outbound"), as a reader sees
+    them; a DB not created yet has none. Raises sqlite3.Error (a busy DB, say): a poll
+    should use `polled_rows`."""
+    found: list[tuple[Any, ...]] = []
+    for layout in session_layouts(data_dir):
+        path = layout.inbound_db if db == "inbound" else layout.outbound_db
+        # Opening a missing file would create it, empty, before its writer does.
+        if path.exists():
+            with reading(path) as conn:
+                found += conn.execute(sql).fetchall()
+    return found
+
+
+def polled_rows(data_dir: Path, db: str, sql: str) -> list[tuple[Any, ...]]:
+    """`session_rows` for a poll: a DB that cannot be read right now has no rows yet."""
+    try:
+        return session_rows(data_dir, db, sql)
+    except sqlite3.Error:
+        return []
+
+
 def processing_claims(data_dir: Path) -> int:
     """How many rows the agents have claimed (`processing`) right now, over all sessions."""
     claims = 0
@@ -148,6 +177,33 @@ def processing_claims(data_dir: Path) -> int:
         except sqlite3.Error:
             continue  # not created yet, or busy: the poll reads again
     return claims
+
+
+# --- docker ----------------------------------------------------------------------------------
+
+
+def docker_containers(data_dir: Path, session_id: str | None = None) -> list[Any]:
+    """The containers of the installation in `data_dir` (of one session, if given), running
+    or not; none before its host named the installation."""
+    path = data_dir / INSTALLATION_FILE
+    if not path.exists():
+        return []
+    labels = [f"{LABEL_INSTALLATION}={path.read_text().strip()}"]
+    if session_id is not None:
+        labels.append(f"{LABEL_SESSION}={session_id}")
+    client = docker.from_env()
+    try:
+        return list(client.containers.list(all=True, filters={"label": labels}))
+    finally:
+        client.close()
+
+
+def remove_containers(data_dir: Path) -> None:
+    """A killed host leaves its containers running (no parent-death signal crosses into
+    the engine): remove them, so a failed test does not leave agents behind."""
+    for container in docker_containers(data_dir):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
 
 
 # --- a whole fault run ---------------------------------------------------------------------
@@ -162,8 +218,9 @@ class FaultRun:
     """One data folder, its host (restarted as often as a test kills it), a chat client per
     host, and every line the clients received, in order, across restarts."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, runtime: str = "process") -> None:
         self.data_dir = data_dir
+        self.runtime = runtime
         self.log: list[str] = []
         self.received: list[dict[str, Any]] = []
         self.host: HostProcess | None = None
@@ -181,13 +238,15 @@ class FaultRun:
             self.host.kill()
             self.host = None
         self._close_client()
+        if self.runtime == "docker":
+            remove_containers(self.data_dir)
         poll("the agents to end", lambda: not agent_pids(self.data_dir))
 
     def start(self) -> None:
         """A new host on the folder (the last one is gone) and a client connected to it."""
         assert self.host is None
         self.log.append("=== host start ===\n")
-        self.host = HostProcess(self.data_dir, self.log)
+        self.host = HostProcess(self.data_dir, self.log, runtime=self.runtime)
         self.client = ChatClient(self.data_dir / "cli.sock", timeout=30)
 
     def send(self, text: str) -> None:
@@ -226,14 +285,18 @@ class FaultRun:
 
     def await_answer(self, marker: str) -> None:
         """Read the client until `marker` has been answered at least once."""
+        self.await_received(f"an answer to {marker!r}", lambda: self.answers(marker) > 0)
+
+    def await_received(self, what: str, done: Callable[[], bool]) -> None:
+        """Read the client until `done()` holds for what was received."""
         assert self.client is not None
         deadline = time.monotonic() + ANSWER_TIMEOUT_S
-        while not self.answers(marker):
+        while not done():
             left = deadline - time.monotonic()
             try:
                 self.received.append(self.client.next_message(timeout=max(left, 0.01)))
             except queue.Empty:
-                raise FaultError(f"no answer to {marker!r} in {ANSWER_TIMEOUT_S:g} s\n{self.summary()}") from None
+                raise FaultError(f"no {what} in {ANSWER_TIMEOUT_S:g} s\n{self.summary()}") from None
 
     def barrier(self) -> None:
         """Send a probe and read up to its answer. Replies go out in seq order per session,
@@ -260,3 +323,16 @@ class FaultRun:
         while not self.client.messages.empty():
             self.received.append(self.client.messages.get_nowait())
         self.client = None
+
+
+def finish(run: FaultRun, marker: str, at_most: int = 1) -> int:
+    """Probe, check the DBs with the host running and once it stopped; the answer count,
+    which must be 1..`at_most`."""
+    run.barrier()
+    problems = integrity_problems(run.data_dir)
+    count = run.answers(marker)
+    run.stop()
+    problems += integrity_problems(run.data_dir)
+    assert not problems, f"integrity_check failed: {problems}\n{run.summary()}"
+    assert 1 <= count <= at_most, f"{marker!r} answered {count} time(s), expected 1..{at_most}\n{run.summary()}"
+    return count

@@ -124,6 +124,41 @@ def test_each_schedule_gets_its_own_task_id(setup: Setup) -> None:
     assert first.task_id != second.task_id
 
 
+def _retried(setup: Setup) -> ToolBox:
+    """The same batch's turn in a new runner, as after a kill."""
+    context = TurnContext()
+    context.begin((setup.row,))
+    return ToolBox(scheduling_tools(setup.outbox, context, setup.layout, ZONE))
+
+
+def test_a_turn_retried_after_a_kill_schedules_its_task_once(setup: Setup) -> None:
+    """The agent died after asking for a task; the retried turn asks again, as a model would,
+    and there is one request (one task) with the id the first run was told."""
+    first = _run(setup, "schedule_task", {"prompt": "water the plants", "process_after": "2030-01-01T09:00"})
+    again = _retried(setup).run(
+        ToolCall("call-1", "schedule_task", {"prompt": "water the plants", "process_after": "2030-01-01T09:00"})
+    )
+    assert again.content == first.content
+    (row,) = replies(setup.layout)
+    assert row.decoded().task_id in first.content
+
+
+def test_a_retried_turn_asking_for_another_task_gets_it(setup: Setup) -> None:
+    _run(setup, "schedule_task", {"prompt": "water the plants", "process_after": "2030-01-01T09:00"})
+    box = _retried(setup)
+    box.run(ToolCall("call-1", "schedule_task", {"prompt": "feed the cat", "process_after": "2030-01-01T09:00"}))
+    box.run(ToolCall("call-2", "cancel_task", {"task_id": "abc"}))
+    tasks = [row.decoded() for row in replies(setup.layout)]
+    assert [type(t).__name__ for t in tasks] == ["ScheduleTask", "ScheduleTask", "CancelTask"]
+    assert tasks[0].task_id != tasks[1].task_id
+
+
+def test_a_retried_series_action_is_asked_once(setup: Setup) -> None:
+    _run(setup, "pause_task", {"task_id": "abc"})
+    _retried(setup).run(ToolCall("call-1", "pause_task", {"task_id": "abc"}))
+    assert [row.decoded() for row in replies(setup.layout)] == [PauseTask("abc")]
+
+
 @pytest.mark.parametrize(
     ("arguments", "needle"),
     [
