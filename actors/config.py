@@ -39,6 +39,8 @@ class HostConfig(DataFolder):
     base_url: str = "https://api.anthropic.com"
     assistant_name: str = "Assistant"
     sweep_interval_s: float = 30.0
+    # How long a stopping agent may take to finish a turn in flight (SIGTERM, idle, restart).
+    stop_grace_s: float = 30.0
     # Used only when the host runs as root: each agent group's agents get a uid from here.
     agent_uids: UidRange = field(default_factory=lambda: UidRange(1_000_000, 1_099_999))
     # Every agent group's limits unless it has its own (agent_groups' columns).
@@ -72,6 +74,7 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             base_url=env.get("ANTHROPIC_BASE_URL") or defaults.base_url,
             assistant_name=env.get("HUTCH_ASSISTANT_NAME") or defaults.assistant_name,
             sweep_interval_s=env_number(env, "HUTCH_SWEEP_INTERVAL", defaults.sweep_interval_s, positive=True),
+            stop_grace_s=env_number(env, "HUTCH_STOP_GRACE", defaults.stop_grace_s, positive=True),
             agent_uids=_uid_range(env, defaults.agent_uids),
             agent_limits=_agent_limits(env, defaults.agent_limits),
         )

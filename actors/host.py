@@ -234,6 +234,8 @@ def session_settings(config: HostConfig, provider: str) -> SessionSettings:
     return SessionSettings(
         timezone=config.timezone,
         idle_timeout_s=config.idle_timeout_s,
+        # The runner is given the grace; the host waits a little longer before it kills.
+        stop_timeout_s=config.stop_grace_s + 5.0,
         agent_env={
             "HUTCH_PROVIDER": provider,
             "HUTCH_MODEL": config.model,

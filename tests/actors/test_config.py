@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from actors.config import ConfigError, HostConfig, load_config
+from actors.host import session_settings
 from actors.runtime.base import AgentLimits
 from actors.store.agent_uids import UidRange
 
@@ -66,6 +67,7 @@ def test_the_environment() -> None:
             "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
             "HUTCH_ASSISTANT_NAME": "Andy",
             "HUTCH_SWEEP_INTERVAL": "12",
+            "HUTCH_STOP_GRACE": "12.5",
             "HUTCH_AGENT_UIDS": "500000-500099",
             "HUTCH_AGENT_CPUS": "0.5",
             "HUTCH_AGENT_MEMORY_MB": "512",
@@ -87,6 +89,7 @@ def test_the_environment() -> None:
         base_url="http://127.0.0.1:9999",
         assistant_name="Andy",
         sweep_interval_s=12.0,
+        stop_grace_s=12.5,
         agent_uids=UidRange(500_000, 500_099),
         agent_limits=AgentLimits(cpus=0.5, memory_mb=512, pids=128, shm_mb=4),
     )
@@ -171,6 +174,7 @@ def test_every_flag_overrides() -> None:
         ("HUTCH_LOG_LEVEL", "loud"),
         ("TZ", "Mars/Olympus_Mons"),
         ("TZ", "../../etc/passwd"),
+        ("HUTCH_STOP_GRACE", "0"),
         ("HUTCH_AGENT_UIDS", "1000"),
         ("HUTCH_AGENT_UIDS", "0-99"),
         ("HUTCH_AGENT_UIDS", "9-5"),
@@ -236,3 +240,10 @@ def test_numbers_from_the_environment_say_what_is_wrong(variable: str, value: st
 def test_flags_are_checked_too(flag: str, value: str) -> None:
     with pytest.raises(ConfigError, match="HUTCH_"):
         load_config([flag, value], {})
+
+
+def test_the_stop_grace_reaches_the_runner_and_the_host_waits_a_little_longer() -> None:
+    config = load_config([], {"HUTCH_STOP_GRACE": "12"})
+    settings = session_settings(config, "mock")
+    assert settings.stop_grace_s == 12.0
+    assert settings.stop_timeout_s == 17.0  # the kill comes only after the runner's own deadline
