@@ -218,5 +218,10 @@ class IdleAnswer(msgspec.Struct, frozen=True):
 
 
 class SessionFailed(msgspec.Struct, frozen=True):
+    """A session actor died (`restart`: start it again from disk now), or could not set its
+    folder up (it waits, failing what it is handed, for the Supervisor to stop it; the next
+    message or sweep tries again)."""
+
     session_id: str
     error: str
+    restart: bool = True

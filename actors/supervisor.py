@@ -180,8 +180,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_idle(session_id)
             case IdleAnswer():
                 self._on_idle_answer(message)
-            case SessionFailed(session_id=session_id, error=error):
-                self._on_failed(session_id, error)
+            case SessionFailed(session_id=session_id, error=error, restart=restart):
+                self._on_failed(session_id, error, restart)
             case _:
                 return super().on_receive(message)
         return None
@@ -368,8 +368,15 @@ class Supervisor(pykka.ThreadingActor):
         self._stop_sessions([answer.session_id])
         self._touched.pop(answer.session_id, None)
 
-    def _on_failed(self, session_id: str, error: str) -> None:
-        self._registry.remove(session_id)
+    def _on_failed(self, session_id: str, error: str, restart: bool) -> None:
+        ref = self._registry.remove(session_id)
+        if not restart:
+            # Stopped from here, after everything routed to it so far (it refuses those), and
+            # not started again now: the next message or the sweep tries again.
+            if ref is not None:
+                ref.stop(block=False)
+            log.warning("session %s could not start (%s); the next message or sweep tries again", session_id[:8], error)
+            return
         session = sessions.get(self._store, session_id)
         if session is None or self._closing:
             return

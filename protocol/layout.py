@@ -166,8 +166,18 @@ def _copy_out(source: int, size: int, folder: Path, name: str) -> Path:
 
 
 def check_agent_file(path: Path, device: int, max_bytes: int) -> os.stat_result:
-    """What the host will read of a file an agent made: opened without following a link (and
-    without blocking on a FIFO), then as `check_agent_fd` says."""
+    """What the host will read of a file an agent made (`out/outbound.db`): its folder a
+    real folder on the session's device, not a link in its place (O_NOFOLLOW guards only the
+    last step), the file opened without following a link (and without blocking on a FIFO),
+    then as `check_agent_fd` says."""
+    try:
+        folder = os.lstat(path.parent)
+    except OSError as exc:
+        raise _refused(f"folder {path.parent.name!r}", exc) from None
+    if stat.S_ISLNK(folder.st_mode):
+        raise UnsafePathError(f"folder {path.parent.name!r} is a symlink; links are never followed")
+    if not stat.S_ISDIR(folder.st_mode) or folder.st_dev != device:
+        raise UnsafePathError(f"folder {path.parent.name!r} is not a folder of the session's")
     try:
         fd = os.open(path, _NOFOLLOW_FILE)
     except OSError as exc:

@@ -134,6 +134,7 @@ class SessionActor(pykka.ThreadingActor):
         )
         self._watcher = watcher
         self._device = 0  # the session folder's, once it exists: the agent's files must be on it
+        self._broken: SessionSetupError | None = None  # why the folder could not be set up
         self._own_watcher: FolderWatcher | None = None
         # Inbound rows: the pending ones, and the writes received but not yet committed.
         self._pending = PendingRows()
@@ -163,14 +164,25 @@ class SessionActor(pykka.ThreadingActor):
     # --- lifecycle ------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._device = prepare_session_folder(self._layout, self._info.agent_dir, self._info.user)
-        with read_transaction(self._layout.inbound_db) as conn:
-            self._load(conn)
+        try:
+            self._device = prepare_session_folder(self._layout, self._info.agent_dir, self._info.user)
+            with read_transaction(self._layout.inbound_db) as conn:
+                self._load(conn)
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            # Not a crash to restart from at once (it would fail the same way): say so, fail
+            # whatever is handed over, and wait for the Supervisor to stop this actor.
+            self._broken = SessionSetupError(f"the session's folder cannot be set up: {exc}")
+            log.error("%s %s", self._info.tag, self._broken)
+            if self._supervisor is not None:
+                self._supervisor.tell(SessionFailed(self._info.session_id, str(self._broken), restart=False))
+            return
         self._watch()
         log.info("%s session started", self._info.tag)
         self._refresh()
 
     def on_stop(self) -> None:
+        if self._broken is not None:
+            return  # nothing was started
         self._commit_incoming()  # a write told just before the stop is still kept
         self._bookkeeping_timer.cancel()
         self._flush_bookkeeping()
@@ -203,6 +215,8 @@ class SessionActor(pykka.ThreadingActor):
                 log.warning("%s handling %s took %.1f s", self._info.tag, type(message).__name__, took)
 
     def _dispatch(self, message: Any) -> Any:
+        if self._broken is not None:
+            return self._refuse(message, self._broken)
         match message:
             case WriteInbound():
                 self._receive_inbound(message)
@@ -247,6 +261,21 @@ class SessionActor(pykka.ThreadingActor):
                 return self._deliveries.drain()
             case _:
                 return super().on_receive(message)
+        return None
+
+    def _refuse(self, message: Any, error: SessionSetupError) -> Any:
+        """A session whose folder could not be set up: every row handed over fails with the
+        reason (its sender hears it), and it holds no agent, so it is idle."""
+        match message:
+            case WriteInbound():
+                _fail(message, error)
+            case InboundBatch(requests=requests):
+                for request in requests:
+                    _fail(request, error)
+            case StopIfIdle(reply_to=reply_to, token=token):
+                if reply_to is None:
+                    return True
+                reply_to.tell(IdleAnswer(self._info.session_id, token, True))
         return None
 
     def _load(self, conn: sqlite3.Connection) -> None:
@@ -732,6 +761,10 @@ class SessionActor(pykka.ThreadingActor):
             return False
         self._agent.stop("the session is idle")
         return True
+
+
+class SessionSetupError(RuntimeError):
+    """The session's folder could not be made ready; what it was handed is refused."""
 
 
 def _fail(request: WriteInbound, exc: BaseException) -> None:

@@ -14,12 +14,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pykka
 
 from actors.messages import ContainerExited, SlotGranted, YieldSlot
-from actors.runtime.base import AgentHandle, AgentRuntime
+from actors.runtime.base import AgentHandle, AgentRuntime, RuntimeStartError
+from actors.session.folder import move_aside_heartbeat
 from actors.session.info import ProxySockets, SessionInfo, SessionSettings
 from actors.session.liveness import agent_problem, heartbeat_mtime, unclaimed_problem
 from actors.session.spec import agent_spec
@@ -108,18 +110,11 @@ class AgentController:
             self._slots.release(self._info.session_id)
 
     def _start(self) -> None:
-        # A stale beat would make the new agent look alive before it ever ran.
-        self._info.layout.heartbeat.unlink(missing_ok=True)
-        self._last_beat = None
-        proxy_socket = None
-        if self._proxy is not None:
-            self._proxy.open_socket(
-                self._info.session_id, self._info.agent_group, self._info.layout.proxy_socket, owner=self._info.user
-            )
-            proxy_socket = self._info.layout.proxy_socket
-        self._generation += 1
-        generation = self._generation
+        """Start the agent in the slot this session holds; on any failure the slot goes back."""
         try:
+            proxy_socket = self._prepare()
+            self._generation += 1
+            generation = self._generation
             self._handle = self._runtime.start(
                 agent_spec(self._info, self._settings, proxy_socket), lambda code: self._exited(generation, code)
             )
@@ -129,6 +124,20 @@ class AgentController:
         self._started_at = self._clock()
         self._stopping = False
         log.info("%s agent started (%s %s)", self._info.tag, self._runtime.name, self._handle.ident)
+
+    def _prepare(self) -> Path | None:
+        """Clear the heartbeat (a stale beat would make the new agent look alive at once) and
+        open the proxy socket; what fails here is a start that failed, and is retried."""
+        try:
+            move_aside_heartbeat(self._info.layout)
+            self._last_beat = None
+            if self._proxy is None:
+                return None
+            socket = self._info.layout.proxy_socket
+            self._proxy.open_socket(self._info.session_id, self._info.agent_group, socket, owner=self._info.user)
+            return socket
+        except (OSError, ValueError) as exc:
+            raise RuntimeStartError(f"cannot prepare the agent's start: {exc}") from exc
 
     def _exited(self, generation: int, code: int) -> None:
         """Called once from the runtime's thread."""

@@ -33,7 +33,11 @@ def prepare_session_folder(layout: SessionLayout, agent_dir: Path, user: AgentUs
     """Make the session's folders and DBs, owned as the layout says; returns the folder's
     device (every file the host reads of the agent's must be on it)."""
     move_into_out(layout)  # a session folder of the earlier layout
-    layout.create()
+    # Above the root the path is the host's own (it may go through a link: a data folder
+    # moved to another disk); below it, every folder is made one level at a time.
+    layout.root.mkdir(parents=True, exist_ok=True)
+    for folder in (layout.root / INBOX_DIR, layout.root / SENT_DIR, layout.out, layout.out / OUTBOX_DIR):
+        _ensure_folder(folder)
     share_with(layout.root.parent, user, SHARED_PASS)
     share_with(layout.root, user)
     share_with(layout.root / INBOX_DIR, user)
@@ -47,6 +51,37 @@ def prepare_session_folder(layout: SessionLayout, agent_dir: Path, user: AgentUs
     create_session_db(layout.inbound_db, INBOUND)
     _keep_outbound(layout, user)
     return os.stat(layout.root).st_dev
+
+
+def _ensure_folder(folder: Path) -> None:
+    """`folder` as a real folder: made if missing; a link or a file in its place (an agent's
+    doing) is moved aside, never followed."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        folder.mkdir()
+        return
+    if stat.S_ISDIR(st.st_mode):
+        return
+    _move_aside(folder, "it is not a folder")
+    folder.mkdir()
+
+
+def move_aside_heartbeat(layout: SessionLayout) -> None:
+    """No heartbeat before an agent starts (a stale one would make it look alive): a file or
+    link is removed, anything else (a folder an agent made) moved aside."""
+    try:
+        os.unlink(layout.heartbeat)
+    except FileNotFoundError:
+        return
+    except (IsADirectoryError, PermissionError):  # unlink() of a folder: EISDIR, or EPERM
+        _move_aside(layout.heartbeat, "it is a folder")
+
+
+def _move_aside(path: Path, why: str) -> None:
+    aside = path.with_name(f"{path.name}.refused-{time.time_ns()}")
+    os.rename(path, aside)
+    log.warning("%s: %s; moved it to %s", path, why, aside.name)
 
 
 def _keep_outbound(layout: SessionLayout, user: AgentUser | None) -> None:

@@ -228,3 +228,17 @@ def test_the_host_refuses_an_agent_file_that_is_a_link_or_a_second_link(tmp_path
     os.link(host_file, layout.outbound_db)
     with pytest.raises(UnsafePathError, match="2 links"):
         check_agent_file(layout.outbound_db, device, 1024)
+
+
+def test_the_host_refuses_an_agent_file_below_a_link_in_place_of_out(tmp_path: Path) -> None:
+    # O_NOFOLLOW guards only the last step: a link in place of out/ would be followed.
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    device = os.stat(layout.root).st_dev
+    elsewhere = tmp_path / "other-session-out"
+    elsewhere.mkdir()
+    (elsewhere / "outbound.db").write_text("another session's rows")
+    layout.out.rename(tmp_path / "moved-out")
+    layout.out.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="'out' is a symlink"):
+        check_agent_file(layout.outbound_db, device, 1024)

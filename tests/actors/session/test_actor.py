@@ -32,6 +32,7 @@ from actors.messages import (
     Notify,
     OutboundChanged,
     SendText,
+    SessionFailed,
     SessionIdle,
     StopIfIdle,
     SweepCheck,
@@ -1125,3 +1126,33 @@ def test_content_past_the_protocols_caps_is_refused_before_anything_is_stored(ho
         put(session, chat("x" * (MAX_TEXT_CHARS + 1)))
     fine = put(session, chat("still here"))
     assert [row.id for row in rows_in(host.layout())] == [fine.id]
+
+
+# --- a hostile or broken session folder ------------------------------------------------------
+
+
+def test_a_folder_in_place_of_the_heartbeat_is_moved_aside_and_the_agent_starts(host: Host) -> None:
+    """An agent that made `.heartbeat` a folder would otherwise fail every start of its session."""
+    layout = host.layout()
+    layout.heartbeat.parent.mkdir(parents=True)
+    layout.heartbeat.mkdir()
+    session = host.start()
+    put(session, chat("are you there?"))
+    host.runtime.wait_for_starts(1)
+    assert not layout.heartbeat.exists()
+    assert [p.name for p in layout.out.glob(".heartbeat.refused-*")]
+
+
+def test_a_folder_that_cannot_be_set_up_refuses_its_messages_and_says_so(host: Host) -> None:
+    """Not a crash to restart from at once: each row handed over fails with the reason (its
+    sender hears it), the Supervisor is told not to restart it now, and no agent runs."""
+    layout = host.layout()
+    layout.root.parent.mkdir(parents=True)
+    layout.root.write_text("a file where the session's folder should be")
+    session = host.start()
+    with pytest.raises(Exception, match="cannot be set up"):
+        write_inbound(session, chat("hello")).get(timeout=10)
+    (failed,) = wait_for(host.supervisor, SessionFailed)
+    assert failed.restart is False and "cannot be set up" in failed.error
+    assert session.ask(StopIfIdle(), timeout=10) is True
+    assert host.runtime.handles == []

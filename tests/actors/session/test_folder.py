@@ -126,3 +126,18 @@ def test_a_link_in_place_of_inbound_db_stops_the_session_and_is_not_followed(tmp
     with pytest.raises(UnsafePathError, match="not a regular file"):
         prepare_session_folder(layout, tmp_path / "agent", None)
     assert not other.exists()
+
+
+def test_a_link_in_place_of_out_is_moved_aside_and_its_target_untouched(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s1")
+    layout.root.mkdir(parents=True)
+    elsewhere = tmp_path / "host-folder"
+    elsewhere.mkdir()
+    layout.out.symlink_to(elsewhere, target_is_directory=True)
+
+    prepare_session_folder(layout, tmp_path / "agent", AGENT if os.geteuid() == 0 else None)
+
+    assert list(elsewhere.iterdir()) == [], "the host made folders or files through the agent's link"
+    assert layout.out.is_dir() and not layout.out.is_symlink()
+    assert "messages_out" in tables(layout.outbound_db)
+    assert [p.name for p in layout.root.glob("out.refused-*")]
