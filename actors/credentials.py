@@ -22,7 +22,7 @@ import socket
 import socketserver
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Final, Literal, cast
@@ -60,6 +60,15 @@ _RESPONSE_REPLACED: Final = frozenset({"content-length"})
 
 # A Messages request tops out around 32 MB; anything far beyond is a misbehaving agent.
 MAX_REQUEST_BODY: Final = 64 * 1024 * 1024
+# Bodies go upstream as they arrive, in pieces of this size: what the host holds of an
+# agent's requests is bounded by the connections, not by what the agent sends.
+_BODY_CHUNK: Final = 64 * 1024
+
+# An agent's SDK keeps one or two connections; past this an agent is only costing the host
+# threads (one per connection), so further connections are closed at once.
+MAX_CONNECTIONS_PER_SESSION: Final = 8
+# A connection with no request (or no body byte) for this long is closed: its thread is freed.
+_IDLE_TIMEOUT_S: Final = 120.0
 
 # Connecting must be quick; a response may legitimately take minutes between bytes, and the
 # agent side is where stalls are detected.
@@ -153,12 +162,15 @@ class _Upstream:
     def has_credentials(self) -> bool:
         return bool(self._credentials)
 
-    def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> httpx2.Response:
-        """Send the request and return as soon as the status and headers are in."""
+    def send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: Iterator[bytes], length: int
+    ) -> httpx2.Response:
+        """Send the request, its `length` bytes streamed from `body`, and return as soon as
+        the status and headers are in."""
         request = httpx2.Request(
             method,
             self.base_url + target,
-            headers=[*headers, *self._credentials],
+            headers=[*headers, ("content-length", str(length)), *self._credentials],
             content=body,
             extensions={"timeout": _UPSTREAM_TIMEOUT.as_dict()},
         )
@@ -190,6 +202,7 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
         self._wake_r, self._wake_w = socket.socketpair()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self._refusing = False
         self._inode: tuple[int, int] | None = None
         self._thread = threading.Thread(target=self._serve, name=f"proxy-{self.tag}", daemon=True)
 
@@ -247,6 +260,16 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
         # BaseHTTPRequestHandler expects an (host, port) address; the caller is the session.
         return conn, (self.tag, 0)
 
+    def verify_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> bool:
+        """Past the cap a connection is closed before it costs a thread; said once per flood."""
+        with self._conns_lock:
+            allowed = len(self._conns) <= MAX_CONNECTIONS_PER_SESSION
+            first_refusal = not allowed and not self._refusing
+            self._refusing = not allowed
+        if first_refusal:
+            log.warning("[%s] refused connections past %d at once", self.tag, MAX_CONNECTIONS_PER_SESSION)
+        return allowed
+
     def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
         with self._conns_lock:
             if isinstance(request, socket.socket):
@@ -294,6 +317,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     # Keep-alive saves the agent's SDK a connect per request; every response below is
     # either length-delimited, chunked, or followed by closing the connection.
     protocol_version = "HTTP/1.1"
+    # A read (the next request, a piece of a body) that waits longer ends the connection.
+    timeout = _IDLE_TIMEOUT_S
 
     @property
     def session(self) -> _SessionServer:
@@ -313,12 +338,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._send_error_json(401, "authentication_error", "the host has no Anthropic API credentials configured")
             return
         try:
-            body = self._read_body()
+            body, length = self._body()
+            response = session.upstream.send(self.command, target, self._forwarded_headers(), body, length)
         except _BadRequestError as exc:
+            self.close_connection = True  # the rest of a refused body is never read
             self._send_error_json(exc.status, exc.error_type, str(exc))
             return
-        try:
-            response = session.upstream.send(self.command, target, self._forwarded_headers(), body)
         except httpx2.InvalidURL as exc:
             self._send_error_json(400, "invalid_request_error", f"invalid request target: {exc}")
             return
@@ -362,12 +387,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forwarded_headers(self) -> list[tuple[str, str]]:
         return _strip_headers(self.headers.items(), _REQUEST_REPLACED, self.headers.get_all("connection") or [])
 
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            return self._read_chunked_body()
+    def _body(self) -> tuple[Iterator[bytes], int]:
+        """The request body as pieces read on demand, and its length. A chunked body is
+        refused (411): its size is known only at its end, after the upstream got the start,
+        and the SDK always sends a length. A body that ends early raises `_BadRequestError`
+        from the iterator, which ends the upstream request too."""
+        if self.headers.get("transfer-encoding") is not None:
+            raise _BadRequestError(411, "invalid_request_error", "send the body with a Content-Length")
         raw_length = self.headers.get("content-length")
         if raw_length is None:
-            return b""
+            return iter(()), 0
         try:
             length = int(raw_length)
         except ValueError:
@@ -376,33 +405,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             raise _BadRequestError(400, "invalid_request_error", "invalid Content-Length")
         if length > MAX_REQUEST_BODY:
             raise _BadRequestError(413, "request_too_large", "request body too large")
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _BadRequestError(400, "invalid_request_error", "request body ended early")
-        return body
+        return self._pieces(length), length
 
-    def _read_chunked_body(self) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size_line = self.rfile.readline(1024)
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadRequestError(400, "invalid_request_error", "malformed chunked body") from None
-            if size == 0:
-                break
-            total += size
-            if total > MAX_REQUEST_BODY:
-                raise _BadRequestError(413, "request_too_large", "request body too large")
-            chunk = self.rfile.read(size)
-            if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise _BadRequestError(400, "invalid_request_error", "malformed chunked body")
-            parts.append(chunk)
-        # Trailers carry nothing the upstream needs; read them to the blank line.
-        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
-            pass
-        return b"".join(parts)
+    def _pieces(self, length: int) -> Iterator[bytes]:
+        left = length
+        while left > 0:
+            piece = self.rfile.read(min(_BODY_CHUNK, left))
+            if not piece:
+                raise _BadRequestError(400, "invalid_request_error", "request body ended early")
+            left -= len(piece)
+            yield piece
 
     def _relay(self, response: httpx2.Response) -> None:
         """Pass status, headers and body on; body bytes leave as soon as they arrive."""

@@ -387,24 +387,70 @@ def test_the_sdk_reaches_both_endpoints(proxy: CredentialProxy, upstream: Upstre
     assert [seen.path for seen in upstream.seen] == ["/v1/messages", "/v1/messages/count_tokens?beta=true"]
 
 
-@pytest.mark.parametrize("chunked", [False, True])
 def test_a_body_over_the_cap_is_refused(
-    chunked: bool, proxy: CredentialProxy, upstream: Upstream, session_dir: Path, monkeypatch: pytest.MonkeyPatch
+    proxy: CredentialProxy, upstream: Upstream, session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A small cap stands in for the real 64 MB one; the checks read it at request time.
+    # A small cap stands in for the real 64 MB one; the check reads it at request time.
     monkeypatch.setattr(credentials, "MAX_REQUEST_BODY", 16)
     path = open_session(proxy, session_dir)
-    body = b'{"model": "too-long-for-the-cap"}'
-    if chunked:
-        response = raw_request(
-            path, "POST", "/v1/messages", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), "Transfer-Encoding: chunked\r\n"
-        )
-    else:
-        response = raw_request(path, "POST", "/v1/messages", body)
+    response = raw_request(path, "POST", "/v1/messages", b'{"model": "too-long-for-the-cap"}')
     assert response.status == 413
     assert json.loads(response.body)["error"]["type"] == "request_too_large"
     assert upstream.seen == []
     # Within the cap the same request goes through.
+    assert raw_request(path, "POST", "/v1/messages", b"{}").status == 200
+
+
+def test_a_chunked_body_is_refused_before_anything_goes_upstream(
+    proxy: CredentialProxy, upstream: Upstream, session_dir: Path
+) -> None:
+    """Its size is known only at its end; the SDK always sends a Content-Length."""
+    path = open_session(proxy, session_dir)
+    body = b"2\r\n{}\r\n0\r\n\r\n"
+    response = raw_request(path, "POST", "/v1/messages", body, "Transfer-Encoding: chunked\r\n")
+    assert response.status == 411
+    assert upstream.seen == []
+
+
+def test_a_body_that_ends_early_is_not_completed_upstream(
+    proxy: CredentialProxy, upstream: Upstream, session_dir: Path
+) -> None:
+    """Streamed, a body that breaks off ends the upstream request too: the API never gets a
+    request the agent did not finish."""
+    path = open_session(proxy, session_dir)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+        sock.sendall(b'POST /v1/messages HTTP/1.1\r\nHost: proxy.local\r\nContent-Length: 100\r\n\r\n{"model"')
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert all(len(seen.body) < 100 for seen in upstream.seen)
+
+
+def test_connections_past_the_cap_are_closed_without_a_thread(proxy: CredentialProxy, session_dir: Path) -> None:
+    path = open_session(proxy, session_dir)
+    baseline = threading.active_count()
+    held = []
+    try:
+        for _ in range(credentials.MAX_CONNECTIONS_PER_SESSION):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(path))
+            held.append(sock)
+        extras = []
+        for _ in range(20):
+            extra = socket.socket(socket.AF_UNIX)
+            extra.connect(str(path))
+            extra.settimeout(10)
+            extras.append(extra)
+        for extra in extras:
+            assert extra.recv(1) == b"", "a connection past the cap was served"
+            extra.close()
+        # One thread per connection served, none for the refused.
+        assert threading.active_count() <= baseline + credentials.MAX_CONNECTIONS_PER_SESSION
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they are gone, the agent is served again.
     assert raw_request(path, "POST", "/v1/messages", b"{}").status == 200
 
 
