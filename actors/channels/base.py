@@ -2,6 +2,11 @@
 
 An adapter turns platform events into `InboundEvent`s and performs sends. A send either
 returns (the platform accepted it) or raises `ChannelError`; the host records and retries.
+Sends are made from the host's delivery thread for that channel and may block it (a
+platform library runs its own event loop in a thread of its own; a send hands it the call
+and waits, within a timeout); they never block another channel or any other actor. Who may
+talk to an agent is the host's to decide: an adapter reports every message with the
+sender's platform id and leaves refusing to the host.
 Where a send goes is a `protocol.rows.Routing` (channel, chat, thread): the same type a row
 carries, checked by the session before it reaches an adapter.
 
@@ -45,13 +50,17 @@ class InboundChat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InboundAnswer(msgspec.Struct, frozen=True, kw_only=True):
-    """A person picked an option of a question the agent asked."""
+    """A person picked an option of a question the agent asked: by its text (`answer`), or,
+    where the platform carries only a short payload (a button's callback data), by its place
+    in the options (`option_index`, from 0), which the host looks up in the question it keeps."""
 
     channel_type: str
     platform_id: str
     question_id: str
-    answer: str
+    answer: str = ""
+    option_index: int | None = None
     sender: str | None = None
+    sender_id: str | None = None
     thread_id: str | None = None
 
 
@@ -83,6 +92,7 @@ EDIT = "edit"
 REACTION = "reaction"
 QUESTION = "question"
 CARD = "card"
+TYPING = "typing"
 
 
 class ChannelAdapter(Protocol):
@@ -112,3 +122,8 @@ class ChannelAdapter(Protocol):
         ...
 
     def send_card(self, to: Routing, card: Card) -> str | None: ...
+
+    def show_typing(self, to: Routing) -> None:
+        """Show that the assistant is working (with TYPING); the platform shows it for a few
+        seconds, and the host says it again while a turn runs."""
+        ...
