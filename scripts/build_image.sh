@@ -25,7 +25,7 @@ IMAGE=hutch-agent
 BASE_PACKAGES=python3,python3-venv,ca-certificates,tzdata
 # The wheels must match the image's interpreter: bookworm ships CPython 3.11.
 IMAGE_PYTHON=3.11
-# Host-only dependencies that must never enter the image (DESIGN.md: the image holds
+# Host-only dependencies that must never enter the image (docs/ARCHITECTURE.md: the image holds
 # `protocol` and `container_runner` only).
 HOST_ONLY='docker python-dotenv python-telegram-bot discord.py aiohttp'
 

@@ -56,6 +56,7 @@ from actors.channels.base import (
     FILES,
     QUESTION,
     REACTION,
+    TYPING,
     Card,
     ChannelError,
     InboundAnswer,
@@ -214,7 +215,7 @@ class LocalChatChannel:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({FILES, EDIT, REACTION, QUESTION, CARD})
+        return frozenset({FILES, EDIT, REACTION, QUESTION, CARD, TYPING})
 
     @property
     def socket_path(self) -> Path:
@@ -312,6 +313,11 @@ class LocalChatChannel:
             },
         )
         return message_id
+
+    def show_typing(self, to: Routing) -> None:
+        # A hint, not a message: a chat nobody has open is no error.
+        with contextlib.suppress(ChannelError):
+            self._send_to_chat(_chat_of(to), {"type": "typing", "thread": to.thread_id})
 
     def _send_to_chat(self, chat: str, obj: dict[str, Any]) -> None:
         data = _encode(obj)

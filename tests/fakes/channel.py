@@ -10,10 +10,21 @@ from typing import Any
 
 import msgspec
 
-from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError, InboundEvent, OnEvent
+from actors.channels.base import (
+    CARD,
+    EDIT,
+    FILES,
+    QUESTION,
+    REACTION,
+    TYPING,
+    Card,
+    ChannelError,
+    InboundEvent,
+    OnEvent,
+)
 from protocol.rows import Routing
 
-ALL_CAPABILITIES = frozenset({FILES, EDIT, REACTION, QUESTION, CARD})
+ALL_CAPABILITIES = frozenset({FILES, EDIT, REACTION, QUESTION, CARD, TYPING})
 
 # One clock for every recorded call, so tests can order calls across fakes (e.g. "the agent
 # stopped before the channel did"). `next()` on a count is atomic in CPython.
@@ -101,6 +112,9 @@ class FakeChannel:
     def send_card(self, target: Routing, card: Card) -> str | None:
         self._record("send_card", target, card)
         return self._platform_id()
+
+    def show_typing(self, target: Routing) -> None:
+        self._record("show_typing", target)
 
     # --- for tests ------------------------------------------------------------------------
 

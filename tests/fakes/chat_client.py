@@ -20,6 +20,8 @@ class ChatClient:
         self._timeout = timeout
         self._acks: queue.Queue[dict[str, Any]] = queue.Queue()
         self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Typing hints, kept apart: a test waiting for a message must not get one.
+        self.typing: queue.Queue[dict[str, Any]] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -28,6 +30,8 @@ class ChatClient:
             event = json.loads(line)
             if event.get("type") in {"ack", "error", "joined"}:
                 self._acks.put(event)
+            elif event.get("type") == "typing":
+                self.typing.put(event)
             else:
                 self.messages.put(event)
 

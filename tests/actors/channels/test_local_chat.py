@@ -24,6 +24,7 @@ from actors.channels.base import (
     FILES,
     QUESTION,
     REACTION,
+    TYPING,
     Card,
     ChannelAdapter,
     ChannelError,
@@ -168,7 +169,7 @@ def client(channel: LocalChatChannel, socket_path: Path) -> Iterator[Client]:
 def test_is_a_channel_adapter_with_every_capability(socket_path: Path) -> None:
     adapter: ChannelAdapter = LocalChatChannel(socket_path)
     assert adapter.channel_type == "cli"
-    assert adapter.capabilities == {FILES, EDIT, REACTION, QUESTION, CARD}
+    assert adapter.capabilities == {FILES, EDIT, REACTION, QUESTION, CARD, TYPING}
 
 
 def test_socket_is_private_in_a_created_directory(channel: LocalChatChannel, socket_path: Path) -> None:
@@ -716,3 +717,11 @@ def test_lines_sent_one_by_one_are_all_handed_over_before_the_first_is_stored(cl
     assert [events.next_chat().text for _ in range(10)] == [f"m{i}" for i in range(10)]
     events.release()
     assert [client.read()["type"] for _ in range(10)] == ["ack"] * 10
+
+
+def test_typing_reaches_the_chats_clients_and_is_no_error_without_one(
+    channel: LocalChatChannel, client: Client
+) -> None:
+    channel.show_typing(Routing("local", "cli", "t1"))
+    assert client.read() == {"type": "typing", "thread": "t1"}
+    channel.show_typing(Routing("nobody-here", "cli"))  # no client of that chat: nothing raised
