@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from actors.data_folder import DataFolder
 from actors.runtime.base import AgentLimits
 from actors.store.agent_uids import UidRange
+from actors.store.messaging_groups import UNKNOWN_SENDER_POLICIES
 from protocol.envnum import EnvNumberError, env_number, env_whole_number
 from protocol.logs import level_name
 
@@ -45,6 +46,15 @@ class HostConfig(DataFolder):
     agent_uids: UidRange = field(default_factory=lambda: UidRange(1_000_000, 1_099_999))
     # Every agent group's limits unless it has its own (agent_groups' columns).
     agent_limits: AgentLimits = field(default_factory=AgentLimits)
+    # Each channel's owner, by the platform's user id; strangers meet the chat's policy.
+    telegram_owner: str | None = None
+    discord_owner: str | None = None
+    unknown_senders: str = "drop"
+
+    @property
+    def owners(self) -> dict[str, str]:
+        found = {"telegram": self.telegram_owner, "discord": self.discord_owner}
+        return {channel: owner for channel, owner in found.items() if owner}
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> HostConfig:
@@ -77,6 +87,9 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             stop_grace_s=env_number(env, "HUTCH_STOP_GRACE", defaults.stop_grace_s, positive=True),
             agent_uids=_uid_range(env, defaults.agent_uids),
             agent_limits=_agent_limits(env, defaults.agent_limits),
+            telegram_owner=(env.get("HUTCH_TELEGRAM_OWNER") or "").strip() or None,
+            discord_owner=(env.get("HUTCH_DISCORD_OWNER") or "").strip() or None,
+            unknown_senders=env.get("HUTCH_UNKNOWN_SENDERS") or defaults.unknown_senders,
         )
     )
 
@@ -139,6 +152,10 @@ def _checked(config: HostConfig) -> HostConfig:
         raise ConfigError(f"HUTCH_RUNTIME={config.runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if config.provider not in PROVIDERS:
         raise ConfigError(f"HUTCH_PROVIDER={config.provider!r}: expected one of {', '.join(PROVIDERS)}")
+    if config.unknown_senders not in UNKNOWN_SENDER_POLICIES:
+        raise ConfigError(
+            f"HUTCH_UNKNOWN_SENDERS={config.unknown_senders!r}: expected one of {', '.join(UNKNOWN_SENDER_POLICIES)}"
+        )
     if config.max_containers < 1:
         raise ConfigError(f"HUTCH_MAX_CONTAINERS={config.max_containers}: must be at least 1")
     if config.idle_timeout_s <= 0:

@@ -133,6 +133,8 @@ class Host:
             max_containers=config.max_containers,
             agent_uids=agent_uids,
             agent_limits=config.agent_limits,
+            owners=config.owners,
+            unknown_senders="pair" if config.unknown_senders == "pair" else "drop",
         )
         self.registry = SessionRegistry()
         self.supervisor = Supervisor.start(
@@ -214,9 +216,7 @@ def ensure_first_start(store: Store, config: HostConfig) -> None:
         log.info("first start: created agent group %r", MAIN_GROUP)
     chat = messaging_groups.get_by_platform(store, "cli", LOCAL_CHAT)
     if chat is None:
-        chat = messaging_groups.create(
-            store, channel_type="cli", platform_id=LOCAL_CHAT, name="local chat", admin_user_id=_local_user()
-        )
+        chat = messaging_groups.create(store, channel_type="cli", platform_id=LOCAL_CHAT, name="local chat")
     if messaging_group_agents.get_pair(store, chat.id, group.id) is None:
         messaging_group_agents.create(
             store, messaging_group_id=chat.id, agent_group_id=group.id, session_mode="shared", trigger_rule="always"

@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors.channels.base import InboundAnswer, InboundChat, InboundEvent, OnEvent, Stored
+from actors.channels.base import InboundAnswer, InboundEvent, OnEvent, Stored
 from actors.data_folder import DataFolder
+from actors.inbound_router import InboundRouter, RoutingError
 from actors.messages import AskQuestion as AskQuestionAction
 from actors.messages import (
     DeliveryFailed,
@@ -29,6 +30,7 @@ from actors.messages import (
     IdleAnswer,
     InboundBatch,
     InboundReceived,
+    Notify,
     OpenQuestion,
     SessionFailed,
     SessionIdle,
@@ -37,16 +39,16 @@ from actors.messages import (
     WriteInbound,
 )
 from actors.registry import SessionRegistry
-from actors.routing import choose_wiring
 from actors.runtime.base import AgentLimits, AgentRuntime, AgentUser
 from actors.session import ProxySockets, SessionActor, SessionInfo, SessionSettings
 from actors.slots import ContainerSlots
-from actors.store import agent_groups, agent_uids, messaging_group_agents, messaging_groups, pending_questions, sessions
+from actors.store import agent_groups, agent_uids, pending_questions, sessions
 from actors.store.agent_uids import UidRange
 from actors.store.db import Store, StoreError
+from actors.store.messaging_groups import UnknownSenders
 from actors.store.sessions import Session
+from actors.stored import split
 from actors.watch import Subscriptions
-from protocol.content import ChatIn, QuestionAnswer
 from protocol.layout import SessionLayout
 from protocol.rows import Routing
 
@@ -59,10 +61,6 @@ GLOBAL_GROUP = "global"
 _TOUCH_INTERVAL_S = 60.0
 
 
-class RoutingError(ValueError):
-    """An inbound message with nowhere to go; the channel tells the sender."""
-
-
 @dataclass(frozen=True)
 class SupervisorSetup(DataFolder):
     data_dir: Path
@@ -73,6 +71,9 @@ class SupervisorSetup(DataFolder):
     # as root cannot give them another).
     agent_uids: UidRange | None = None
     agent_limits: AgentLimits = field(default_factory=AgentLimits)
+    # Each channel's owner by platform user id, and the policy a new chat gets for strangers.
+    owners: dict[str, str] = field(default_factory=dict)
+    unknown_senders: UnknownSenders = "drop"
 
 
 def submitter(supervisor: pykka.ActorRef[Supervisor]) -> OnEvent:
@@ -116,6 +117,9 @@ class Supervisor(pykka.ThreadingActor):
         # Routed but not yet handed to their sessions: session id -> (its actor, requests).
         self._routed_since: dict[str, tuple[pykka.ActorRef[SessionActor], list[WriteInbound]]] = {}
         self._closing = False
+        self._router = InboundRouter(
+            store, setup.owners, self._notify, unknown_senders=setup.unknown_senders, touch=self._touch
+        )
 
     def on_stop(self) -> None:
         self._closing = True
@@ -191,17 +195,25 @@ class Supervisor(pykka.ThreadingActor):
             if self._closing:
                 raise RoutingError("the host is shutting down; please send that again in a moment")
             if isinstance(event, InboundAnswer):
-                session, request = self._route_answer(event)
+                routed = self._router.route_answer(event)
             else:
-                session, request = self._route_chat(event)
-            ref = self._session_ref(session)
+                routed = self._router.route_chat(event)
+            refs = [self._session_ref(one.session) for one in routed]
         except (RoutingError, StoreError, pykka.ActorDeadError) as exc:
             stored.set_exception((type(exc), exc, exc.__traceback__))
             return
-        self._routed[session.id] += 1
-        if not self._routed_since:
-            self.actor_ref.tell(HandOver())  # behind the rest of the burst already queued
-        self._routed_since.setdefault(session.id, (ref, []))[1].append(msgspec.structs.replace(request, stored=stored))
+        if not routed:  # dropped or answered here: nothing to store, nothing to tell the sender
+            stored.set(None)
+            return
+        for one, ref, part in zip(routed, refs, split(stored, len(routed)), strict=True):
+            self._routed[one.session.id] += 1
+            if not self._routed_since:
+                self.actor_ref.tell(HandOver())  # behind the rest of the burst already queued
+            queued = self._routed_since.setdefault(one.session.id, (ref, []))[1]
+            queued.append(msgspec.structs.replace(one.request, stored=part))
+
+    def _notify(self, routing: Routing, text: str) -> None:
+        self._delivery.tell(Notify(routing=routing, text=text))
 
     def _hand_over(self) -> None:
         """Each session gets what was routed to it since the last hand-over, in one message,
@@ -215,63 +227,6 @@ class Supervisor(pykka.ThreadingActor):
                 for request in requests:
                     if request.stored is not None:
                         request.stored.set_exception((type(exc), exc, exc.__traceback__))
-
-    def _route_chat(self, event: InboundChat) -> tuple[Session, WriteInbound]:
-        group = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
-        if group is None:
-            group = messaging_groups.create(
-                self._store,
-                channel_type=event.channel_type,
-                platform_id=event.platform_id,
-                name=event.chat_name,
-                is_group=event.is_group,
-            )
-            log.info("new chat %s/%s", event.channel_type, event.platform_id)
-        choice = choose_wiring(messaging_group_agents.wirings_for(self._store, group.id), event)
-        if choice is None:
-            raise RoutingError(f"no agent is wired to chat {event.platform_id!r} on {event.channel_type}")
-        wiring, trigger = choice
-        key = sessions.session_key(
-            wiring.session_mode,
-            agent_group_id=wiring.agent_group_id,
-            messaging_group_id=group.id,
-            thread_id=event.thread_id,
-        )
-        session = sessions.get_by_key(self._store, key)
-        if session is None:
-            thread = event.thread_id if wiring.session_mode == "per-thread" else None
-            session = sessions.create(
-                self._store, agent_group_id=wiring.agent_group_id, session_key=key,
-                messaging_group_id=group.id, thread_id=thread,
-            )  # fmt: skip
-            log.info("new session %s for agent group %s", session.id[:8], wiring.agent_group_id[:8])
-        self._touch(session.id)
-        content = ChatIn(
-            text=event.text,
-            sender=event.sender,
-            sender_id=event.sender_id,
-            platform_message_id=event.platform_message_id,
-        )
-        return session, WriteInbound(
-            content=content,
-            routing=Routing(event.platform_id, event.channel_type, event.thread_id),
-            trigger=trigger,
-            files=tuple((file.name, file.path) for file in event.files),
-        )
-
-    def _route_answer(self, event: InboundAnswer) -> tuple[Session, WriteInbound]:
-        question = pending_questions.get(self._store, event.question_id)
-        if question is None or question.channel_type != event.channel_type:
-            raise RoutingError(f"there is no question {event.question_id!r}")
-        if pending_questions.answer(self._store, event.question_id, event.answer) is None:
-            raise RoutingError("that question was already answered")
-        session = sessions.get(self._store, question.session_id)
-        if session is None:
-            raise RoutingError("the conversation that asked this question is gone")
-        return session, WriteInbound(
-            content=QuestionAnswer(question_id=question.id, answer=event.answer, answered_by=event.sender),
-            routing=Routing(question.platform_id, question.channel_type, question.thread_id),
-        )
 
     def _touch(self, session_id: str) -> None:
         now = time.monotonic()
@@ -330,14 +285,12 @@ class Supervisor(pykka.ThreadingActor):
         group = agent_groups.get(self._store, session.agent_group_id)
         if group is None:
             raise RoutingError(f"session {session.id} belongs to an agent group that no longer exists")
-        chat = messaging_groups.get(self._store, session.messaging_group_id) if session.messaging_group_id else None
         return SessionInfo(
             session_id=session.id,
             agent_group=group.folder,
             layout=SessionLayout(self._setup.sessions_dir / group.folder / session.id),
             agent_dir=self._setup.groups_dir / group.folder,
             global_dir=self._setup.groups_dir / GLOBAL_GROUP,
-            admin_user_id=chat.admin_user_id if chat else None,
             user=self._agent_user(group.folder),
             limits=group.limits(self._setup.agent_limits),
         )

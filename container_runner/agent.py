@@ -70,7 +70,6 @@ class AgentActor(RunnerActor):
         context: TurnContext,
         outbox: pykka.ActorRef[OutboxActor],
         heartbeat: pykka.ActorRef[HeartbeatActor],
-        admin_user_id: str | None = None,
         *,
         lifecycle: Lifecycle | None = None,
     ) -> None:
@@ -81,7 +80,6 @@ class AgentActor(RunnerActor):
         self._context = context
         self._outbox = outbox
         self._heartbeat = heartbeat
-        self._admin_user_id = admin_user_id
         self._inbox: pykka.ActorRef[InboxActor] | None = None
         self._taken: list[MessageIn] = []
 
@@ -121,17 +119,18 @@ class AgentActor(RunnerActor):
         """The batch's final reply, if it has one."""
         command = _command(batch)
         if command is not None:
-            name, sender_id = command
+            name, role = command
             if name in DROPPED_COMMANDS:
                 return None
             if name == "/clear":
-                return self._clear(sender_id)
+                return self._clear(role)
         result = self._provider.run(self._formatter.batch(batch), self._tools, self._follow_ups)
         return result.text if result.text.strip() else None
 
-    def _clear(self, sender_id: str | None) -> str:
-        if self._admin_user_id is None or sender_id != self._admin_user_id:
-            return "Only the admin can clear this conversation."
+    def _clear(self, role: str | None) -> str:
+        # The role is the host's word, written where the agent cannot write (inbound.db).
+        if role not in ADMIN_ROLES:
+            return "Only the chat's owner or an admin can clear this conversation."
         self._provider.clear()
         return "Conversation cleared. Starting afresh."
 
@@ -178,8 +177,13 @@ class AgentActor(RunnerActor):
                 tell_quietly(self._inbox, AgentIdle())
 
 
+# Who may run session commands; the host says who is who in each message.
+ADMIN_ROLES = frozenset({"owner", "admin"})
+
+
 def _command(batch: tuple[MessageIn, ...]) -> tuple[str, str | None] | None:
-    """A batch that is exactly one chat message starting with `/` is a command."""
+    """A batch that is exactly one chat message starting with `/` is a command: its name and
+    the sender's role."""
     if len(batch) != 1 or batch[0].kind != "chat":
         return None
     try:
@@ -188,4 +192,4 @@ def _command(batch: tuple[MessageIn, ...]) -> tuple[str, str | None] | None:
         return None
     if not isinstance(content, ChatIn) or not content.text.startswith("/"):
         return None
-    return content.text.split(maxsplit=1)[0].lower(), content.sender_id
+    return content.text.split(maxsplit=1)[0].lower(), content.sender_role

@@ -26,7 +26,6 @@ class RunnerConfig:
     proxy_socket: Path | None = None
     base_url: str | None = None
     assistant_name: str = "Assistant"
-    admin_user_id: str | None = None
     timezone: str = "UTC"
     heartbeat_interval_s: float = 5.0
     safety_interval_s: float = 30.0
@@ -68,7 +67,6 @@ class RunnerConfig:
             proxy_socket=Path(socket) if socket else None,
             base_url=env.get("ANTHROPIC_BASE_URL") or None,
             assistant_name=env.get("HUTCH_ASSISTANT_NAME") or cls.assistant_name,
-            admin_user_id=env.get("HUTCH_ADMIN_USER_ID") or None,
             timezone=zone,
             heartbeat_interval_s=env_number(env, "HUTCH_HEARTBEAT_INTERVAL", cls.heartbeat_interval_s, positive=True),
             safety_interval_s=env_number(env, "HUTCH_SAFETY_INTERVAL", cls.safety_interval_s, positive=True),

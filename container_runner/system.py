@@ -87,7 +87,6 @@ class RunnerSystem:
             context,
             outbox,
             heartbeat,
-            config.admin_user_id,
             lifecycle=lifecycle,
         )
         self._agent = agent

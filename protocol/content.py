@@ -27,13 +27,16 @@ class _Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
 
 
 class ChatIn(_Content, frozen=True):
-    """A person's message. `files` are basenames inside `inbox/<message id>/`."""
+    """A person's message. `files` are basenames inside `inbox/<message id>/`. `sender_role`
+    is the host's word on who the sender is in that chat (owner, admin, member): session
+    commands such as /clear are for owners and admins."""
 
     text: Text
     sender: str
     sender_id: str | None = None
     platform_message_id: str | None = None
     files: Files = []
+    sender_role: Literal["owner", "admin", "member"] | None = None
 
 
 class TaskIn(_Content, frozen=True):

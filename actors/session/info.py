@@ -46,7 +46,6 @@ class SessionInfo:
     layout: SessionLayout
     agent_dir: Path
     global_dir: Path | None = None
-    admin_user_id: str | None = None
     # Who the agent runs as (None: the host's uid) and what it may use (None: the runtime's
     # defaults); the Supervisor fills both in from the agent group.
     user: AgentUser | None = None

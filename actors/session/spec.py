@@ -20,8 +20,6 @@ def agent_spec(info: SessionInfo, settings: SessionSettings, proxy_socket: Path 
     }
     if info.global_dir is not None:
         env["HUTCH_GLOBAL_DIR"] = str(info.global_dir)
-    if info.admin_user_id:
-        env["HUTCH_ADMIN_USER_ID"] = info.admin_user_id
     if proxy_socket is not None:
         env["HUTCH_PROXY_SOCKET"] = str(proxy_socket)
     return AgentSpec(

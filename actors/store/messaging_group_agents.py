@@ -22,17 +22,23 @@ SessionMode = Literal["shared", "per-thread", "agent-shared"]
 SESSION_MODES: tuple[str, ...] = get_args(SessionMode)
 
 PREFIX = "prefix:"
-REGEX = "regex:"
+PATTERN = "pattern:"
+SENDER_SCOPE = "sender-scope:"
+# What a message that does not trigger this wiring becomes: context for its next turn, or nothing.
+Untriggered = Literal["context", "drop"]
 
 
 class Wiring(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     messaging_group_id: str
     agent_group_id: str
-    trigger_rule: str  # 'always' | 'mention' | 'prefix:<text>' | 'regex:<pattern>'
+    # 'always' | 'mention' | 'mention-sticky' | 'pattern:<regex>' | 'sender-scope:<id>,<id>'
+    # | 'prefix:<text>'
+    trigger_rule: str
     session_mode: SessionMode
     priority: int  # higher is consulted first
     created_at: str
+    untriggered: Untriggered = "context"
 
 
 _SELECT = _rows.select_from(Wiring, TABLE)
@@ -45,20 +51,28 @@ def _convert(row: sqlite3.Row) -> Wiring:
 
 
 def validate_trigger_rule(rule: str) -> str:
-    """Refuse a rule now rather than when the first message arrives; a regex must compile."""
-    if rule in ("always", "mention"):
+    """Refuse a rule now rather than when the first message arrives; a pattern must compile."""
+    if rule in ("always", "mention", "mention-sticky"):
         return rule
     if rule.startswith(PREFIX) and len(rule) > len(PREFIX):
         return rule
-    if rule.startswith(REGEX) and len(rule) > len(REGEX):
+    if rule.startswith(PATTERN) and len(rule) > len(PATTERN):
         try:
-            re.compile(rule[len(REGEX) :])
+            re.compile(rule[len(PATTERN) :])
         except re.error as exc:
             raise InvalidValueError(f"trigger rule {rule!r}: bad regular expression: {exc}") from exc
         return rule
+    if rule.startswith(SENDER_SCOPE) and scope_of(rule):
+        return rule
     raise InvalidValueError(
-        f"trigger rule {rule!r}: expected 'always', 'mention', 'prefix:<text>' or 'regex:<pattern>'"
+        f"trigger rule {rule!r}: expected 'always', 'mention', 'mention-sticky', 'pattern:<regex>',"
+        " 'sender-scope:<id>,<id>' or 'prefix:<text>'"
     )
+
+
+def scope_of(rule: str) -> frozenset[str]:
+    """The sender ids a 'sender-scope:' rule lists."""
+    return frozenset(part.strip() for part in rule.removeprefix(SENDER_SCOPE).split(",") if part.strip())
 
 
 def _validate_mode(mode: str) -> None:
@@ -74,6 +88,7 @@ def create(
     agent_group_id: str,
     session_mode: SessionMode,
     trigger_rule: str = "always",
+    untriggered: Untriggered = "context",
     priority: int = 0,
     id: str | None = None,
 ) -> Wiring:
@@ -88,6 +103,7 @@ def create(
         session_mode=session_mode,
         priority=priority,
         created_at=now_ts(),
+        untriggered=untriggered,
     )
     _rows.insert(store, TABLE, msgspec.structs.asdict(wiring))
     return wiring
@@ -126,6 +142,7 @@ def update(
     wiring_id: str,
     *,
     trigger_rule: str | UnsetType = UNSET,
+    untriggered: Untriggered | UnsetType = UNSET,
     session_mode: SessionMode | UnsetType = UNSET,
     priority: int | UnsetType = UNSET,
 ) -> Wiring | None:
@@ -135,7 +152,12 @@ def update(
         validate_trigger_rule(trigger_rule)
     if not isinstance(session_mode, UnsetType):
         _validate_mode(session_mode)
-    changes = {"trigger_rule": trigger_rule, "session_mode": session_mode, "priority": priority}
+    changes = {
+        "trigger_rule": trigger_rule,
+        "untriggered": untriggered,
+        "session_mode": session_mode,
+        "priority": priority,
+    }
     with store.transaction():
         if not _rows.set_fields(store, TABLE, wiring_id, changes):
             return None
@@ -144,3 +166,21 @@ def update(
 
 def delete(store: Store, wiring_id: str) -> bool:
     return _rows.delete_row(store, TABLE, wiring_id)
+
+
+def make_sticky(store: Store, wiring_id: str, thread_key: str) -> None:
+    """A 'mention-sticky' wiring was mentioned in this thread ('' for a chat without threads):
+    from now on it answers every message there."""
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO sticky_threads (wiring_id, thread_key, since) VALUES (?, ?, ?)",
+            (wiring_id, thread_key, now_ts()),
+        )
+
+
+def is_sticky(store: Store, wiring_id: str, thread_key: str) -> bool:
+    with store.read() as conn:
+        row = conn.execute(
+            "SELECT 1 FROM sticky_threads WHERE wiring_id = ? AND thread_key = ?", (wiring_id, thread_key)
+        ).fetchone()
+    return row is not None

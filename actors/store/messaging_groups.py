@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from typing import Literal, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -14,6 +15,9 @@ from protocol.timeutil import now_ts
 
 TABLE = "messaging_groups"
 
+UnknownSenders = Literal["drop", "pair"]
+UNKNOWN_SENDER_POLICIES: tuple[str, ...] = get_args(UnknownSenders)
+
 
 class MessagingGroup(msgspec.Struct, frozen=True, kw_only=True):
     id: str
@@ -21,8 +25,9 @@ class MessagingGroup(msgspec.Struct, frozen=True, kw_only=True):
     platform_id: str
     name: str | None
     is_group: bool
-    admin_user_id: str | None
     created_at: str
+    # A sender the chat does not know: dropped (nothing stored), or offered a pairing code.
+    unknown_senders: UnknownSenders = "drop"
 
 
 _SELECT = _rows.select_from(MessagingGroup, TABLE)
@@ -39,7 +44,7 @@ def create(
     platform_id: str,
     name: str | None = None,
     is_group: bool = False,
-    admin_user_id: str | None = None,
+    unknown_senders: UnknownSenders = "drop",
     id: str | None = None,
 ) -> MessagingGroup:
     """Raises AlreadyExistsError if the id or the (channel_type, platform_id) pair is taken."""
@@ -49,8 +54,8 @@ def create(
         platform_id=platform_id,
         name=name,
         is_group=is_group,
-        admin_user_id=admin_user_id,
         created_at=now_ts(),
+        unknown_senders=unknown_senders,
     )
     _rows.insert(store, TABLE, msgspec.structs.asdict(group))
     return group
@@ -79,11 +84,11 @@ def update(
     *,
     name: str | UnsetType | None = UNSET,
     is_group: bool | UnsetType = UNSET,
-    admin_user_id: str | UnsetType | None = UNSET,
+    unknown_senders: UnknownSenders | UnsetType = UNSET,
 ) -> MessagingGroup | None:
     """Change the given fields; returns the new row, or None if there is no such group.
     (channel_type, platform_id) is the chat's identity and stays fixed."""
-    changes = {"name": name, "is_group": is_group, "admin_user_id": admin_user_id}
+    changes = {"name": name, "is_group": is_group, "unknown_senders": unknown_senders}
     with store.transaction():
         if not _rows.set_fields(store, TABLE, messaging_group_id, changes):
             return None

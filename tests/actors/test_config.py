@@ -68,6 +68,9 @@ def test_the_environment() -> None:
             "HUTCH_ASSISTANT_NAME": "Andy",
             "HUTCH_SWEEP_INTERVAL": "12",
             "HUTCH_STOP_GRACE": "12.5",
+            "HUTCH_TELEGRAM_OWNER": "1001",
+            "HUTCH_DISCORD_OWNER": " 2002 ",
+            "HUTCH_UNKNOWN_SENDERS": "pair",
             "HUTCH_AGENT_UIDS": "500000-500099",
             "HUTCH_AGENT_CPUS": "0.5",
             "HUTCH_AGENT_MEMORY_MB": "512",
@@ -90,6 +93,9 @@ def test_the_environment() -> None:
         assistant_name="Andy",
         sweep_interval_s=12.0,
         stop_grace_s=12.5,
+        telegram_owner="1001",
+        discord_owner="2002",
+        unknown_senders="pair",
         agent_uids=UidRange(500_000, 500_099),
         agent_limits=AgentLimits(cpus=0.5, memory_mb=512, pids=128, shm_mb=4),
     )
@@ -175,6 +181,7 @@ def test_every_flag_overrides() -> None:
         ("TZ", "Mars/Olympus_Mons"),
         ("TZ", "../../etc/passwd"),
         ("HUTCH_STOP_GRACE", "0"),
+        ("HUTCH_UNKNOWN_SENDERS", "welcome"),
         ("HUTCH_AGENT_UIDS", "1000"),
         ("HUTCH_AGENT_UIDS", "0-99"),
         ("HUTCH_AGENT_UIDS", "9-5"),
@@ -247,3 +254,8 @@ def test_the_stop_grace_reaches_the_runner_and_the_host_waits_a_little_longer() 
     settings = session_settings(config, "mock")
     assert settings.stop_grace_s == 12.0
     assert settings.stop_timeout_s == 17.0  # the kill comes only after the runner's own deadline
+
+
+def test_owners_are_named_per_channel() -> None:
+    assert load_config([], {}).owners == {}
+    assert load_config([], {"HUTCH_TELEGRAM_OWNER": "1001"}).owners == {"telegram": "1001"}

@@ -1,30 +1,34 @@
-"""Which wiring gets an inbound chat, and whether it starts a turn."""
+"""Which agents get an inbound chat, and whether it starts a turn for each."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from actors.channels.base import InboundChat
-from actors.routing import choose_wiring, rule_matches
-from actors.store.messaging_group_agents import SessionMode, Wiring
+from actors.routing import Target, rule_matches, targets
+from actors.store import agent_groups, messaging_group_agents, messaging_groups
+from actors.store.db import InvalidValueError, Store, open_store
+from actors.store.messaging_group_agents import Untriggered, Wiring
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def chat(text: str = "hello", *, mentioned: bool = False) -> InboundChat:
-    return InboundChat(channel_type="cli", platform_id="local", text=text, sender="ann", mentions_assistant=mentioned)
+def chat(
+    text: str = "hello", *, mentioned: bool = False, sender_id: str = "u1", thread: str | None = None
+) -> InboundChat:
+    return InboundChat(
+        channel_type="telegram", platform_id="g1", text=text, sender="ann", sender_id=sender_id,
+        mentions_assistant=mentioned, thread_id=thread, is_group=True,
+    )  # fmt: skip
 
 
-def wiring(name: str, rule: str = "always", priority: int = 0, mode: SessionMode = "shared") -> Wiring:
-    return Wiring(
-        id=f"w-{name}",
-        messaging_group_id="mg",
-        agent_group_id=f"ag-{name}",
-        trigger_rule=rule,
-        session_mode=mode,
-        priority=priority,
-        created_at="2026-01-01T00:00:00.000000Z",
-    )
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "central.db") as opened:
+        yield opened
 
 
 @pytest.mark.parametrize(
@@ -37,11 +41,14 @@ def wiring(name: str, rule: str = "always", priority: int = 0, mode: SessionMode
         ("prefix:!bot", chat("!bot what time is it"), True),
         ("prefix:!bot", chat("what time is it !bot"), False),
         ("prefix:!bot", chat("!BOT shout"), False),
-        ("regex:\\bweather\\b", chat("how is the weather today"), True),
-        ("regex:\\bweather\\b", chat("weathered"), False),
-        ("regex:(?i)^remind", chat("Remind me"), True),
-        ("regex:^\\d+$", chat("12345"), True),
-        ("regex:^\\d+$", chat("12a45"), False),
+        ("pattern:\\bweather\\b", chat("how is the weather today"), True),
+        ("pattern:\\bweather\\b", chat("weathered"), False),
+        ("pattern:(?i)^remind", chat("Remind me"), True),
+        ("pattern:^\\d+$", chat("12345"), True),
+        ("pattern:^\\d+$", chat("12a45"), False),
+        ("sender-scope:u1,u2", chat("hi", sender_id="u2"), True),
+        ("sender-scope:u1,u2", chat("hi", sender_id="u3"), False),
+        ("regex:hello", chat("hello"), False),  # the old spelling is migrated, not matched
         ("sometimes", chat("hello"), False),  # an unknown rule never matches
         ("", chat("hello"), False),
     ],
@@ -50,31 +57,67 @@ def test_rule_matches(rule: str, event: InboundChat, expected: bool) -> None:
     assert rule_matches(rule, event) is expected
 
 
-def test_the_highest_priority_match_wins() -> None:
-    # The store hands wirings over ordered by priority, highest first.
-    wirings = [
-        wiring("support", "prefix:!help", priority=10),
-        wiring("weather", "regex:weather", priority=5),
-        wiring("main", "always", priority=0),
+def test_a_pattern_sees_a_bounded_part_of_a_strangers_text() -> None:
+    assert rule_matches("pattern:needle", chat("x" * 5000 + "needle")) is False
+    assert rule_matches("pattern:needle", chat("needle" + "x" * 5000)) is True
+
+
+@pytest.fixture
+def wired(store: Store) -> tuple[Store, str]:
+    """A group chat; the agents are wired per test."""
+    return store, messaging_groups.create(store, channel_type="telegram", platform_id="g1", is_group=True).id
+
+
+def wire(
+    store: Store, chat_id: str, name: str, rule: str = "always", untriggered: Untriggered = "context", priority: int = 0
+) -> Wiring:
+    group = agent_groups.create(store, name=name, folder=name)
+    return messaging_group_agents.create(
+        store, messaging_group_id=chat_id, agent_group_id=group.id, session_mode="shared",
+        trigger_rule=rule, untriggered=untriggered, priority=priority,
+    )  # fmt: skip
+
+
+def test_a_message_goes_to_every_agent_whose_rule_matches(wired: tuple[Store, str]) -> None:
+    store, chat_id = wired
+    support = wire(store, chat_id, "support", "pattern:help", priority=10)
+    weather = wire(store, chat_id, "weather", "pattern:weather", priority=5)
+    main = wire(store, chat_id, "main", "mention")
+    wirings = messaging_group_agents.wirings_for(store, chat_id)
+
+    assert targets(store, wirings, chat("help with the weather")) == [
+        Target(support, True),
+        Target(weather, True),
+        Target(main, False),
     ]
 
-    assert choose_wiring(wirings, chat("!help weather")) == (wirings[0], True)
-    assert choose_wiring(wirings, chat("the weather?")) == (wirings[1], True)
-    assert choose_wiring(wirings, chat("hi")) == (wirings[2], True)
+
+def test_a_message_that_does_not_trigger_is_context_or_nothing_as_the_wiring_says(wired: tuple[Store, str]) -> None:
+    store, chat_id = wired
+    keeps = wire(store, chat_id, "keeps", "mention", untriggered="context")
+    wire(store, chat_id, "drops", "mention", untriggered="drop")
+    wirings = messaging_group_agents.wirings_for(store, chat_id)
+
+    assert targets(store, wirings, chat("just chatting")) == [Target(keeps, False)]
+    assert [t.trigger for t in targets(store, wirings, chat("hey bot", mentioned=True))] == [True, True]
 
 
-def test_a_mention_rule_above_an_always_rule() -> None:
-    wirings = [wiring("bot", "mention", priority=1), wiring("logger", "always")]
+def test_mention_sticky_keeps_answering_in_the_thread_it_was_mentioned_in(wired: tuple[Store, str]) -> None:
+    store, chat_id = wired
+    sticky = wire(store, chat_id, "sticky", "mention-sticky", untriggered="drop")
+    wirings = [sticky]
 
-    assert choose_wiring(wirings, chat("hi", mentioned=True)) == (wirings[0], True)
-    assert choose_wiring(wirings, chat("hi")) == (wirings[1], True)
+    assert targets(store, wirings, chat("before", thread="t1")) == []
+    assert targets(store, wirings, chat("@bot", thread="t1", mentioned=True)) == [Target(sticky, True)]
+    assert targets(store, wirings, chat("and then", thread="t1")) == [Target(sticky, True)]
+    assert targets(store, wirings, chat("another thread", thread="t2")) == []
+    assert messaging_group_agents.is_sticky(store, sticky.id, "t1")  # remembered across restarts
 
 
-def test_no_match_goes_to_the_top_wiring_as_context() -> None:
-    wirings = [wiring("first", "mention", priority=3), wiring("second", "prefix:!", priority=1)]
-
-    assert choose_wiring(wirings, chat("just talking")) == (wirings[0], False)
-
-
-def test_no_wiring_means_nowhere_to_go() -> None:
-    assert choose_wiring([], chat("hello")) is None
+@pytest.mark.parametrize(
+    "rule", ["regex:x", "pattern:(", "pattern:", "sender-scope:", "sender-scope: , ", "sometimes", "mention-sticky "]
+)
+def test_a_bad_rule_is_refused_when_wired(wired: tuple[Store, str], rule: str) -> None:
+    store, chat_id = wired
+    with pytest.raises(InvalidValueError):
+        wire(store, chat_id, "bad", rule)

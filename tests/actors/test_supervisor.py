@@ -17,6 +17,7 @@ from actors.channels.base import InboundAnswer, InboundChat
 from actors.config import HostConfig
 from actors.delivery import DeliveryActor
 from actors.host import ensure_first_start
+from actors.inbound_router import RoutingError
 from actors.messages import EnsureSession, FlushBookkeeping, OutboundChanged, SessionFailed
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentSpec
@@ -25,7 +26,7 @@ from actors.store import agent_groups, messaging_group_agents, messaging_groups,
 from actors.store.db import Store, open_store
 from actors.store.messaging_group_agents import SessionMode
 from actors.store.sessions import Session
-from actors.supervisor import RoutingError, Supervisor, SupervisorSetup, submitter
+from actors.supervisor import Supervisor, SupervisorSetup, submitter
 from actors.watch import FolderWatcher
 from protocol import inbound, outbound
 from protocol.content import AskQuestionOut, ChatIn, QuestionAnswer
@@ -165,7 +166,7 @@ def test_a_chat_creates_a_session_its_folder_and_one_agent(start_host: StartHost
     assert row.seq % 2 == 0
     assert row.trigger == 1
     assert row.routing == Routing("local", "cli", None)
-    assert row.decoded() == ChatIn(text="hello there", sender="ann", platform_message_id="m-1")
+    assert row.decoded() == ChatIn(text="hello there", sender="ann", platform_message_id="m-1", sender_role="owner")
     host.runtime.wait_for_starts(1)  # after the row was stored: the start is the session's own business
     (spec,) = host.runtime.specs
     assert isinstance(spec, AgentSpec)
@@ -227,11 +228,13 @@ def test_a_burst_from_many_threads_makes_one_session_and_one_agent(start_host: S
 
 
 @pytest.mark.usefixtures("first_start")
-def test_an_unwired_chat_is_refused(start_host: StartHost) -> None:
+def test_an_unwired_group_chat_is_refused(start_host: StartHost) -> None:
+    """A direct chat of the owner's is wired to `main` on its first message; a group chat is
+    wired by the owner, on purpose, never by a message."""
     host = start_host()
 
     with pytest.raises(RoutingError, match="no agent is wired"):
-        host.channel.emit(chat("hello?", platform_id="stranger"))
+        host.channel.emit(chat("hello?", platform_id="stranger", is_group=True))
 
     assert host.sessions() == []
     assert host.runtime.specs == []
@@ -577,3 +580,21 @@ def test_an_idle_agent_gives_its_slot_to_a_chat_that_waits(store: Store, start_h
 def _session_of_thread(store: Store, thread_id: str) -> str:
     (session,) = [s for s in sessions.list_all(store) if s.thread_id == thread_id]
     return session.id
+
+
+@pytest.mark.usefixtures("first_start")
+def test_a_message_for_two_agents_is_acked_once_both_sessions_have_it(start_host: StartHost) -> None:
+    host = start_host()
+    chat_row = messaging_groups.create(host.store, channel_type="cli", platform_id="team", is_group=True)
+    for name in ("helper", "logger"):
+        group = agent_groups.create(host.store, name=name, folder=name)
+        messaging_group_agents.create(
+            host.store, messaging_group_id=chat_row.id, agent_group_id=group.id, session_mode="shared"
+        )
+
+    row = host.channel.emit(chat("for both of you", platform_id="team", is_group=True))
+
+    assert row is not None
+    both = host.sessions()
+    assert len(both) == 2
+    assert all([r.decoded().text for r in rows_in(host.layout(session))] == ["for both of you"] for session in both)

@@ -55,7 +55,7 @@ class EchoTool:
         return ToolOutcome("echoed")
 
 
-def _chat(seq: int, text: str, sender_id: str = "u1") -> MessageIn:
+def _chat(seq: int, text: str, sender_id: str = "u1", role: str | None = None) -> MessageIn:
     return MessageIn(
         id=f"m{seq}",
         seq=seq,
@@ -63,7 +63,7 @@ def _chat(seq: int, text: str, sender_id: str = "u1") -> MessageIn:
         timestamp="2026-11-25T10:00:00.000000Z",
         platform_id="chat-9",
         channel_type="cli",
-        content=encode_content(ChatIn(text=text, sender="Ann", sender_id=sender_id)),
+        content=encode_content(ChatIn(text=text, sender="Ann", sender_id=sender_id, sender_role=role)),  # type: ignore[arg-type]
     )
 
 
@@ -111,7 +111,6 @@ def _start(
         TurnContext(),
         outbox,
         heartbeat,
-        "admin",
         lifecycle=lifecycle,
     )
     agent.tell(ConnectInbox(inbox))
@@ -187,15 +186,19 @@ def test_follow_ups_join_the_running_query_and_are_acked_with_it(tmp_path: Path)
     assert (("m2", "m4"), "completed") in _finished(actors["outbox"])
 
 
-def test_clear_is_for_the_admin_only(tmp_path: Path) -> None:
+def test_clear_is_for_owners_and_admins_as_the_host_says(tmp_path: Path) -> None:
     provider = ScriptedProvider()
     actors = _start(tmp_path, provider)
-    actors["agent"].tell(Work((_chat(2, "/clear", sender_id="stranger"),)))
-    actors["agent"].tell(Work((_chat(4, "/clear", sender_id="admin"),)))
-    wait_for(actors["inbox"], AgentIdle, count=2)
+    actors["agent"].tell(Work((_chat(2, "/clear", role="member"),)))
+    actors["agent"].tell(Work((_chat(4, "/clear"),)))  # no role: not from the host's routing
+    actors["agent"].tell(Work((_chat(6, "/clear", role="admin"),)))
+    actors["agent"].tell(Work((_chat(8, "/clear", role="owner"),)))
+    wait_for(actors["inbox"], AgentIdle, count=4)
     texts = [_text(m) for m in _written(actors["outbox"])]
-    assert texts == ["Only the admin can clear this conversation.", "Conversation cleared. Starting afresh."]
-    assert provider.cleared == 1 and provider.prompts == []
+    refused = "Only the chat's owner or an admin can clear this conversation."
+    cleared = "Conversation cleared. Starting afresh."
+    assert texts == [refused, refused, cleared, cleared]
+    assert provider.cleared == 2 and provider.prompts == []
 
 
 def test_platform_commands_are_dropped_and_others_reach_the_model(tmp_path: Path) -> None:

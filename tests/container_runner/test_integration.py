@@ -50,7 +50,6 @@ class Host:
             HUTCH_PROVIDER="mock",
             HUTCH_HEARTBEAT_INTERVAL="0.5",
             HUTCH_SAFETY_INTERVAL="30",
-            HUTCH_ADMIN_USER_ID="admin",
         )
         env.update(extra)
         return env
@@ -192,7 +191,6 @@ def test_in_process_system_answers_and_keeps_state_across_restarts(host: Host) -
         agent_dir=host.agent_dir,
         heartbeat_interval_s=0.5,
         safety_interval_s=30,
-        admin_user_id="admin",
         stop_timeout_s=5,
     )
     first = write_in(host.layout, ChatIn(text="one", sender="Ann"))
@@ -208,7 +206,7 @@ def test_in_process_system_answers_and_keeps_state_across_restarts(host: Host) -
         # The turn counter lives in outbound.db, so a restarted runner continues it.
         second = write_in(host.layout, ChatIn(text="two", sender="Ann"))
         assert host.wait_until_answered(second.id).decoded().text == "mock: two\n[turn 2]"
-        clear = write_in(host.layout, ChatIn(text="/clear", sender="Boss", sender_id="admin"))
+        clear = write_in(host.layout, ChatIn(text="/clear", sender="Boss", sender_id="admin", sender_role="admin"))
         assert host.wait_until_answered(clear.id).decoded().text == "Conversation cleared. Starting afresh."
         third = write_in(host.layout, ChatIn(text="three", sender="Ann"))
         assert host.wait_until_answered(third.id).decoded().text == "mock: three\n[turn 1]"

@@ -13,14 +13,13 @@ from protocol.layout import SessionLayout
 pytestmark = pytest.mark.timeout(30)
 
 
-def info(tmp_path: Path, global_dir: Path | None = None, admin_user_id: str | None = None) -> SessionInfo:
+def info(tmp_path: Path, global_dir: Path | None = None) -> SessionInfo:
     return SessionInfo(
         session_id="s-0123456789",
         agent_group="family",
         layout=SessionLayout(tmp_path / "session"),
         agent_dir=tmp_path / "groups" / "family",
         global_dir=global_dir,
-        admin_user_id=admin_user_id,
     )
 
 
@@ -41,12 +40,11 @@ def test_the_spec_names_the_folders_and_passes_the_agent_settings_through(tmp_pa
     }
 
 
-def test_optional_folders_admin_and_proxy_socket_are_named_when_there(tmp_path: Path) -> None:
-    session = info(tmp_path, global_dir=tmp_path / "global", admin_user_id="u-1")
+def test_optional_folders_and_proxy_socket_are_named_when_there(tmp_path: Path) -> None:
+    session = info(tmp_path, global_dir=tmp_path / "global")
 
     spec = agent_spec(session, SessionSettings(), session.layout.proxy_socket)
 
     assert spec.global_dir == tmp_path / "global"
     assert spec.env["HUTCH_GLOBAL_DIR"] == str(tmp_path / "global")
-    assert spec.env["HUTCH_ADMIN_USER_ID"] == "u-1"
     assert spec.env["HUTCH_PROXY_SOCKET"] == str(session.layout.proxy_socket)

@@ -73,12 +73,14 @@ def test_unknown_groups_are_refused(store: Store, agent: AgentGroup, chat: Messa
         messaging_group_agents.create(store, messaging_group_id=chat.id, agent_group_id="nope", session_mode="shared")
 
 
-@pytest.mark.parametrize("rule", ["always", "mention", "prefix:!bot", "regex:^hey\\b"])
+@pytest.mark.parametrize(
+    "rule", ["always", "mention", "mention-sticky", "prefix:!bot", "pattern:^hey\\b", "sender-scope:u1,u2"]
+)
 def test_valid_trigger_rules(rule: str) -> None:
     assert messaging_group_agents.validate_trigger_rule(rule) == rule
 
 
-@pytest.mark.parametrize("rule", ["", "sometimes", "prefix:", "regex:", "regex:(unclosed", "PREFIX:x"])
+@pytest.mark.parametrize("rule", ["", "sometimes", "prefix:", "pattern:", "pattern:(unclosed", "PREFIX:x", "regex:x"])
 def test_invalid_trigger_rules(store: Store, agent: AgentGroup, chat: MessagingGroup, rule: str) -> None:
     with pytest.raises(InvalidValueError, match="trigger rule"):
         messaging_group_agents.create(
@@ -122,7 +124,7 @@ def test_update_validates(store: Store, agent: AgentGroup, chat: MessagingGroup)
         store, messaging_group_id=chat.id, agent_group_id=agent.id, session_mode="shared"
     )
     with pytest.raises(InvalidValueError):
-        messaging_group_agents.update(store, wiring.id, trigger_rule="regex:[")
+        messaging_group_agents.update(store, wiring.id, trigger_rule="pattern:[")
     assert messaging_group_agents.get(store, wiring.id) == wiring
 
 

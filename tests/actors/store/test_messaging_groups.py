@@ -9,7 +9,7 @@ from actors.store.db import AlreadyExistsError, Store
 
 def test_create_then_get(store: Store) -> None:
     chat = messaging_groups.create(
-        store, channel_type="telegram", platform_id="tg:1", name="family", is_group=True, admin_user_id="u1"
+        store, channel_type="telegram", platform_id="tg:1", name="family", is_group=True, unknown_senders="pair"
     )
     fetched = messaging_groups.get(store, chat.id)
     assert fetched == chat
@@ -20,7 +20,7 @@ def test_create_then_get(store: Store) -> None:
 
 def test_defaults(store: Store) -> None:
     chat = messaging_groups.create(store, channel_type="cli", platform_id="local")
-    assert (chat.name, chat.is_group, chat.admin_user_id) == (None, False, None)
+    assert (chat.name, chat.is_group, chat.unknown_senders) == (None, False, "drop")
     assert messaging_groups.get(store, chat.id) == chat
 
 
@@ -56,9 +56,9 @@ def test_list_all_with_filter(store: Store) -> None:
 
 def test_update(store: Store) -> None:
     chat = messaging_groups.create(store, channel_type="telegram", platform_id="tg:1", name="old")
-    updated = messaging_groups.update(store, chat.id, name="new", is_group=True, admin_user_id="u9")
+    updated = messaging_groups.update(store, chat.id, name="new", is_group=True, unknown_senders="pair")
     assert updated is not None
-    assert (updated.name, updated.is_group, updated.admin_user_id) == ("new", True, "u9")
+    assert (updated.name, updated.is_group, updated.unknown_senders) == ("new", True, "pair")
     assert (updated.channel_type, updated.platform_id) == ("telegram", "tg:1")
     cleared = messaging_groups.update(store, chat.id, name=None)
     assert cleared is not None

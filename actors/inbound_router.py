@@ -1,0 +1,238 @@
+"""From an inbound event to the sessions that take it (the Supervisor's routing, without the
+actor): who sent it (`actors.access`), which agents take it (`actors.routing`), and the
+row each session writes. Owner commands and pairing happen here too; what the people
+involved are told goes out through `notify`.
+
+Nothing here waits on a container or a channel: it reads and writes the central DB only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from actors.access import Admitted, Dropped, OwnerCommand, PairingOffered, admit, owner_command
+from actors.channels.base import InboundAnswer, InboundChat
+from actors.messages import WriteInbound
+from actors.routing import Target, targets
+from actors.store import (
+    members,
+    messaging_group_agents,
+    messaging_groups,
+    pairing_requests,
+    pending_questions,
+    sessions,
+)
+from actors.store.db import Store
+from actors.store.members import Role
+from actors.store.messaging_groups import MessagingGroup, UnknownSenders
+from actors.store.sessions import Session
+from protocol.content import ChatIn, QuestionAnswer
+from protocol.rows import Routing
+
+log = logging.getLogger("hutch.routing")
+
+# The agent group a chat is wired to when its owner (or an approved stranger) first writes
+# in a direct chat.
+MAIN_GROUP = "main"
+
+Notify = Callable[[Routing, str], None]
+
+
+class RoutingError(ValueError):
+    """An inbound message with nowhere to go; the channel tells the sender."""
+
+
+class Routed(msgspec.Struct, frozen=True):
+    session: Session
+    request: WriteInbound
+
+
+class InboundRouter:
+    """`owners`: each channel's owner, by the platform's user id (`HUTCH_TELEGRAM_OWNER`, ...).
+    `unknown_senders`: the policy a chat gets when it is first seen."""
+
+    def __init__(
+        self,
+        store: Store,
+        owners: Mapping[str, str],
+        notify: Notify,
+        unknown_senders: UnknownSenders = "drop",
+        touch: Callable[[str], None] = lambda _session_id: None,
+    ) -> None:
+        self._store = store
+        self._owners = dict(owners)
+        self._notify = notify
+        self._unknown_senders = unknown_senders
+        self._touch = touch
+
+    # --- chat messages ----------------------------------------------------------------------
+
+    def route_chat(self, event: InboundChat) -> list[Routed]:
+        """The sessions `event` goes to; empty when it goes nowhere on purpose (a stranger
+        dropped or offered a code, an owner command). RoutingError when it should have gone
+        somewhere and cannot."""
+        chat = self._chat_of(event)
+        admission = admit(self._store, self._owners, chat, event)
+        match admission:
+            case Dropped(reason=reason):
+                log.info("dropped a message in %s/%s: %s", chat.channel_type, chat.platform_id, reason)
+                return []
+            case PairingOffered(request=request, new=new):
+                if new:
+                    self._offer_pairing(chat, event, request.code)
+                return []
+            case Admitted(role=role):
+                pass
+        if role == "owner":
+            command = owner_command(event.text)
+            if command is not None:
+                self._decide_pairing(command, _routing(event))
+                return []
+            self._remember_owner_chat(chat, event)
+        wirings = messaging_group_agents.wirings_for(self._store, chat.id)
+        if not wirings and not chat.is_group and role == "owner":
+            wirings = [self._wire_to_main(chat)]
+        if not wirings:
+            raise RoutingError(f"no agent is wired to chat {event.platform_id!r} on {event.channel_type}")
+        return [self._to_session(target, chat, event, role) for target in targets(self._store, wirings, event)]
+
+    def _chat_of(self, event: InboundChat) -> MessagingGroup:
+        chat = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
+        if chat is not None:
+            return chat
+        log.info("new chat %s/%s", event.channel_type, event.platform_id)
+        return messaging_groups.create(
+            self._store,
+            channel_type=event.channel_type,
+            platform_id=event.platform_id,
+            name=event.chat_name,
+            is_group=event.is_group,
+            unknown_senders=self._unknown_senders,
+        )
+
+    def _to_session(self, target: Target, chat: MessagingGroup, event: InboundChat, role: Role) -> Routed:
+        wiring = target.wiring
+        key = sessions.session_key(
+            wiring.session_mode,
+            agent_group_id=wiring.agent_group_id,
+            messaging_group_id=chat.id,
+            thread_id=event.thread_id,
+        )
+        session = sessions.get_by_key(self._store, key)
+        if session is None:
+            thread = event.thread_id if wiring.session_mode == "per-thread" else None
+            session = sessions.create(
+                self._store, agent_group_id=wiring.agent_group_id, session_key=key,
+                messaging_group_id=chat.id, thread_id=thread,
+            )  # fmt: skip
+            log.info("new session %s for agent group %s", session.id[:8], wiring.agent_group_id[:8])
+        self._touch(session.id)
+        content = ChatIn(
+            text=event.text,
+            sender=event.sender,
+            sender_id=event.sender_id,
+            platform_message_id=event.platform_message_id,
+            sender_role=role,
+        )
+        request = WriteInbound(
+            content=content,
+            routing=_routing(event),
+            trigger=target.trigger,
+            files=tuple((file.name, file.path) for file in event.files),
+        )
+        return Routed(session, request)
+
+    # --- owners and pairing -----------------------------------------------------------------
+
+    def _remember_owner_chat(self, chat: MessagingGroup, event: InboundChat) -> None:
+        """The owner's direct chats are where pairing requests are announced."""
+        if not chat.is_group and event.sender_id and members.role_of(self._store, chat.id, event.sender_id) is None:
+            members.put(self._store, chat.id, event.sender_id, "owner", event.sender)
+
+    def _wire_to_main(self, chat: MessagingGroup) -> messaging_group_agents.Wiring:
+        from actors.store import agent_groups
+
+        group = agent_groups.get_by_folder(self._store, MAIN_GROUP)
+        if group is None:
+            raise RoutingError(f"there is no agent group {MAIN_GROUP!r} to answer a new direct chat")
+        log.info("wired direct chat %s/%s to %r", chat.channel_type, chat.platform_id, MAIN_GROUP)
+        return messaging_group_agents.create(
+            self._store, messaging_group_id=chat.id, agent_group_id=group.id, session_mode="shared"
+        )
+
+    def _offer_pairing(self, chat: MessagingGroup, event: InboundChat, code: str) -> None:
+        who = f"{event.sender} ({event.sender_id})"
+        where = chat.name or chat.platform_id
+        self._notify(
+            _routing(event),
+            f"Hello {event.sender}: this assistant answers only people its owner knows. Your pairing code "
+            f"is {code}; the owner has been asked.",
+        )
+        owner_chats = self._owner_chats(chat.channel_type)
+        if not owner_chats:
+            log.warning("pairing code %s for %s in %s: the owner has no direct chat with the bot yet", code, who, where)
+        for routing in owner_chats:
+            self._notify(
+                routing, f"{who} asks to talk to the assistant in {where}. Reply /approve {code} or /refuse {code}."
+            )
+        log.info("pairing code %s offered to %s in %s/%s", code, who, chat.channel_type, chat.platform_id)
+
+    def _owner_chats(self, channel_type: str) -> list[Routing]:
+        chats = [c for c in messaging_groups.list_all(self._store, channel_type=channel_type) if not c.is_group]
+        return [
+            Routing(c.platform_id, c.channel_type)
+            for c in chats
+            if any(m.role == "owner" for m in members.list_for(self._store, c.id))
+        ]
+
+    def _decide_pairing(self, command: OwnerCommand, reply_to: Routing) -> None:
+        request = pairing_requests.decide(self._store, command.code, command.approve)
+        if request is None:
+            self._notify(reply_to, f"There is no open pairing request {command.code}.")
+            return
+        chat = messaging_groups.get(self._store, request.messaging_group_id)
+        if chat is None:
+            return
+        who = request.user_name or request.user_id
+        if command.approve and not chat.is_group and not messaging_group_agents.wirings_for(self._store, chat.id):
+            self._wire_to_main(chat)
+        verdict = "approved" if command.approve else "refused"
+        self._notify(reply_to, f"{who} is {verdict}.")
+        told = "You can talk to the assistant now." if command.approve else "The owner declined your request."
+        self._notify(Routing(chat.platform_id, chat.channel_type), told)
+        log.info("pairing %s %s for %s in %s/%s", command.code, verdict, who, chat.channel_type, chat.platform_id)
+
+    # --- answers to questions ---------------------------------------------------------------
+
+    def route_answer(self, event: InboundAnswer) -> list[Routed]:
+        question = pending_questions.get(self._store, event.question_id)
+        if question is None or question.channel_type != event.channel_type:
+            raise RoutingError(f"there is no question {event.question_id!r}")
+        chat = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
+        if chat is None or not isinstance(admit(self._store, self._owners, chat, event), Admitted):
+            log.info("dropped an answer to %s from %s: not a member", event.question_id, event.sender_id)
+            return []
+        answer = event.answer
+        if event.option_index is not None:
+            if not 0 <= event.option_index < len(question.options):
+                raise RoutingError(f"question {event.question_id!r} has no option {event.option_index}")
+            answer = question.options[event.option_index]
+        if not answer:
+            raise RoutingError("an answer needs a choice")
+        if pending_questions.answer(self._store, event.question_id, answer) is None:
+            raise RoutingError("that question was already answered")
+        session = sessions.get(self._store, question.session_id)
+        if session is None:
+            raise RoutingError("the conversation that asked this question is gone")
+        request = WriteInbound(
+            content=QuestionAnswer(question_id=question.id, answer=answer, answered_by=event.sender),
+            routing=Routing(question.platform_id, question.channel_type, question.thread_id),
+        )
+        return [Routed(session, request)]
+
+
+def _routing(event: InboundChat) -> Routing:
+    return Routing(event.platform_id, event.channel_type, event.thread_id)
