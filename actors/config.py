@@ -50,6 +50,8 @@ class HostConfig(DataFolder):
     telegram_owner: str | None = None
     discord_owner: str | None = None
     unknown_senders: str = "drop"
+    # Webhooks into agents on 127.0.0.1 at this port; None: no endpoint.
+    webhook_port: int | None = None
 
     @property
     def owners(self) -> dict[str, str]:
@@ -90,8 +92,18 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             telegram_owner=(env.get("HUTCH_TELEGRAM_OWNER") or "").strip() or None,
             discord_owner=(env.get("HUTCH_DISCORD_OWNER") or "").strip() or None,
             unknown_senders=env.get("HUTCH_UNKNOWN_SENDERS") or defaults.unknown_senders,
+            webhook_port=_port(env, "HUTCH_WEBHOOK_PORT"),
         )
     )
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    port = env_whole_number(env, name, 0, minimum=0)
+    if port > 65535:
+        raise ConfigError(f"{name}={port}: a port is at most 65535")
+    return port
 
 
 def _uid_range(env: Mapping[str, str], default: UidRange) -> UidRange:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from actors.channels.base import ChannelAdapter
 from actors.channels.local_chat import LocalChatChannel
+from actors.channels.webhook import WebhookChannel
 from actors.config import HostConfig
 from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
@@ -22,7 +23,7 @@ from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
 from actors.session import ProxySockets, SessionSettings
-from actors.store import agent_groups, messaging_group_agents, messaging_groups
+from actors.store import agent_groups, messaging_group_agents, messaging_groups, webhook_routes
 from actors.store.db import Store, open_store
 from actors.supervisor import GLOBAL_GROUP, Supervisor, SupervisorSetup, submitter
 from actors.sweep import SweepActor
@@ -79,15 +80,22 @@ class Host:
         """`runtime`, `settings`, `proxy` and `channels` replace what `config` would choose
         (tests and embedding programs hand in their own)."""
         host = cls(config)
-        host.channels = (
-            list(channels) if channels is not None else [LocalChatChannel(config.chat_socket, config.assistant_name)]
-        )
+        host.channels = list(channels) if channels is not None else host._configured_channels()
         try:
             host._start(runtime, settings, proxy)
         except BaseException:
             host.stop()
             raise
         return host
+
+    def _configured_channels(self) -> list[ChannelAdapter]:
+        """The local chat always; the others where the configuration names them."""
+        config = self.config
+        chosen: list[ChannelAdapter] = [LocalChatChannel(config.chat_socket, config.assistant_name)]
+        if config.webhook_port is not None:
+            # The store opens later in start(); a route is looked up per request.
+            chosen.append(WebhookChannel(lambda route: webhook_routes.get(self.store, route), port=config.webhook_port))
+        return chosen
 
     def _start(
         self, runtime: AgentRuntime | None, settings: SessionSettings | None, proxy: ProxySockets | None

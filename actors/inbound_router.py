@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from actors.access import Admitted, Dropped, OwnerCommand, PairingOffered, admit, owner_command
-from actors.channels.base import InboundAnswer, InboundChat
+from actors.channels.base import InboundAnswer, InboundChat, InboundWebhook
 from actors.messages import WriteInbound
 from actors.routing import Target, targets
 from actors.store import (
@@ -24,12 +24,13 @@ from actors.store import (
     pairing_requests,
     pending_questions,
     sessions,
+    webhook_routes,
 )
 from actors.store.db import Store
 from actors.store.members import Role
 from actors.store.messaging_groups import MessagingGroup, UnknownSenders
 from actors.store.sessions import Session
-from protocol.content import ChatIn, QuestionAnswer
+from protocol.content import ChatIn, QuestionAnswer, WebhookIn
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.routing")
@@ -204,6 +205,26 @@ class InboundRouter:
         told = "You can talk to the assistant now." if command.approve else "The owner declined your request."
         self._notify(Routing(chat.platform_id, chat.channel_type), told)
         log.info("pairing %s %s for %s in %s/%s", command.code, verdict, who, chat.channel_type, chat.platform_id)
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    def route_webhook(self, event: InboundWebhook) -> list[Routed]:
+        """A signed delivery (the channel checked the signature) for its route's agent group,
+        in that route's own session."""
+        route = webhook_routes.get(self._store, event.route)
+        if route is None:
+            raise RoutingError(f"there is no webhook route {event.route!r}")
+        key = sessions.webhook_session_key(route.agent_group_id, route.route)
+        session = sessions.get_by_key(self._store, key)
+        if session is None:
+            session = sessions.create(self._store, agent_group_id=route.agent_group_id, session_key=key)
+            log.info("new session %s for webhook route %r", session.id[:8], route.route)
+        self._touch(session.id)
+        request = WriteInbound(
+            content=WebhookIn(source=route.route, payload=event.payload, event=event.event),
+            routing=Routing(route.route, "webhook"),
+        )
+        return [Routed(session, request)]
 
     # --- answers to questions ---------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors.channels.base import InboundAnswer, InboundEvent, OnEvent, Stored
+from actors.channels.base import InboundAnswer, InboundEvent, InboundWebhook, OnEvent, Stored
 from actors.data_folder import DataFolder
 from actors.inbound_router import InboundRouter, RoutingError
 from actors.messages import AskQuestion as AskQuestionAction
@@ -196,6 +196,8 @@ class Supervisor(pykka.ThreadingActor):
                 raise RoutingError("the host is shutting down; please send that again in a moment")
             if isinstance(event, InboundAnswer):
                 routed = self._router.route_answer(event)
+            elif isinstance(event, InboundWebhook):
+                routed = self._router.route_webhook(event)
             else:
                 routed = self._router.route_chat(event)
             refs = [self._session_ref(one.session) for one in routed]

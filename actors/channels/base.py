@@ -64,7 +64,15 @@ class InboundAnswer(msgspec.Struct, frozen=True, kw_only=True):
     thread_id: str | None = None
 
 
-InboundEvent = InboundChat | InboundAnswer
+class InboundWebhook(msgspec.Struct, frozen=True, kw_only=True):
+    """A signed POST to `/hooks/<route>`; the route names the agent group it is for."""
+
+    route: str
+    payload: Any
+    event: str | None = None
+
+
+InboundEvent = InboundChat | InboundAnswer | InboundWebhook
 
 # Resolves once the event is committed to inbound.db; fails with the reason it was refused.
 Stored = pykka.Future[Any]

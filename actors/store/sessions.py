@@ -57,6 +57,11 @@ def session_key(
     return f"ag:{agent_group_id}:mg:{messaging_group_id}:t:{thread_id}"
 
 
+def webhook_session_key(agent_group_id: str, route: str) -> str:
+    """One session per webhook route: its deliveries form one conversation of their own."""
+    return f"ag:{agent_group_id}:hook:{route}"
+
+
 def create(
     store: Store,
     *,

@@ -182,6 +182,9 @@ def test_every_flag_overrides() -> None:
         ("TZ", "../../etc/passwd"),
         ("HUTCH_STOP_GRACE", "0"),
         ("HUTCH_UNKNOWN_SENDERS", "welcome"),
+        ("HUTCH_WEBHOOK_PORT", "70000"),
+        ("HUTCH_WEBHOOK_PORT", "-1"),
+        ("HUTCH_WEBHOOK_PORT", "http"),
         ("HUTCH_AGENT_UIDS", "1000"),
         ("HUTCH_AGENT_UIDS", "0-99"),
         ("HUTCH_AGENT_UIDS", "9-5"),
@@ -259,3 +262,8 @@ def test_the_stop_grace_reaches_the_runner_and_the_host_waits_a_little_longer() 
 def test_owners_are_named_per_channel() -> None:
     assert load_config([], {}).owners == {}
     assert load_config([], {"HUTCH_TELEGRAM_OWNER": "1001"}).owners == {"telegram": "1001"}
+
+
+def test_the_webhook_endpoint_is_off_unless_a_port_is_given() -> None:
+    assert load_config([], {}).webhook_port is None
+    assert load_config([], {"HUTCH_WEBHOOK_PORT": "8787"}).webhook_port == 8787

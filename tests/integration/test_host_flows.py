@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from actors.channels.webhook import SIGNATURE_HEADER, WebhookChannel, signature
 from actors.config import HostConfig
 from actors.host import Host, start_host
-from actors.store import sessions
+from actors.store import agent_groups, sessions, webhook_routes
 from protocol import inbound, outbound
 from protocol.content import ChatOut
 from protocol.db import read_transaction, write_transaction
@@ -22,6 +24,7 @@ from protocol.layout import SessionLayout
 from protocol.rows import MessageIn, Routing
 from protocol.timeutil import format_ts, now_ts, parse_ts, utc_now
 from tests.fakes.chat_client import ChatClient
+from tests.fakes.probes import LineWaiter
 from tests.fakes.session import FolderEvents
 from tests.integration.conftest import RecordingProcessRuntime
 
@@ -193,3 +196,48 @@ def test_a_host_run_as_root_gives_each_group_a_uid_and_its_folders(host: Host, c
     assert (layout.outbound_db.stat().st_uid, layout.outbound_db.stat().st_gid) == (0, uid)
     assert (host.config.groups_dir / "main").stat().st_uid == uid
     assert host.config.central_db.stat().st_mode & 0o077 == 0
+
+
+def test_a_signed_webhook_reaches_its_agent_and_a_bad_one_writes_nothing(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hutch.webhook")
+    answered = LineWaiter("the agent answered route 'deploys'")
+    logging.getLogger("hutch.webhook").addHandler(answered)
+    config = HostConfig(
+        data_dir=data_dir, runtime="process", provider="mock", idle_timeout_s=60, sweep_interval_s=3600, webhook_port=0
+    )
+    host = start_host(config)
+    try:
+        main = agent_groups.get_by_folder(host.store, "main")
+        assert main is not None
+        secret = "a-secret-of-some-length"
+        webhook_routes.create(host.store, route="deploys", secret=secret, agent_group_id=main.id)
+        (endpoint,) = [c for c in host.channels if isinstance(c, WebhookChannel)]
+        body = json.dumps({"status": "deployed", "version": "1.2.3"}).encode()
+
+        def post(signature_value: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=30)
+            headers = {SIGNATURE_HEADER: signature_value, "Content-Type": "application/json"}
+            conn.request("POST", "/hooks/deploys", body=body, headers=headers)
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        assert post("sha256=" + "0" * 64) == 401
+        assert sessions.list_all(host.store) == []  # nothing written for a refusal
+        assert post(signature(secret, body)) == 202
+
+        (session,) = sessions.list_all(host.store)
+        layout = SessionLayout(host.config.sessions_dir / "main" / session.id)
+        (row,) = _inbound_rows(layout)
+        assert row.kind == "webhook" and row.decoded().payload == {"status": "deployed", "version": "1.2.3"}
+        events = FolderEvents(layout.out)
+        try:
+            events.wait_until(
+                lambda: any("the agent answered route 'deploys'" in r.getMessage() for r in caplog.records)
+            )
+        finally:
+            events.close()
+    finally:
+        host.stop()

@@ -1,0 +1,208 @@
+"""Webhooks into agents: `POST /hooks/<route>` on 127.0.0.1, signed as GitHub signs
+(`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the route's secret>`).
+
+The route names its agent group (`webhook_routes` in the central DB). A request is answered
+only after its row is committed (202), or refused with nothing written: an unknown route is
+404, a bad or missing signature 401, a body past the cap 413 (decided from Content-Length
+before the body is read, and again while reading), anything but POST 405.
+
+The server is aiohttp on an event loop in a thread of its own; nothing it does blocks an
+actor. Webhooks have no conversation to answer into: what an agent says back to a webhook
+turn is logged, not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import pykka
+from aiohttp import web
+
+from actors.channels.base import Card, ChannelError, InboundWebhook, OnEvent
+from actors.store.webhook_routes import WebhookRoute
+from protocol.content import MAX_CONTENT_BYTES
+from protocol.rows import Routing
+
+log = logging.getLogger("hutch.webhook")
+
+SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
+# The payload is stored as a row: it must fit the protocol's cap with room for the envelope.
+MAX_BODY_BYTES: Final = MAX_CONTENT_BYTES - 4096
+# The event name headers of the senders people use most; the first one present is kept.
+_EVENT_HEADERS: Final = ("X-GitHub-Event", "X-Gitlab-Event", "X-Event-Key", "X-Hook-Event")
+_STORE_TIMEOUT_S: Final = 15.0
+_START_TIMEOUT_S: Final = 10.0
+
+RouteLookup = Callable[[str], WebhookRoute | None]
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The header value a sender puts on `body`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookChannel:
+    """Receives webhooks; `lookup` finds a route (and its secret) by name."""
+
+    channel_type: Final = "webhook"
+
+    def __init__(self, lookup: RouteLookup, *, host: str = "127.0.0.1", port: int = 8787) -> None:
+        self._lookup = lookup
+        self._host = host
+        self._port = port
+        self._on_event: OnEvent | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset()
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen by the system when 0 was asked)."""
+        if self._bound_port is None:
+            raise ChannelError("the webhook endpoint is not running")
+        return self._bound_port
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self, on_event: OnEvent) -> None:
+        self._on_event = on_event
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as exc:  # reported to start(), which raises it
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="webhook", daemon=True)
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT_S):
+            raise ChannelError("the webhook endpoint did not start", retryable=False)
+        if failure:
+            where = f"{self._host}:{self._port}"
+            raise ChannelError(f"cannot listen for webhooks on {where}: {failure[0]}", retryable=False)
+        log.info("webhooks: listening on http://%s:%d/hooks/<route>", self._host, self.port)
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/hooks/{route}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        self._bound_port = int(self._runner.addresses[0][1])  # the system's choice when 0 was asked
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # already closed
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(_START_TIMEOUT_S)
+        self._loop = self._thread = None
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        route_name = request.match_info["route"]
+        if request.method != "POST":
+            return _answer(405, "only POST")
+        route = self._lookup(route_name)
+        if route is None:
+            return _answer(404, "no such route")
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _answer(413, f"at most {MAX_BODY_BYTES} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _answer(413, f"at most {MAX_BODY_BYTES} bytes")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not hmac.compare_digest(given.encode(), signature(route.secret, body).encode()):
+            log.warning("webhooks: refused a badly signed request for route %r", route_name)
+            return _answer(401, "bad signature")
+        event = InboundWebhook(route=route_name, payload=_payload(request, body), event=_event_name(request))
+        return await self._hand_over(event)
+
+    async def _hand_over(self, event: InboundWebhook) -> web.Response:
+        assert self._on_event is not None
+        stored = self._on_event(event)
+        # pykka's future only blocks; a pool thread waits on it (the pool is bounded).
+        wait = functools.partial(stored.get, timeout=_STORE_TIMEOUT_S)
+        try:
+            row = await asyncio.get_running_loop().run_in_executor(None, wait)
+        except pykka.Timeout:
+            return _answer(503, "the host did not take it in time; send it again")
+        except Exception as exc:
+            log.warning("webhooks: %r not taken: %s", event.route, exc)
+            return _answer(503, f"not taken: {exc}")
+        row_id = getattr(row, "id", None)
+        return web.json_response({"status": "accepted", "id": row_id}, status=202)
+
+    # --- sends: a webhook has nobody to answer ----------------------------------------------
+
+    def send_text(self, to: Routing, text: str, files: tuple[Path, ...] = ()) -> str | None:
+        log.info("webhooks: the agent answered route %r: %s", to.platform_id, text[:500])
+        return None
+
+    def edit_text(self, to: Routing, platform_message_id: str, text: str) -> None:
+        raise ChannelError("webhooks cannot edit", retryable=False)
+
+    def add_reaction(self, to: Routing, platform_message_id: str, emoji: str) -> None:
+        raise ChannelError("webhooks cannot react", retryable=False)
+
+    def ask_question(self, to: Routing, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
+        raise ChannelError("nobody is there to answer a question on a webhook", retryable=False)
+
+    def send_card(self, to: Routing, card: Card) -> str | None:
+        return self.send_text(to, f"{card.title}: {card.text}")
+
+    def show_typing(self, to: Routing) -> None:
+        return None
+
+
+def _payload(request: web.Request, body: bytes) -> Any:
+    """JSON when it is JSON, else the text."""
+    if request.content_type == "application/json" or body[:1] in (b"{", b"["):
+        with contextlib.suppress(ValueError):
+            return json.loads(body)
+    return body.decode("utf-8", errors="replace")
+
+
+def _event_name(request: web.Request) -> str | None:
+    for header in _EVENT_HEADERS:
+        value = request.headers.get(header)
+        if value:
+            return value[:100]
+    return None
+
+
+def _answer(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
