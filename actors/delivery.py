@@ -1,4 +1,5 @@
-"""DeliveryActor: holds the channel adapters and makes one attempt per `Deliver`.
+"""DeliveryActor: holds the channel adapters and makes one attempt per `Deliver`, each
+channel's in a `ChannelSender` of its own.
 
 It keeps no delivery state of its own: the SessionActor records every outcome in its
 inbound.db and decides about retries, so a restart loses nothing and sends nothing twice
@@ -9,13 +10,13 @@ channel lacks a feature, the message degrades to plain text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pykka
 
-from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, ChannelAdapter, ChannelError
+from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, TYPING, ChannelAdapter, ChannelError
 from actors.messages import (
     AskQuestion,
     Deliver,
@@ -23,10 +24,12 @@ from actors.messages import (
     DeliveryAction,
     DeliveryFailed,
     EditText,
+    FlushDeliveries,
     Notify,
     React,
     SendCard,
     SendText,
+    ShowTyping,
 )
 from protocol.rows import Routing
 
@@ -34,9 +37,58 @@ log = logging.getLogger("hutch.delivery")
 
 
 class DeliveryActor(pykka.ThreadingActor):
+    """Hands each delivery to its channel's own `ChannelSender`: a channel that is slow or
+    down holds up only its own sends, never another channel's."""
+
     def __init__(self, adapters: Iterable[ChannelAdapter]) -> None:
         super().__init__()
-        self._adapters = {adapter.channel_type: adapter for adapter in adapters}
+        self._adapters = list(adapters)
+        self._senders: dict[str, pykka.ActorRef[ChannelSender]] = {}
+
+    def on_start(self) -> None:
+        for adapter in self._adapters:
+            self._senders[adapter.channel_type] = ChannelSender.start(adapter)
+
+    def on_stop(self) -> None:
+        for sender in self._senders.values():
+            sender.stop()
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Deliver():
+                self._route(message.routing, message, unknown=lambda: self._unknown(message))
+            case Notify(routing=routing, text=text):
+                self._route(routing, message, unknown=lambda: log.warning(
+                    "delivery: cannot notify on unknown channel %r: %s", routing.channel_type, text
+                ))  # fmt: skip
+            case ShowTyping(routing=routing):
+                self._route(routing, message, unknown=lambda: None)
+            case FlushDeliveries():
+                for future in [sender.ask(message, block=False) for sender in self._senders.values()]:
+                    future.get()
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _route(self, routing: Routing, message: Any, unknown: Callable[[], None]) -> None:
+        sender = self._senders.get(routing.channel_type or "")
+        if sender is None:
+            unknown()
+            return
+        sender.tell(message)
+
+    def _unknown(self, request: Deliver) -> None:
+        failed = DeliveryFailed(request.message_out_id, f"no channel {request.routing.channel_type!r}", False)
+        _answer(request, failed)
+
+
+class ChannelSender(pykka.ThreadingActor):
+    """One channel's sends, one at a time, in its own thread; the outcome of a delivery is
+    told to the session that asked."""
+
+    def __init__(self, adapter: ChannelAdapter) -> None:
+        super().__init__()
+        self._adapter = adapter
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -44,43 +96,52 @@ class DeliveryActor(pykka.ThreadingActor):
                 self._deliver(message)
             case Notify(routing=routing, text=text):
                 self._notify(routing, text)
+            case ShowTyping(routing=routing):
+                self._typing(routing)
+            case FlushDeliveries():
+                pass  # everything handed over before it has been handled
             case _:
                 return super().on_receive(message)
         return None
 
     def _deliver(self, request: Deliver) -> None:
-        adapter = self._adapters.get(request.routing.channel_type or "")
-        if adapter is None:
-            answer: Any = DeliveryFailed(request.message_out_id, f"no channel {request.routing.channel_type!r}", False)
-        else:
-            try:
-                platform_id = _perform(adapter, request.routing, request.action)
-                answer = Delivered(request.message_out_id, platform_id)
-            except ChannelError as exc:
-                answer = DeliveryFailed(request.message_out_id, str(exc), exc.retryable)
-            except Exception as exc:
-                # An adapter bug must not take the actor down with every session's deliveries.
-                log.exception("delivery: %s adapter failed", request.routing.channel_type)
-                answer = DeliveryFailed(request.message_out_id, f"{type(exc).__name__}: {exc}", True)
+        adapter = self._adapter
         try:
-            request.reply_to.tell(answer)
-        except pykka.ActorDeadError:
-            log.warning("delivery: session %s stopped before hearing about %s", request.session_id[:8],
-                        request.message_out_id)  # fmt: skip
+            platform_id = _perform(adapter, request.routing, request.action)
+            answer: Any = Delivered(request.message_out_id, platform_id)
+        except ChannelError as exc:
+            answer = DeliveryFailed(request.message_out_id, str(exc), exc.retryable)
+        except Exception as exc:
+            # An adapter bug must not take the actor down with every session's deliveries.
+            log.exception("delivery: %s adapter failed", request.routing.channel_type)
+            answer = DeliveryFailed(request.message_out_id, f"{type(exc).__name__}: {exc}", True)
+        _answer(request, answer)
 
     def _notify(self, routing: Routing, text: str) -> None:
-        adapter = self._adapters.get(routing.channel_type or "")
-        if adapter is None:
-            log.warning("delivery: cannot notify on unknown channel %r: %s", routing.channel_type, text)
-            return
         try:
-            adapter.send_text(routing, text)
+            self._adapter.send_text(routing, text)
         except ChannelError as exc:
             log.warning("delivery: notice to %s/%s not sent (%s): %s", routing.channel_type, routing.platform_id,
                         exc, text)  # fmt: skip
         except Exception:
             # A tell: raising here would stop the actor and every session's deliveries with it.
             log.exception("delivery: %s adapter failed sending a notice: %s", routing.channel_type, text)
+
+    def _typing(self, routing: Routing) -> None:
+        if TYPING not in self._adapter.capabilities:
+            return
+        try:
+            self._adapter.show_typing(routing)
+        except Exception as exc:  # a hint: never worth more than a debug line
+            log.debug("delivery: typing in %s/%s not shown: %s", routing.channel_type, routing.platform_id, exc)
+
+
+def _answer(request: Deliver, answer: Delivered | DeliveryFailed) -> None:
+    try:
+        request.reply_to.tell(answer)
+    except pykka.ActorDeadError:
+        log.warning("delivery: session %s stopped before hearing about %s", request.session_id[:8],
+                    request.message_out_id)  # fmt: skip
 
 
 def _perform(adapter: ChannelAdapter, to: Routing, action: DeliveryAction) -> str | None:

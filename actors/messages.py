@@ -125,6 +125,10 @@ class Drain(msgspec.Struct, frozen=True):
     """Ask: start no new deliveries; answers a future that resolves when none is in flight."""
 
 
+class TypingTick(msgspec.Struct, frozen=True):
+    """Time to show again that the agent is at work, if it still is."""
+
+
 class IdleCheck(msgspec.Struct, frozen=True):
     pass
 
@@ -169,6 +173,17 @@ class Deliver(msgspec.Struct, frozen=True, kw_only=True):
     routing: Routing
     action: DeliveryAction
     reply_to: Any
+
+
+class FlushDeliveries(msgspec.Struct, frozen=True):
+    """Asked of the DeliveryActor: answered once every channel has handled what it was
+    handed before."""
+
+
+class ShowTyping(msgspec.Struct, frozen=True):
+    """A turn is running for this chat: show it, where the channel can (a hint, no outcome)."""
+
+    routing: Routing
 
 
 class Notify(msgspec.Struct, frozen=True):

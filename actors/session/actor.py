@@ -51,10 +51,12 @@ from actors.messages import (
     OutboundChanged,
     SessionFailed,
     SessionIdle,
+    ShowTyping,
     SlotGranted,
     StopIfIdle,
     SweepCheck,
     Tellable,
+    TypingTick,
     Wake,
     WriteInbound,
     YieldSlot,
@@ -73,6 +75,7 @@ from actors.session.recurrence import SeriesStep, continue_series, recurs
 from actors.session.retries import retry_later
 from actors.session.send_rate import SendRate
 from actors.session.system_actions import ActionRejected, apply_action
+from actors.session.typing import TypingHints
 from actors.slots import ContainerSlots
 from actors.watch import FolderWatcher, Subscriptions
 from protocol import inbound
@@ -160,6 +163,8 @@ class SessionActor(pykka.ThreadingActor):
         self._bookkeeping_timer = ActorTimer(
             self.actor_ref, FlushBookkeeping(), name=f"bookkeeping-{info.session_id[:8]}"
         )
+        self._typing = TypingHints()
+        self._typing_timer = ActorTimer(self.actor_ref, TypingTick(), name=f"typing-{info.session_id[:8]}")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -189,6 +194,7 @@ class SessionActor(pykka.ThreadingActor):
         self._unwatch()
         self._wake_timer.cancel()
         self._idle_timer.cancel()
+        self._typing_timer.cancel()
         self._agent.close()
         log.info("%s session stopped", self._info.tag)
 
@@ -200,6 +206,7 @@ class SessionActor(pykka.ThreadingActor):
         self._unwatch()
         self._wake_timer.cancel()
         self._idle_timer.cancel()
+        self._typing_timer.cancel()
         self._bookkeeping_timer.cancel()
         self._agent.abandon()
         if self._supervisor is not None:
@@ -252,6 +259,8 @@ class SessionActor(pykka.ThreadingActor):
                 self._on_delivery_failed(message)
             case IdleCheck():
                 self._on_idle_check()
+            case TypingTick():
+                self._show_typing()
             case StopIfIdle(reply_to=reply_to, token=token):
                 idle = self._stop_if_idle()
                 if reply_to is None:
@@ -277,6 +286,18 @@ class SessionActor(pykka.ThreadingActor):
                     return True
                 reply_to.tell(IdleAnswer(self._info.session_id, token, True))
         return None
+
+    def _show_typing(self) -> None:
+        """The chats whose messages the agent is working on are told so, and again while it
+        works (a timer, since a long turn writes nothing the host would notice)."""
+        working = [row.routing for key in self._claims if (row := self._pending.get(key)) is not None]
+        for routing in self._typing.due(working):
+            if routing.channel_type:
+                self._delivery.tell(ShowTyping(routing))
+        if working:
+            self._typing_timer.schedule(self._typing.interval_s)
+        else:
+            self._typing_timer.cancel()
 
     def _load(self, conn: sqlite3.Connection) -> None:
         self._deliveries.load(inbound.deliveries(conn).values())
@@ -418,6 +439,7 @@ class SessionActor(pykka.ThreadingActor):
         """Act on one snapshot: at most one write transaction for all it asks of inbound.db."""
         started_at = self._agent.started_at
         self._claims = claims_since(snapshot.acks, started_at) if started_at is not None else {}
+        self._show_typing()
         finished = {
             key: ack.status
             for key, ack in snapshot.acks.items()

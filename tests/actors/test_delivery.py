@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from actors.messages import (
     DeliveryAction,
     DeliveryFailed,
     EditText,
+    FlushDeliveries,
     Notify,
     React,
     SendCard,
     SendText,
+    ShowTyping,
 )
 from protocol.rows import Routing
 from tests.fakes.actors import RecorderActor, wait_for
@@ -328,7 +331,8 @@ def test_notify_sends_the_text(start_delivery: StartDelivery) -> None:
     channel = FakeChannel()
     delivery = start_delivery(channel)
 
-    delivery.ask(Notify(TARGET, "your message failed"))
+    delivery.tell(Notify(TARGET, "your message failed"))
+    delivery.ask(FlushDeliveries(), timeout=10)
 
     assert [call.args for call in channel.sends()] == [(TARGET, "your message failed", ())]
 
@@ -351,7 +355,7 @@ def test_notify_failures_are_only_logged(
     delivery.tell(Notify(TARGET, "your message failed"))
     delivery.tell(Notify(Routing("chat-1", "telegram"), "nobody hears this"))
     # Answered only after both notices were handled; a crash on either would fail this ask.
-    assert delivery.ask(Sync(), timeout=10) is None
+    assert delivery.ask(FlushDeliveries(), timeout=10) is None
     channel.fail_with = None
     channel.crash_with = None
 
@@ -368,3 +372,43 @@ def test_unexpected_messages_are_ignored(start_delivery: StartDelivery, reply_to
 
     assert delivery.ask(Sync()) is None
     assert isinstance(deliver(delivery, reply_to, SendText("ok")), Delivered)
+
+
+def test_a_slow_channel_holds_up_only_its_own_sends(
+    start_delivery: StartDelivery, reply_to: pykka.ActorRef[Any]
+) -> None:
+    """Each channel sends from a thread of its own: one that hangs (a server down, a long
+    timeout) does not keep another channel's messages waiting."""
+    stuck = threading.Event()
+    release = threading.Event()
+    slow = FakeChannel("slow")
+    fast = FakeChannel("fake")
+
+    def hang(*_args: Any) -> None:
+        stuck.set()
+        release.wait(10)
+
+    slow.before_send = hang
+    delivery = start_delivery(slow, fast)
+    delivery.tell(
+        Deliver(session_id=SESSION_ID, message_out_id="m-slow", routing=Routing("c", "slow"),
+                action=SendText("waits"), reply_to=reply_to)
+    )  # fmt: skip
+    assert stuck.wait(10)
+    try:
+        assert isinstance(deliver(delivery, reply_to, SendText("goes at once")), Delivered)
+    finally:
+        release.set()
+    delivery.ask(FlushDeliveries(), timeout=10)
+
+
+def test_typing_is_shown_where_the_channel_can_and_is_never_an_error(start_delivery: StartDelivery) -> None:
+    can = FakeChannel("fake")
+    cannot = FakeChannel("plain", capabilities=frozenset())
+    delivery = start_delivery(can, cannot)
+    delivery.tell(ShowTyping(TARGET))
+    delivery.tell(ShowTyping(Routing("c", "plain")))
+    delivery.tell(ShowTyping(Routing("c", "nowhere")))
+    delivery.ask(FlushDeliveries(), timeout=10)
+    assert [call.args for call in can.calls_of("show_typing")] == [(TARGET,)]
+    assert cannot.calls_of("show_typing") == []

@@ -278,14 +278,16 @@ class RawChat:
         self.lines.extend(complete)
 
     def read(self) -> dict[str, Any]:
-        """The next line the host wrote, decoded."""
-        while not self.lines:
-            if self.eof:
-                raise InputAttackError("the host closed the connection without another line")
-            self.feed()
-        obj = json.loads(self.lines.pop(0))
-        assert isinstance(obj, dict), obj
-        return obj
+        """The next line the host wrote, decoded; typing hints (the agent is at work) skipped."""
+        while True:
+            while not self.lines:
+                if self.eof:
+                    raise InputAttackError("the host closed the connection without another line")
+                self.feed()
+            obj = json.loads(self.lines.pop(0))
+            assert isinstance(obj, dict), obj
+            if obj.get("type") != "typing":
+                return obj
 
     def read_to_eof(self) -> list[dict[str, Any]]:
         """Every line up to the host's close; a socket timeout if the host never closes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ class FakeChannel:
         self._capabilities = frozenset(capabilities)
         self.fail_with = fail_with
         self.crash_with = crash_with
+        # Called at the start of every send (a test makes the channel slow with it).
+        self.before_send: Callable[..., None] | None = None
         self._changed = threading.Condition()
         self._calls: list[Call] = []
         self._ids = itertools.count(1)
@@ -161,6 +164,8 @@ class FakeChannel:
             self._changed.notify_all()
 
     def _maybe_fail(self) -> None:
+        if self.before_send is not None:
+            self.before_send()
         if self.crash_with is not None:
             raise self.crash_with
         if self.fail_with is not None:

@@ -34,6 +34,7 @@ from actors.messages import (
     SendText,
     SessionFailed,
     SessionIdle,
+    ShowTyping,
     StopIfIdle,
     SweepCheck,
     Wake,
@@ -1156,3 +1157,18 @@ def test_a_folder_that_cannot_be_set_up_refuses_its_messages_and_says_so(host: H
     assert failed.restart is False and "cannot be set up" in failed.error
     assert session.ask(StopIfIdle(), timeout=10) is True
     assert host.runtime.handles == []
+
+
+def test_a_chat_whose_message_the_agent_works_on_is_shown_typing(host: Host) -> None:
+    layout = host.layout()
+    session = host.start()
+    message = put(session, chat("hello"))
+    host.runtime.wait_for_starts(1)
+    host.clock.advance(1)
+    ack(layout, message.id, "processing", host.clock())
+    sync(session)
+    (typing,) = wait_for(host.delivery, ShowTyping)
+    assert typing.routing == ROUTING
+    ack(layout, message.id, "completed", host.clock())
+    sync(session)
+    assert [m for m in received(host.delivery) if isinstance(m, ShowTyping)] == [typing]
