@@ -36,7 +36,7 @@ class HostConfig(DataFolder):
     max_containers: int = 5
     timezone: str = "UTC"
     log_level: str = "INFO"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     base_url: str = "https://api.anthropic.com"
     assistant_name: str = "Assistant"
     sweep_interval_s: float = 30.0
@@ -52,6 +52,12 @@ class HostConfig(DataFolder):
     unknown_senders: str = "drop"
     # Webhooks into agents on 127.0.0.1 at this port; None: no endpoint.
     webhook_port: int | None = None
+    # Channels: on when their token is set. The base URLs are for tests and self-hosted servers.
+    telegram_bot_token: str | None = field(default=None, repr=False)
+    telegram_base_url: str = "https://api.telegram.org/bot"
+    discord_bot_token: str | None = field(default=None, repr=False)
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
 
     @property
     def owners(self) -> dict[str, str]:
@@ -93,6 +99,11 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             discord_owner=(env.get("HUTCH_DISCORD_OWNER") or "").strip() or None,
             unknown_senders=env.get("HUTCH_UNKNOWN_SENDERS") or defaults.unknown_senders,
             webhook_port=_port(env, "HUTCH_WEBHOOK_PORT"),
+            telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
+            telegram_base_url=env.get("HUTCH_TELEGRAM_BASE_URL") or defaults.telegram_base_url,
+            discord_bot_token=env.get("DISCORD_BOT_TOKEN") or None,
+            discord_api_base=env.get("HUTCH_DISCORD_API_BASE") or None,
+            discord_gateway_url=env.get("HUTCH_DISCORD_GATEWAY_URL") or None,
         )
     )
 

@@ -21,6 +21,12 @@ class DataFolder:
         return self.data_dir / "groups"
 
     @property
+    def downloads_dir(self) -> Path:
+        """`downloads/<channel>/`: files people sent, fetched by a channel, until their
+        session moves them into its inbox (same file system: a rename)."""
+        return self.data_dir / "downloads"
+
+    @property
     def central_db(self) -> Path:
         return self.data_dir / "hutch.db"
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from actors.channels.base import ChannelAdapter
 from actors.channels.local_chat import LocalChatChannel
+from actors.channels.starter import ChannelStarter
 from actors.channels.webhook import WebhookChannel
 from actors.config import HostConfig
 from actors.data_lock import DataFolderLock
@@ -92,6 +93,27 @@ class Host:
         """The local chat always; the others where the configuration names them."""
         config = self.config
         chosen: list[ChannelAdapter] = [LocalChatChannel(config.chat_socket, config.assistant_name)]
+        if config.telegram_bot_token:
+            from actors.channels.telegram import TelegramChannel
+
+            chosen.append(
+                TelegramChannel(
+                    config.telegram_bot_token,
+                    base_url=config.telegram_base_url,
+                    download_dir=config.downloads_dir / "telegram",
+                )
+            )
+        if config.discord_bot_token:
+            from actors.channels.discord import DiscordChannel
+
+            chosen.append(
+                DiscordChannel(
+                    config.discord_bot_token,
+                    download_dir=config.downloads_dir / "discord",
+                    api_base=config.discord_api_base,
+                    gateway_url=config.discord_gateway_url,
+                )
+            )
         if config.webhook_port is not None:
             # The store opens later in start(); a route is looked up per request.
             chosen.append(WebhookChannel(lambda route: webhook_routes.get(self.store, route), port=config.webhook_port))
@@ -158,9 +180,9 @@ class Host:
 
         on_event = submitter(self.supervisor)
         for channel in self.channels:
-            channel.start(on_event)
-            self._on_stop(f"channel {channel.channel_type}", channel.stop)
-            log.info("channel %s is listening", channel.channel_type)
+            starter = ChannelStarter(channel, on_event)
+            starter.start()
+            self._on_stop(f"channel {channel.channel_type}", starter.stop)
         log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, self.runtime.name, provider)
 
     def _on_stop(self, name: str, stop: Callable[[], object]) -> None:

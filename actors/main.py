@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from actors.channels.base import ChannelError
 from actors.config import ConfigError, load_config
 from actors.data_lock import DataFolderBusy
 from actors.host import start_host
@@ -24,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         host = start_host(config)
     except DataFolderBusy as exc:
+        print(f"hutch: {exc}", file=sys.stderr)
+        return 1
+    except ChannelError as exc:  # one that retrying cannot fix: a token refused, a port taken
         print(f"hutch: {exc}", file=sys.stderr)
         return 1
     print(f"hutch is running. Chat with it: python scripts/chat.py --socket {config.chat_socket}", flush=True)

@@ -26,3 +26,6 @@ def level_name(level: str) -> str:
 def setup_logging(level: str, log_format: str) -> None:
     """Log records of `level` and above to stderr in `log_format` (HOST_FORMAT or AGENT_FORMAT)."""
     logging.basicConfig(level=level_name(level), format=log_format, stream=sys.stderr)
+    # The channel libraries' HTTP client logs a line per request at INFO (a long poll every
+    # 30 s): worth seeing only when something is wrong.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,612 @@
+"""The Telegram adapter, driven for real (python-telegram-bot over HTTP) against a fake Bot API."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.channels.base import (
+    CARD,
+    EDIT,
+    FILES,
+    QUESTION,
+    REACTION,
+    TYPING,
+    Card,
+    ChannelAdapter,
+    ChannelError,
+    InboundAnswer,
+    InboundChat,
+    InboundEvent,
+    Stored,
+)
+from actors.channels.telegram import MAX_CALLBACK_DATA_BYTES, TelegramChannel, safe_name
+from actors.channels.telegram_format import markdown_to_html, reaction_for, split_text
+from protocol.rows import Routing
+from tests.fakes.fake_telegram import (
+    BOT_USER,
+    Failure,
+    FakeTelegram,
+    group_chat,
+    mention,
+    private_chat,
+    user,
+)
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    # PTB's RetryAfter reads its own deprecated int attribute while it is being made.
+    pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
+]
+
+WAIT = 5.0
+ALICE = user(77, "Alice", "Smith", username="alice")
+BOB = user(88, "Bob")
+ALICE_CHAT = private_chat(ALICE)
+GROUP = group_chat(-1001, "Family")
+FORUM = group_chat(-1002, "Projects", forum=True)
+TO_ALICE = Routing("77", "telegram")
+TO_TOPIC = Routing("-1002", "telegram", "7")
+
+
+class Events:
+    """What the channel hands the host. Like the host, it takes each file when it is handed
+    over (the adapter removes its copy once the event is stored); each future resolves at
+    once, or, while `holding`, only on `release()`."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[InboundEvent] = queue.Queue()
+        self.contents: dict[str, bytes] = {}
+        self.holding = False
+        self.held: list[Stored] = []
+
+    def __call__(self, event: InboundEvent) -> Stored:
+        if isinstance(event, InboundChat):
+            for file in event.files:
+                self.contents[file.path] = Path(file.path).read_bytes()
+        stored: Stored = pykka.ThreadingFuture()
+        self.queue.put(event)
+        if self.holding:
+            self.held.append(stored)
+        else:
+            stored.set(None)
+        return stored
+
+    def release(self) -> None:
+        for stored in self.held:
+            stored.set(None)
+
+    def next_chat(self) -> InboundChat:
+        event = self.queue.get(timeout=WAIT)
+        assert isinstance(event, InboundChat), event
+        return event
+
+    def next_answer(self) -> InboundAnswer:
+        event = self.queue.get(timeout=WAIT)
+        assert isinstance(event, InboundAnswer), event
+        return event
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def downloads(tmp_path: Path) -> Path:
+    return tmp_path / "downloads"
+
+
+def make_channel(fake: FakeTelegram, downloads: Path, **kwargs: Any) -> TelegramChannel:
+    # base_file_url is left to be derived from base_url, as in production.
+    return TelegramChannel(
+        fake.token, base_url=fake.base_url, download_dir=downloads, poll_timeout_s=10, send_timeout_s=5, **kwargs
+    )
+
+
+@pytest.fixture
+def channel(fake: FakeTelegram, downloads: Path, events: Events) -> Iterator[TelegramChannel]:
+    adapter = make_channel(fake, downloads)
+    adapter.start(events)
+    yield adapter
+    adapter.stop()
+
+
+def telegram_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("telegram")]
+
+
+# -- the contract --------------------------------------------------------------------------------
+
+
+def test_is_a_channel_adapter_with_every_capability(channel: TelegramChannel) -> None:
+    adapter: ChannelAdapter = channel
+    assert adapter.channel_type == "telegram"
+    assert adapter.capabilities == {FILES, EDIT, REACTION, QUESTION, CARD, TYPING}
+    assert channel.bot_username == "hutch_bot"  # learned from getMe
+
+
+# -- inbound messages ----------------------------------------------------------------------------
+
+
+def test_a_private_message_is_addressed_to_the_assistant(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    sent = fake.push_text(ALICE_CHAT, ALICE, "hello there")
+    event = events.next_chat()
+    assert event == InboundChat(
+        channel_type="telegram",
+        platform_id="77",
+        text="hello there",
+        sender="Alice Smith",
+        sender_id="77",
+        thread_id=None,
+        platform_message_id=str(sent["message_id"]),
+        chat_name="Alice Smith",
+        is_group=False,
+        mentions_assistant=True,
+    )
+
+
+def test_group_messages_mention_the_assistant_only_when_they_name_it(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    fake.push_text(GROUP, BOB, "just chatting")
+    plain = events.next_chat()
+    assert (plain.platform_id, plain.is_group, plain.chat_name, plain.sender) == ("-1001", True, "Family", "Bob")
+    assert not plain.mentions_assistant
+
+    text = "hey @hutch_bot what's up"
+    fake.push_text(GROUP, BOB, text, entities=[mention(text, "@hutch_bot")])
+    assert events.next_chat().mentions_assistant
+
+    other = "ask @other_bot instead"
+    fake.push_text(GROUP, BOB, other, entities=[mention(other, "@other_bot")])
+    assert not events.next_chat().mentions_assistant
+
+    command = "/summary@hutch_bot now"
+    fake.push_text(GROUP, BOB, command, entities=[mention(command, "/summary@hutch_bot", "bot_command")])
+    assert events.next_chat().mentions_assistant
+
+
+def test_a_reply_to_the_bot_is_addressed_to_it(fake: FakeTelegram, channel: TelegramChannel, events: Events) -> None:
+    earlier = fake.message(GROUP, BOT_USER, text="what shall we cook?")
+    fake.push_text(GROUP, BOB, "pasta", reply_to=earlier)
+    assert events.next_chat().mentions_assistant
+
+    someone = fake.message(GROUP, ALICE, text="who's in?")
+    fake.push_text(GROUP, BOB, "me", reply_to=someone)
+    assert not events.next_chat().mentions_assistant
+
+
+def test_a_forum_topic_is_the_thread(fake: FakeTelegram, channel: TelegramChannel, events: Events) -> None:
+    # In a topic every message replies to the topic's first message, here made by the bot:
+    # that is not a reply to the bot.
+    opening = fake.message(FORUM, BOT_USER, forum_topic_created={"name": "Trip", "icon_color": 7322096}, topic=7)
+    fake.push_text(FORUM, BOB, "in the topic", topic=7, reply_to=opening)
+    event = events.next_chat()
+    assert (event.thread_id, event.is_group, event.mentions_assistant) == ("7", True, False)
+
+    # A reply thread in a group without topics is no place to route to.
+    fake.push_text(GROUP, BOB, "a reply", message_thread_id=55)
+    assert events.next_chat().thread_id is None
+
+
+def test_photo_document_and_voice_are_fetched_into_the_download_dir(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events, downloads: Path
+) -> None:
+    fake.push_photo(ALICE_CHAT, ALICE, b"\xff\xd8 the big photo", caption="look")
+    fake.push_document(ALICE_CHAT, ALICE, b"%PDF report", "../../etc/report.pdf")
+    fake.push_voice(ALICE_CHAT, ALICE, b"OggS voice")
+
+    photo, document, voice = events.next_chat(), events.next_chat(), events.next_chat()
+    assert photo.text == "look"
+    assert (document.text, voice.text) == ("", "")
+    found = [(event.files[0].name, events.contents[event.files[0].path]) for event in (photo, document, voice)]
+    assert found == [
+        ("photo.jpg", b"\xff\xd8 the big photo"),
+        ("report.pdf", b"%PDF report"),
+        ("voice.ogg", b"OggS voice"),
+    ]
+    for event in (photo, document, voice):
+        path = Path(event.files[0].path)
+        assert path.parent.parent == downloads
+        assert path.name == event.files[0].name
+
+    # Once the host has an event, the adapter's copy goes (the host moved it already).
+    fake.push_text(ALICE_CHAT, ALICE, "after")
+    assert events.next_chat().text == "after"
+    assert list(downloads.iterdir()) == []
+
+
+def test_a_file_too_large_to_fetch_is_noted_in_the_text(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    fake.push_document(ALICE_CHAT, ALICE, b"", "movie.mkv", caption="our holiday", size=25 * 1024 * 1024)
+    event = events.next_chat()
+    assert event.text == "our holiday\n(a file too large to fetch: movie.mkv)"
+    assert event.files == ()
+    assert fake.calls("getFile") == []
+
+
+def test_a_file_that_cannot_be_fetched_is_noted(fake: FakeTelegram, channel: TelegramChannel, events: Events) -> None:
+    document = {"file_id": "gone", "file_unique_id": "u-gone", "file_name": "lost.txt", "file_size": 3}
+    fake.push_message(ALICE_CHAT, ALICE, document=document)
+    event = events.next_chat()
+    assert (event.text, event.files) == ("(a file that could not be fetched: lost.txt)", ())
+
+
+def test_polling_goes_on_after_a_server_error(fake: FakeTelegram, channel: TelegramChannel, events: Events) -> None:
+    fake.wait_for("getUpdates")
+    fake.fail("getUpdates", Failure.server_error(502))
+    fake.push_text(ALICE_CHAT, ALICE, "still there?")  # answers the parked poll; the next one fails
+    assert events.next_chat().text == "still there?"
+    fake.push_text(ALICE_CHAT, ALICE, "after the error")
+    assert events.next_chat().text == "after the error"
+    assert len(fake.calls("getUpdates")) >= 3
+
+
+def test_a_button_press_is_an_answer_with_the_option_index(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    query_id = fake.push_callback(FORUM, BOB, "q:qid-1:2", message_id=500, topic=7)
+    answer = events.next_answer()
+    assert answer == InboundAnswer(
+        channel_type="telegram",
+        platform_id="-1002",
+        question_id="qid-1",
+        option_index=2,
+        sender="Bob",
+        sender_id="88",
+        thread_id="7",
+    )
+    assert fake.wait_for("answerCallbackQuery")[0].params["callback_query_id"] == query_id
+
+
+def test_a_long_question_id_fits_the_button_and_comes_back_whole(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    question_id = "question-" + "x" * 200
+    channel.ask_question(TO_ALICE, question_id, "Which?", ("one", "two"))
+    buttons = [row[0] for row in fake.calls("sendMessage")[0].params["reply_markup"]["inline_keyboard"]]
+    assert all(len(button["callback_data"].encode()) <= MAX_CALLBACK_DATA_BYTES for button in buttons)
+
+    fake.push_callback(ALICE_CHAT, ALICE, buttons[1]["callback_data"])
+    answer = events.next_answer()
+    assert (answer.question_id, answer.option_index) == (question_id, 1)
+
+
+def test_a_button_of_a_question_no_longer_known_is_answered_and_dropped(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    fake.push_callback(ALICE_CHAT, ALICE, "h:forgotten-key:0")
+    fake.push_text(ALICE_CHAT, ALICE, "next")
+    assert events.next_chat().text == "next"
+    assert fake.calls("answerCallbackQuery")[0].params["text"] == "This question is no longer open."
+
+
+# -- sends ---------------------------------------------------------------------------------------
+
+
+def test_text_goes_out_as_telegram_html(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    message_id = channel.send_text(TO_ALICE, "**Done**: see `a<b>` & _more_")
+    (call,) = fake.calls("sendMessage")
+    assert call.params["chat_id"] == "77"
+    assert call.params["parse_mode"] == "HTML"
+    assert call.params["text"] == "<b>Done</b>: see <code>a&lt;b&gt;</code> &amp; <i>more</i>"
+    assert message_id is not None and message_id.isdigit()
+
+
+def test_a_long_text_is_split_on_paragraphs_and_sent_in_order(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    paragraphs = [letter * 3000 for letter in "abc"]
+    first_id = channel.send_text(TO_ALICE, "\n\n".join(paragraphs))
+    calls = fake.calls("sendMessage")
+    assert [call.params["text"] for call in calls] == paragraphs
+    # The fake numbers messages in order: the next send's id is three past the first part's.
+    later = channel.send_text(TO_ALICE, "later")
+    assert first_id is not None and later is not None
+    assert int(first_id) == int(later) - 3
+
+
+def test_markup_telegram_cannot_parse_is_sent_again_as_plain_text(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    fake.fail("sendMessage", Failure.unparsable(), parse_mode="HTML")
+    channel.send_text(TO_ALICE, "**odd** markup")
+    first, second = fake.calls("sendMessage")
+    assert first.params["parse_mode"] == "HTML"
+    assert "parse_mode" not in second.params
+    assert second.params["text"] == "**odd** markup"
+
+
+def test_a_message_to_a_topic_carries_its_thread(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    channel.send_text(TO_TOPIC, "hi topic")
+    params = fake.calls("sendMessage")[0].params
+    assert (params["chat_id"], params["message_thread_id"]) == ("-1002", "7")
+
+
+def test_a_file_goes_as_a_document_with_the_text_as_caption(
+    fake: FakeTelegram, channel: TelegramChannel, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.txt"
+    report.write_bytes(b"numbers")
+    channel.send_text(TO_ALICE, "the **report**", (report,))
+    (call,) = fake.calls("sendDocument")
+    assert call.files["document"].name == "report.txt"
+    assert call.files["document"].data == b"numbers"
+    assert (call.params["caption"], call.params["parse_mode"]) == ("the <b>report</b>", "HTML")
+    assert fake.calls("sendMessage") == []
+
+
+def test_an_image_goes_as_a_photo(fake: FakeTelegram, channel: TelegramChannel, tmp_path: Path) -> None:
+    picture = tmp_path / "chart.png"
+    picture.write_bytes(b"\x89PNG chart")
+    channel.send_text(TO_ALICE, "", (picture,))
+    (call,) = fake.calls("sendPhoto")
+    assert call.files["photo"].data == b"\x89PNG chart"
+    assert "caption" not in call.params
+
+
+def test_text_too_long_for_a_caption_goes_first(fake: FakeTelegram, channel: TelegramChannel, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes")
+    text = "x" * 2000
+    first_id = channel.send_text(TO_ALICE, text, (notes,))
+    (message,) = fake.calls("sendMessage")
+    (document,) = fake.calls("sendDocument")
+    assert message.params["text"] == text
+    assert "caption" not in document.params
+    assert fake.calls().index(message) < fake.calls().index(document)
+    assert first_id is not None
+
+
+def test_a_file_over_50_mb_is_refused_for_good(fake: FakeTelegram, channel: TelegramChannel, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as handle:
+        handle.truncate(50 * 1024 * 1024 + 1)  # sparse: no 50 MB written
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(TO_ALICE, "here", (big,))
+    assert not caught.value.retryable
+    assert fake.calls("sendDocument") == fake.calls("sendMessage") == []
+
+
+def test_edit(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    channel.edit_text(TO_ALICE, "123", "now **final**")
+    params = fake.calls("editMessageText")[0].params
+    assert (params["chat_id"], params["message_id"], params["text"]) == ("77", "123", "now <b>final</b>")
+
+
+def test_an_edit_to_the_same_text_is_no_error(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    fake.fail("editMessageText", Failure.bad_request("message is not modified: specified new message content"))
+    channel.edit_text(TO_ALICE, "123", "same")
+
+
+def test_a_message_sent_as_a_file_is_edited_through_its_caption(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    fake.fail("editMessageText", Failure.bad_request("there is no text in the message to edit"))
+    channel.edit_text(TO_ALICE, "321", "new *caption*")
+    params = fake.calls("editMessageCaption")[0].params
+    assert (params["message_id"], params["caption"], params["parse_mode"]) == ("321", "new <i>caption</i>", "HTML")
+
+
+def test_reactions_use_telegrams_own_emoji(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    channel.add_reaction(TO_ALICE, "10", "👍")
+    channel.add_reaction(TO_ALICE, "11", "✅")  # not Telegram's: the closest one
+    channel.add_reaction(TO_ALICE, "12", "🦖")  # nothing close: no reaction at all
+    calls = fake.calls("setMessageReaction")
+    assert [(call.params["message_id"], call.params["reaction"]) for call in calls] == [
+        ("10", [{"type": "emoji", "emoji": "👍"}]),
+        ("11", [{"type": "emoji", "emoji": "👍"}]),
+    ]
+
+
+def test_a_question_is_an_inline_keyboard(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    message_id = channel.ask_question(TO_TOPIC, "q-42", "Which **day**?", ("Monday", "Tuesday", "Never"))
+    (call,) = fake.calls("sendMessage")
+    assert call.params["text"] == "Which <b>day</b>?"
+    assert call.params["message_thread_id"] == "7"
+    keyboard = call.params["reply_markup"]["inline_keyboard"]
+    assert keyboard == [
+        [{"text": "Monday", "callback_data": "q:q-42:0"}],
+        [{"text": "Tuesday", "callback_data": "q:q-42:1"}],
+        [{"text": "Never", "callback_data": "q:q-42:2"}],
+    ]
+    assert message_id is not None and message_id.isdigit()
+
+
+def test_a_card_is_a_bold_title_text_and_fields(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    channel.send_card(TO_ALICE, Card("Build #12", "all **green**", (("tests", "512"), ("time", "3_m"))))
+    assert fake.calls("sendMessage")[0].params["text"] == (
+        "<b>Build #12</b>\nall <b>green</b>\n<b>tests:</b> 512\n<b>time:</b> 3_m"
+    )
+
+
+def test_typing_in_a_topic(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    channel.show_typing(TO_TOPIC)
+    params = fake.calls("sendChatAction")[0].params
+    assert (params["chat_id"], params["action"], params["message_thread_id"]) == ("-1002", "typing", "7")
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+def test_flood_control_is_retryable_and_says_the_wait(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    fake.fail("sendMessage", Failure.flood(7))
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(TO_ALICE, "hi")
+    assert caught.value.retryable
+    assert "retry after 7s" in str(caught.value)
+
+
+def test_a_server_error_is_retryable(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    fake.fail("sendMessage", Failure.server_error(502))
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(TO_ALICE, "hi")
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    "failure", [Failure.bad_request("chat not found"), Failure.forbidden()], ids=["chat-not-found", "blocked"]
+)
+def test_a_refusal_is_not_retryable(fake: FakeTelegram, channel: TelegramChannel, failure: Failure) -> None:
+    fake.fail("sendMessage", failure)
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(TO_ALICE, "hi")
+    assert not caught.value.retryable
+    assert failure.description.split(": ", 1)[1].lower() in str(caught.value).lower()
+
+
+def test_flood_control_after_the_first_part_is_waited_out(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    # Failing once the first part is out would make the host send that part again.
+    parts = ["a" * 3000, "b" * 3000]
+    fake.fail("sendMessage", Failure.flood(1), skip=1)
+    channel.send_text(TO_ALICE, "\n\n".join(parts))
+    assert [call.params["text"] for call in fake.calls("sendMessage")] == [parts[0], parts[1], parts[1]]
+
+
+def test_a_bad_token_fails_start_for_good(fake: FakeTelegram, downloads: Path, events: Events) -> None:
+    adapter = TelegramChannel("999:wrong", base_url=fake.base_url, download_dir=downloads, send_timeout_s=5)
+    with pytest.raises(ChannelError) as caught:
+        adapter.start(events)
+    assert not caught.value.retryable
+    assert "999:wrong" not in str(caught.value)
+    assert telegram_threads() == []
+
+
+def test_an_unreachable_api_fails_start_for_now(downloads: Path, events: Events) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    adapter = TelegramChannel("1:x", base_url=f"http://127.0.0.1:{port}/bot", download_dir=downloads, send_timeout_s=2)
+    with pytest.raises(ChannelError) as caught:
+        adapter.start(events)
+    assert caught.value.retryable
+    assert telegram_threads() == []
+
+
+def test_stop_is_prompt_and_leaves_no_thread(fake: FakeTelegram, downloads: Path, events: Events) -> None:
+    adapter = TelegramChannel(
+        fake.token, base_url=fake.base_url, download_dir=downloads, poll_timeout_s=25, send_timeout_s=5
+    )
+    adapter.start(events)
+    fake.wait_for("getUpdates")  # a long poll is parked in the server
+    started = time.monotonic()
+    adapter.stop()
+    assert time.monotonic() - started < 3
+    assert telegram_threads() == []
+    with pytest.raises(ChannelError) as caught:
+        adapter.send_text(TO_ALICE, "too late")
+    assert caught.value.retryable
+
+
+def test_a_message_the_host_did_not_store_comes_again_after_a_restart(
+    fake: FakeTelegram, downloads: Path, events: Events
+) -> None:
+    first = make_channel(fake, downloads)
+    events.holding = True
+    first.start(events)
+    sent = fake.push_text(ALICE_CHAT, ALICE, "keep me")
+    assert events.next_chat().text == "keep me"
+    started = time.monotonic()
+    first.stop()  # the host never said it stored it; stop does not wait for it
+    assert time.monotonic() - started < 3
+
+    events.holding = False
+    second = make_channel(fake, downloads)
+    second.start(events)
+    try:
+        again = events.next_chat()
+        assert (again.text, again.platform_message_id) == ("keep me", str(sent["message_id"]))
+    finally:
+        second.stop()
+
+    # Stored this time, and confirmed at stop: a third run does not get it again.
+    third = make_channel(fake, downloads)
+    third.start(events)
+    try:
+        fake.push_text(ALICE_CHAT, ALICE, "new")
+        assert events.next_chat().text == "new"
+    finally:
+        third.stop()
+
+
+def test_the_token_stays_out_of_the_logs(
+    fake: FakeTelegram, channel: TelegramChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        channel.send_text(TO_ALICE, "hi")
+    assert caplog.records
+    assert fake.token not in caplog.text
+
+
+# -- formatting ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("**b** *i* __b__ _i_ ~~s~~", "<b>b</b> <i>i</i> <b>b</b> <i>i</i> <s>s</s>"),
+        ("snake_case_name and 2 * 3 * 4", "snake_case_name and 2 * 3 * 4"),
+        ("a < b & c > d", "a &lt; b &amp; c &gt; d"),
+        ("`x<y>` and ``a ` b``", "<code>x&lt;y&gt;</code> and <code>a ` b</code>"),
+        ("```py\nif a < b:\n    pass\n```", '<pre><code class="language-py">if a &lt; b:\n    pass</code></pre>'),
+        ("[site](https://e.org/?a=1&b=2)", '<a href="https://e.org/?a=1&amp;b=2">site</a>'),
+        ("[click](javascript:alert(1))", "[click](javascript:alert(1))"),
+        ("# Title\n- one\n* two", "<b>Title</b>\n• one\n• two"),
+        ("> quoted *words*", "<blockquote>quoted <i>words</i></blockquote>"),
+        ("**never closed", "**never closed"),
+        ("***both***", "<b><i>both</i></b>"),
+        (r"\*not italic\*", "*not italic*"),
+    ],
+)
+def test_markdown_to_html(markdown: str, expected: str) -> None:
+    assert markdown_to_html(markdown) == expected
+
+
+def test_splitting_prefers_paragraphs_then_lines_then_anything() -> None:
+    assert split_text("short") == ["short"]
+    assert split_text("a" * 3000 + "\n\n" + "b" * 3000) == ["a" * 3000, "b" * 3000]
+    lines = "\n".join(f"line {n:04d}" for n in range(1000))  # 10 000 characters, no paragraph
+    pieces = split_text(lines)
+    assert "\n".join(pieces) == lines
+    assert all(len(piece) <= 4096 for piece in pieces)
+    assert [len(piece) for piece in split_text("x" * 9000)] == [4096, 4096, 808]
+    # Telegram counts UTF-16 units: an emoji is two.
+    assert [len(piece) for piece in split_text("😀" * 5000)] == [2048, 2048, 904]
+
+
+def test_a_code_block_cut_in_two_is_closed_and_reopened() -> None:
+    code = "\n".join(f"x = {n}" for n in range(1500))
+    pieces = split_text(f"```python\n{code}\n```")
+    assert len(pieces) > 1
+    assert all(piece.startswith("```python\n") and piece.endswith("\n```") for piece in pieces)
+    assert all(len(piece) <= 4096 for piece in pieces)
+
+
+def test_reaction_mapping() -> None:
+    assert reaction_for("❤️") == "❤"
+    assert reaction_for("👍🏽") == "👍"
+    assert reaction_for("🤷‍♂️") == "🤷‍♂️"
+    assert reaction_for("😂") == "🤣"
+    assert reaction_for("🦖") is None
+
+
+def test_file_names_from_senders_are_plain_basenames() -> None:
+    assert safe_name("../../etc/passwd", "document") == "passwd"
+    assert safe_name("..", "document") == "document"
+    assert safe_name(None, "photo.jpg") == "photo.jpg"
+    assert safe_name("a\\b\x00c.txt", "document") == "b_c.txt"
+    long = safe_name("n" * 300 + ".pdf", "document")
+    assert len(long) == 200 and long.endswith(".pdf")
