@@ -124,7 +124,9 @@ class AgentActor(RunnerActor):
                 return None
             if name == "/clear":
                 return self._clear(role)
-        result = self._provider.run(self._formatter.batch(batch), self._tools, self._follow_ups)
+        result = self._provider.run(
+            self._formatter.batch(batch), self._tools, self._follow_ups, self._formatter.attachments(batch)
+        )
         return result.text if result.text.strip() else None
 
     def _clear(self, role: str | None) -> str:

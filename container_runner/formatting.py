@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
@@ -49,6 +50,19 @@ class Formatter:
             case Notice(text=text):
                 return f"<system {_attrs(id=row.seq, type='notice', time=when)}>{escape(text)}</system>"
         return f"<unreadable id={quoteattr(str(row.seq))}/>"
+
+    def attachments(self, rows: Sequence[MessageIn]) -> list[Path]:
+        """The files people sent with these rows, oldest first (the provider shows the
+        pictures among them as pictures)."""
+        found: list[Path] = []
+        for row in sorted(rows, key=lambda row: row.seq):
+            try:
+                content = row.decoded()
+            except ContentError:
+                continue
+            if isinstance(content, ChatIn):
+                found.extend(self._layout.root / "inbox" / row.id / name for name in content.files)
+        return found
 
     def _chat(self, row: MessageIn, content: ChatIn, when: str) -> str:
         body = escape(content.text)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import msgspec
@@ -44,9 +45,10 @@ FollowUps = Callable[[], str | None]
 
 
 class Provider(Protocol):
-    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path] = ()) -> TurnResult:
         """Run one query to completion: the model turn, its tool calls, and further turns
-        until the model stops asking for tools. Raises ProviderError on failure."""
+        until the model stops asking for tools. `images` are pictures among the batch's
+        attachments, for a provider that can show them. Raises ProviderError on failure."""
         ...
 
     def clear(self) -> None:

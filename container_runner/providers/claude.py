@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
 
 import anthropic
@@ -13,6 +15,7 @@ import httpx2
 import msgspec
 from anthropic.types import Message, MessageParam, TextBlockParam, ToolUnionParam, Usage
 
+from container_runner.images import image_blocks, without_images
 from container_runner.providers.base import FollowUps, ProviderError, StateStore, TurnResult
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
 
@@ -86,9 +89,9 @@ class ClaudeProvider:
 
     # -- Provider --------------------------------------------------------------------
 
-    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path] = ()) -> TurnResult:
         try:
-            return self._run(prompt, tools, follow_ups)
+            return self._run(prompt, tools, follow_ups, images)
         except ProviderError:
             self._rollback()
             raise
@@ -111,10 +114,10 @@ class ClaudeProvider:
 
     # -- the tool loop ---------------------------------------------------------------
 
-    def _run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+    def _run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path]) -> TurnResult:
         definitions = _cached_tools(tools.definitions())
         self._compact_if_due(definitions)
-        self._append_user([_text(prompt)])
+        self._append_user([*image_blocks(images), _text(prompt)])
         for turn in range(1, MAX_MODEL_TURNS + 1):
             message = self._model_turn(self._messages, definitions, self._settings.max_tokens)
             content = _assistant_content(message)
@@ -137,6 +140,7 @@ class ClaudeProvider:
         # The API rejects an empty assistant message anywhere but at the very end.
         if content:
             self._messages.append({"role": "assistant", "content": content})
+        self._messages = without_images(self._messages)
         # Staged: it commits with the batch's reply and acks, so a crash in between cannot
         # leave a conversation that holds an answer the batch never completed with.
         self._save(staged=True)
@@ -181,7 +185,8 @@ class ClaudeProvider:
     # -- durability ------------------------------------------------------------------
 
     def _save(self, *, staged: bool = False) -> None:
-        encoded = msgspec.json.encode(self._messages).decode()
+        # Pictures are sent while their turn runs, never kept: a restart mid-turn loses them.
+        encoded = msgspec.json.encode(without_images(self._messages)).decode()
         if staged:
             self._state.stage(STATE_KEY, encoded)
         else:

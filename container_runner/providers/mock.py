@@ -14,7 +14,10 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
+from container_runner.images import image_blocks
 from container_runner.providers.base import FollowUps, ProviderError, StateStore, TurnResult
 from container_runner.tools.base import ToolBox, ToolCall
 
@@ -27,7 +30,7 @@ class MockProvider:
     def __init__(self, state: StateStore) -> None:
         self._state = state
 
-    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path] = ()) -> TurnResult:
         text = _plain_text(prompt)
         lines = [line.strip() for line in text.splitlines()]
         if "!crash" in lines:
@@ -43,6 +46,9 @@ class MockProvider:
         reply += results
         if later:
             reply.append(f"(also read: {_last_words(_plain_text(later))})")
+        pictures = [path.name for path in images if len(image_blocks([path])) == 1]
+        if pictures:
+            reply.append(f"(pictures seen: {', '.join(pictures)})")
         reply.append(f"[turn {turns}]")
         return TurnResult("\n".join(reply), model_turns=1 + len(results))
 

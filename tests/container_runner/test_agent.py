@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ class ScriptedProvider:
         self.follow_ups: list[str | None] = []
         self.cleared = 0
 
-    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path] = ()) -> TurnResult:
         self.prompts.append(prompt)
         if self.tool:
             tools.run(ToolCall("t1", self.tool, {}))
@@ -82,7 +83,7 @@ class GatedProvider:
         self.gate = threading.Event()
         self.follow_ups: list[str | None] = []
 
-    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps) -> TurnResult:
+    def run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path] = ()) -> TurnResult:
         self.entered.set()
         assert self.gate.wait(10), "the test never opened the gate"
         self.follow_ups.append(follow_ups())

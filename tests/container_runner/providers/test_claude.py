@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import tempfile
@@ -529,3 +530,34 @@ def test_fake_answers_non_streaming_requests(api: FakeMessagesAPI) -> None:
     assert echoed.content[0].type == "text"
     assert echoed.content[0].text == "echo: say this"
     assert not api.requests[0].stream
+
+
+# -- pictures ------------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def test_a_picture_sent_with_the_message_is_an_image_block_for_its_turn_only(
+    api: FakeMessagesAPI, make_provider: MakeProvider, toolbox: ToolBox, tmp_path: Path
+) -> None:
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(PNG)
+    not_a_picture = tmp_path / "notes.png"  # the name says picture, the bytes do not
+    not_a_picture.write_bytes(b"just text")
+    state = MemoryState()
+    provider = make_provider(state)
+    api.enqueue(FakeReply.text("A cat."))
+    api.enqueue(FakeReply.text("Still a cat."))
+
+    provider.run("what is this?", toolbox, no_follow_ups, [picture, not_a_picture])
+    provider.run("and now?", toolbox, no_follow_ups)
+
+    first = api.requests[0].body["messages"][-1]["content"]
+    assert [block["type"] for block in first] == ["image", "text"]
+    assert first[0]["source"] == {
+        "type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()
+    }  # fmt: skip
+    # Answered once, the picture is not sent again, nor kept in the saved conversation.
+    later = json.dumps(api.requests[1].body["messages"])
+    assert '"image"' not in later and "a picture the person sent" in later
+    assert '"image"' not in "".join(state.values.values())
