@@ -55,6 +55,9 @@ class HostConfig(DataFolder):
     # Channels: on when their token is set. The base URLs are for tests and self-hosted servers.
     telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_base_url: str = "https://api.telegram.org/bot"
+    # Webhook mode: Telegram posts to this public HTTPS URL, forwarded to 127.0.0.1:<port>.
+    telegram_webhook_url: str | None = None
+    telegram_webhook_port: int = 8443
     discord_bot_token: str | None = field(default=None, repr=False)
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
@@ -101,6 +104,8 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             webhook_port=_port(env, "HUTCH_WEBHOOK_PORT"),
             telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
             telegram_base_url=env.get("HUTCH_TELEGRAM_BASE_URL") or defaults.telegram_base_url,
+            telegram_webhook_url=env.get("HUTCH_TELEGRAM_WEBHOOK_URL") or None,
+            telegram_webhook_port=_port(env, "HUTCH_TELEGRAM_WEBHOOK_PORT") or defaults.telegram_webhook_port,
             discord_bot_token=env.get("DISCORD_BOT_TOKEN") or None,
             discord_api_base=env.get("HUTCH_DISCORD_API_BASE") or None,
             discord_gateway_url=env.get("HUTCH_DISCORD_GATEWAY_URL") or None,
@@ -178,6 +183,10 @@ def _checked(config: HostConfig) -> HostConfig:
     if config.unknown_senders not in UNKNOWN_SENDER_POLICIES:
         raise ConfigError(
             f"HUTCH_UNKNOWN_SENDERS={config.unknown_senders!r}: expected one of {', '.join(UNKNOWN_SENDER_POLICIES)}"
+        )
+    if config.telegram_webhook_url is not None and not config.telegram_webhook_url.startswith("https://"):
+        raise ConfigError(
+            f"HUTCH_TELEGRAM_WEBHOOK_URL={config.telegram_webhook_url!r}: Telegram posts only to https:// URLs"
         )
     if config.max_containers < 1:
         raise ConfigError(f"HUTCH_MAX_CONTAINERS={config.max_containers}: must be at least 1")

@@ -101,6 +101,8 @@ class Host:
                     config.telegram_bot_token,
                     base_url=config.telegram_base_url,
                     download_dir=config.downloads_dir / "telegram",
+                    webhook_url=config.telegram_webhook_url,
+                    webhook_listen=("127.0.0.1", config.telegram_webhook_port),
                 )
             )
         if config.discord_bot_token:

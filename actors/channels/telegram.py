@@ -6,8 +6,8 @@ host calls the send methods from its delivery thread: each hands its coroutine t
 with `asyncio.run_coroutine_threadsafe` and waits for it within a budget (the per-request
 timeouts of PTB do the real bounding; the budget only guards against a wedged loop). So a
 slow Telegram blocks that channel's delivery thread and nothing else. `stop()` cancels the
-loop's main task (the long poll in flight is cut at once), confirms what was taken, closes
-PTB's clients and joins the thread.
+loop's main task (the long poll in flight is cut at once), confirms what was taken (or, in
+webhook mode, closes the server), closes PTB's clients and joins the thread.
 
 Receiving. One long-polling loop (`getUpdates`) written here rather than PTB's `Updater`,
 because the offset is Telegram's ack: the next `getUpdates` tells Telegram to forget
@@ -22,6 +22,22 @@ Files people send (a bot may fetch up to 20 MB; a bigger one becomes a note in t
 downloaded into `download_dir/tg-XXXX/<name>`; the host moves them into the session's inbox
 before it resolves the future, and the folder is removed then (or at the next start, for
 one a stopping host never took).
+
+Webhook mode (`webhook_url` given; polling is the default). Instead of polling, `start()`
+opens a small aiohttp server (`telegram_webhook.WebhookServer`) on the channel's loop at
+`webhook_listen` (127.0.0.1:8443 by default: a reverse proxy terminating HTTPS at
+`webhook_url` forwards there), then calls setWebhook with the URL and a secret made at
+random for this start, which Telegram puts on every request it makes. A request carrying
+the secret is read as the update it is and handled exactly as a polled one (the same events,
+the same downloads), and answered 200 only once the host resolved its `Stored` future
+(stored, or refused, as a polled batch is confirmed); when the host did not answer within a
+minute, or the channel is stopping, it is answered 503 and Telegram sends it again:
+at-least-once, as with polling. A request without the secret, too large, or not an update is
+refused with nothing handed over (see `telegram_webhook`). Telegram opens at most
+`telegram_webhook.MAX_CONCURRENT` connections at once, so, unlike a polled batch, two updates
+sent close together may reach the host in either order. `stop()` closes the server and does
+not call deleteWebhook: while the host is down, updates wait at Telegram (for a day at most)
+and come once it is back. Starting in polling mode deletes the webhook, keeping what waits.
 
 Sending and retries. PTB makes one attempt per call; the host owns retries, so every
 failure becomes a `ChannelError`: flood control (RetryAfter, the wait in the message),
@@ -66,6 +82,7 @@ import hashlib
 import html
 import logging
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -123,6 +140,7 @@ from actors.channels.telegram_format import (
     truncate,
     units,
 )
+from actors.channels.telegram_webhook import MAX_CONCURRENT, WebhookServer
 from protocol.rows import Routing
 
 log = logging.getLogger(__name__)
@@ -164,7 +182,9 @@ _T = TypeVar("_T")
 
 
 class TelegramChannel:
-    """The `ChannelAdapter` for a Telegram bot, polling for updates."""
+    """The `ChannelAdapter` for a Telegram bot, polling for updates, or, given `webhook_url`
+    (the public HTTPS URL Telegram posts to), taking them on a local server at
+    `webhook_listen` (host, port) that a reverse proxy forwards that URL to."""
 
     def __init__(
         self,
@@ -176,6 +196,8 @@ class TelegramChannel:
         bot_username: str | None = None,
         poll_timeout_s: float = 30,
         send_timeout_s: float = 30,
+        webhook_url: str | None = None,
+        webhook_listen: tuple[str, int] = ("127.0.0.1", 8443),
     ) -> None:
         self._token = token
         self._base_url = base_url
@@ -186,6 +208,8 @@ class TelegramChannel:
         self._send_timeout_s = send_timeout_s
         # Uploads of up to 50 MB need longer than a message does.
         self._media_timeout_s = max(4 * send_timeout_s, 120.0)
+        self._webhook_url = webhook_url
+        self._webhook_listen = webhook_listen
         self._lock = threading.Lock()
         self._run: _Run | None = None
         self._redactor = _RedactToken(token)
@@ -206,6 +230,13 @@ class TelegramChannel:
             return run.username
         return self._configured_username
 
+    @property
+    def webhook_port(self) -> int | None:
+        """In webhook mode, the port the local server listens on (the system's choice when 0
+        was asked) while the channel runs; otherwise None."""
+        run = self._run
+        return run.server.port if run is not None and run.server is not None else None
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self, on_event: OnEvent) -> None:
@@ -218,20 +249,31 @@ class TelegramChannel:
             logging.getLogger("httpx").addFilter(self._redactor)
             loop = asyncio.new_event_loop()
             run = _Run(loop=loop, on_event=on_event)
+            if self._webhook_url is not None:
+                # Telegram allows 1-256 of [A-Za-z0-9_-]; this is 43 of them.
+                run.webhook_secret = secrets.token_urlsafe(32)
             # Made before the thread runs the loop, so stop() can always cancel it.
             run.task = loop.create_task(self._main(run))
             run.thread = threading.Thread(target=_serve, args=(run,), name="telegram", daemon=True)
             run.thread.start()
-            # getMe and deleteWebhook, each bounded by PTB's timeouts.
+            # getMe and deleteWebhook (or setWebhook), each bounded by PTB's timeouts.
             started = run.ready.wait(4 * self._send_timeout_s + 5)
             if run.error is not None or run.bot is None or not started:
                 _halt(run)
                 logging.getLogger("httpx").removeFilter(self._redactor)
                 raise run.error or ChannelError("telegram did not start in time", retryable=True)
             self._run = run
-        log.info("telegram: polling as @%s", run.username)
+        if run.server is None:
+            log.info("telegram: polling as @%s", run.username)
+        else:
+            host, _ = self._webhook_listen
+            where = self._redact(self._webhook_url or "")
+            log.info("telegram: webhook %s, served on %s:%s, as @%s", where, host, run.server.port, run.username)
 
     def stop(self) -> None:
+        """Stop receiving and sending, and join the channel's threads. In webhook mode the
+        server closes but the webhook stays set at Telegram (no deleteWebhook), so updates
+        wait there while the host is down and come when it starts again."""
         with self._lock:
             run, self._run = self._run, None
         if run is None:
@@ -337,13 +379,21 @@ class TelegramChannel:
             # Set once run.bot is there, or run.error: start() looks at both.
             run.ready.set()
         try:
-            await self._poll(run, bot)
+            if run.server is None:
+                await self._poll(run, bot)
+            else:
+                await asyncio.Event().wait()  # the server takes updates until stop() cancels this
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # the stop was taken: what follows must still be able to wait
-            await self._confirm(run, bot)
+            if run.server is None:
+                await self._confirm(run, bot)
         finally:
+            if run.server is not None:
+                # Requests in flight are answered 503 first (the host did not store them).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(run.server.close(), _CLOSE_STEP_S)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(bot.shutdown(), _CLOSE_STEP_S)
 
@@ -374,23 +424,52 @@ class TelegramChannel:
             raise ChannelError("telegram: no usable bot token", retryable=False) from exc
         try:
             await bot.initialize()  # getMe: proves the token
-            # getUpdates is refused while a webhook is set; keep what is pending.
-            await bot.delete_webhook(drop_pending_updates=False)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await bot.shutdown()
-            raise
-        except TelegramError as exc:
+            # Known before any update can come in.
+            run.bot_id = bot.id
+            run.username = self._configured_username or bot.username
+            if run.webhook_secret is None:
+                # getUpdates is refused while a webhook is set; keep what is pending.
+                await bot.delete_webhook(drop_pending_updates=False)
+            else:
+                run.server = await self._listen(run, bot, run.webhook_secret)
+        except BaseException as exc:  # CancelledError included: the clients are closed either way
             with contextlib.suppress(Exception):
                 await bot.shutdown()
             if isinstance(exc, InvalidToken):
                 # PTB's own message repeats the token; this one must not.
                 raise ChannelError("telegram rejected the bot token (getMe: Unauthorized)", retryable=False) from exc
-            raise self._channel_error(exc, "could not start") from exc
-        run.bot_id = bot.id
-        run.username = self._configured_username or bot.username
+            if isinstance(exc, TelegramError):
+                raise self._channel_error(exc, "could not start") from exc
+            raise
         run.bot = bot
         return bot
+
+    async def _listen(self, run: _Run, bot: Bot, secret: str) -> WebhookServer:
+        """Webhook mode: serve Telegram's requests, then tell Telegram where to send them."""
+        assert self._webhook_url is not None
+        server = WebhookServer(self._webhook_listen, secret, functools.partial(self._take_posted, run, bot))
+        try:
+            await server.start()
+        except OSError as exc:
+            host, port = self._webhook_listen
+            raise ChannelError(
+                f"telegram: cannot listen for webhook requests on {host}:{port}: {exc.strerror or exc}",
+                retryable=False,
+            ) from exc
+        try:
+            await bot.set_webhook(
+                self._webhook_url,
+                secret_token=secret,
+                allowed_updates=_ALLOWED_UPDATES,
+                max_connections=MAX_CONCURRENT,
+            )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await server.close()
+            if isinstance(exc, TelegramError) and not isinstance(exc, InvalidToken):
+                raise self._channel_error(exc, "setWebhook") from exc
+            raise
+        return server
 
     async def _poll(self, run: _Run, bot: Bot) -> None:
         delay = _POLL_BACKOFF_FIRST_S
@@ -439,18 +518,42 @@ class TelegramChannel:
     async def _take(self, run: _Run, bot: Bot, updates: tuple[Update, ...]) -> None:
         handed: list[_Handed] = []
         for update in updates:
-            try:
-                event, folders = await self._event_of(run, bot, update)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # One update we cannot read must not stop every chat's messages.
-                log.exception("telegram: could not read update %s", update.update_id)
-                continue
-            if event is not None:
-                handed.append(_hand_over(run.on_event, event, folders))
+            item = await self._read_and_hand_over(run, bot, update)
+            if item is not None:
+                handed.append(item)
         if handed:
             await _settle(run, handed)
+
+    async def _take_posted(self, run: _Run, bot: Bot, data: dict[str, Any]) -> bool:
+        """Webhook mode: one update Telegram posted, taken as a polled one is. True once
+        Telegram may forget it (the host stored or refused it, or it carries nothing for the
+        host); False when Telegram should send it again."""
+        if run.closing.is_set():
+            return False  # the host would not be waited for
+        try:
+            update = Update.de_json(data, bot)
+        except Exception:
+            # As when polling: one update we cannot read must not come back forever.
+            log.exception("telegram: could not read update %s", data.get("update_id"))
+            return True
+        item = await self._read_and_hand_over(run, bot, update)
+        if item is None:
+            return True
+        await _settle(run, [item])
+        return item.outcome not in ("timeout", "stopping")
+
+    async def _read_and_hand_over(self, run: _Run, bot: Bot, update: Update) -> _Handed | None:
+        """The update made an event (its file fetched) and handed to the host; None when it
+        carries nothing for the host or cannot be read."""
+        try:
+            event, folders = await self._event_of(run, bot, update)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One update we cannot read must not stop every chat's messages.
+            log.exception("telegram: could not read update %s", update.update_id)
+            return None
+        return _hand_over(run.on_event, event, folders) if event is not None else None
 
     async def _event_of(
         self, run: _Run, bot: Bot, update: Update
@@ -777,7 +880,11 @@ class _Run:
     offset: int | None = None  # the first update not yet handed over
     confirmed: int | None = None  # the offset Telegram was last told
     questions: _QuestionKeys = field(default_factory=_QuestionKeys)
-    waiter: threading.Thread | None = None
+    # Helper threads waiting on the host (one per polled batch, one per webhook request).
+    waiters: set[threading.Thread] = field(default_factory=set)
+    # Webhook mode: the secret Telegram was given for this run, and the local server.
+    webhook_secret: str | None = None
+    server: WebhookServer | None = None
 
     def bot_or_fail(self) -> Bot:
         if self.bot is None:
@@ -813,12 +920,18 @@ def _halt(run: _Run) -> None:
     if run.task is not None:
         with contextlib.suppress(RuntimeError):  # the loop already ended
             run.loop.call_soon_threadsafe(run.task.cancel)
-    for thread in (run.thread, run.waiter):
-        if thread is None or thread is threading.current_thread():
-            continue
-        thread.join(_JOIN_TIMEOUT_S)
-        if thread.is_alive():
-            log.warning("telegram: %s did not finish within %.0fs", thread.name, _JOIN_TIMEOUT_S)
+    _join(run.thread)
+    # None starts once the loop has ended; each sees `closing` within _STORE_CHECK_S.
+    for waiter in list(run.waiters):
+        _join(waiter)
+
+
+def _join(thread: threading.Thread | None) -> None:
+    if thread is None or thread is threading.current_thread():
+        return
+    thread.join(_JOIN_TIMEOUT_S)
+    if thread.is_alive():
+        log.warning("telegram: %s did not finish within %.0fs", thread.name, _JOIN_TIMEOUT_S)
 
 
 # -- handing events to the host --------------------------------------------------------------
@@ -862,8 +975,10 @@ async def _settle(run: _Run, handed: list[_Handed]) -> None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, done)
 
-        run.waiter = threading.Thread(target=wait, name="telegram-stored", daemon=True)
-        run.waiter.start()
+        run.waiters.difference_update([thread for thread in run.waiters if not thread.is_alive()])
+        waiter = threading.Thread(target=wait, name="telegram-stored", daemon=True)
+        run.waiters.add(waiter)
+        waiter.start()
         await done
     for item in handed:
         if isinstance(item.outcome, BaseException):

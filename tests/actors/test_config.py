@@ -183,6 +183,8 @@ def test_every_flag_overrides() -> None:
         ("HUTCH_STOP_GRACE", "0"),
         ("HUTCH_UNKNOWN_SENDERS", "welcome"),
         ("HUTCH_WEBHOOK_PORT", "70000"),
+        ("HUTCH_TELEGRAM_WEBHOOK_URL", "http://example.test/hook"),
+        ("HUTCH_TELEGRAM_WEBHOOK_PORT", "99999"),
         ("HUTCH_WEBHOOK_PORT", "-1"),
         ("HUTCH_WEBHOOK_PORT", "http"),
         ("HUTCH_AGENT_UIDS", "1000"),
@@ -267,3 +269,11 @@ def test_owners_are_named_per_channel() -> None:
 def test_the_webhook_endpoint_is_off_unless_a_port_is_given() -> None:
     assert load_config([], {}).webhook_port is None
     assert load_config([], {"HUTCH_WEBHOOK_PORT": "8787"}).webhook_port == 8787
+
+
+def test_telegram_polls_unless_a_webhook_url_is_given() -> None:
+    assert load_config([], {}).telegram_webhook_url is None
+    config = load_config(
+        [], {"HUTCH_TELEGRAM_WEBHOOK_URL": "https://bot.example.test/tg", "HUTCH_TELEGRAM_WEBHOOK_PORT": "9000"}
+    )
+    assert (config.telegram_webhook_url, config.telegram_webhook_port) == ("https://bot.example.test/tg", 9000)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.client
+import itertools
+import json
 import logging
 import queue
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ from actors.channels.base import (
 )
 from actors.channels.telegram import MAX_CALLBACK_DATA_BYTES, TelegramChannel, safe_name
 from actors.channels.telegram_format import markdown_to_html, reaction_for, split_text
+from actors.channels.telegram_webhook import MAX_CONCURRENT
 from protocol.rows import Routing
 from tests.fakes.fake_telegram import (
     BOT_USER,
@@ -610,3 +616,284 @@ def test_file_names_from_senders_are_plain_basenames() -> None:
     assert safe_name("a\\b\x00c.txt", "document") == "b_c.txt"
     long = safe_name("n" * 300 + ".pdf", "document")
     assert len(long) == 200 and long.endswith(".pdf")
+
+
+# -- webhook mode --------------------------------------------------------------------------------
+
+WEBHOOK_URL = "https://hutch.example/telegram/hook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_update_ids = itertools.count(1)
+
+
+def make_webhook_channel(fake: FakeTelegram, downloads: Path, port: int = 0) -> TelegramChannel:
+    return make_channel(fake, downloads, webhook_url=WEBHOOK_URL, webhook_listen=("127.0.0.1", port))
+
+
+@pytest.fixture
+def hooked(fake: FakeTelegram, downloads: Path, events: Events) -> Iterator[TelegramChannel]:
+    adapter = make_webhook_channel(fake, downloads)
+    adapter.start(events)
+    yield adapter
+    adapter.stop()
+
+
+@pytest.fixture
+def poster() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """For requests whose answer the test waits for later."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="poster") as pool:
+        yield pool
+
+
+def secret_of(fake: FakeTelegram) -> str:
+    secret = fake.calls("setWebhook")[-1].params["secret_token"]
+    assert isinstance(secret, str)
+    return secret
+
+
+def post(
+    channel: TelegramChannel,
+    body: bytes | Iterable[bytes],
+    secret: str | None,
+    *,
+    chunked: bool = False,
+) -> int:
+    """POST `body` to the channel's local server as the reverse proxy would; the status."""
+    port = channel.webhook_port
+    assert port is not None
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2 * WAIT)
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    try:
+        connection.request("POST", "/telegram/hook", body=body, headers=headers, encode_chunked=chunked)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def post_update(channel: TelegramChannel, fake: FakeTelegram, payload: dict[str, Any]) -> int:
+    update = {"update_id": next(_update_ids), **payload}
+    return post(channel, json.dumps(update).encode(), secret_of(fake))
+
+
+def callback_update(
+    chat: dict[str, Any], sender: dict[str, Any], data: str, *, topic: int | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"message_id": 500, "date": int(time.time()), "chat": chat, "from": BOT_USER, "text": "?"}
+    if topic is not None:
+        message.update(message_thread_id=topic, is_topic_message=True)
+    query = {"id": "cbq-hook", "from": sender, "chat_instance": "ci-1", "data": data, "message": message}
+    return {"callback_query": query}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_webhook_mode_sets_the_webhook_with_a_fresh_secret_and_does_not_poll(
+    fake: FakeTelegram, downloads: Path, events: Events
+) -> None:
+    adapter = make_webhook_channel(fake, downloads)
+    assert adapter.webhook_port is None
+    adapter.start(events)
+    try:
+        (call,) = fake.calls("setWebhook")
+        assert call.params["url"] == WEBHOOK_URL
+        assert call.params["allowed_updates"] == ["message", "callback_query"]
+        assert re.fullmatch(r"[A-Za-z0-9_-]{32,256}", call.params["secret_token"])
+        assert isinstance(adapter.webhook_port, int) and adapter.webhook_port > 0
+        assert fake.calls("getUpdates") == fake.calls("deleteWebhook") == []
+    finally:
+        adapter.stop()
+    assert adapter.webhook_port is None
+
+    adapter.start(events)  # a new start, a new secret
+    try:
+        first, second = fake.calls("setWebhook")
+        assert first.params["secret_token"] != second.params["secret_token"]
+    finally:
+        adapter.stop()
+
+
+def test_a_posted_message_is_answered_only_once_the_host_stored_it(
+    fake: FakeTelegram,
+    hooked: TelegramChannel,
+    events: Events,
+    poster: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    events.holding = True
+    message = fake.message(ALICE_CHAT, ALICE, text="hello over the hook")
+    answered = poster.submit(post_update, hooked, fake, {"message": message})
+    event = events.next_chat()
+    assert event == InboundChat(
+        channel_type="telegram",
+        platform_id="77",
+        text="hello over the hook",
+        sender="Alice Smith",
+        sender_id="77",
+        platform_message_id=str(message["message_id"]),
+        chat_name="Alice Smith",
+        mentions_assistant=True,
+    )
+    # The host has not stored it: the request stays open (a bounded look, not a sync point).
+    with pytest.raises(TimeoutError):
+        answered.result(timeout=0.2)
+    events.release()
+    assert answered.result(timeout=WAIT) == 200
+
+
+def test_a_posted_document_is_fetched_as_a_polled_one_is(
+    fake: FakeTelegram, hooked: TelegramChannel, events: Events, downloads: Path
+) -> None:
+    file_id = fake.add_file(b"%PDF minutes", path="documents/minutes.pdf")
+    document = {"file_id": file_id, "file_unique_id": "u-min", "file_name": "minutes.pdf", "file_size": 12}
+    message = fake.message(GROUP, BOB, caption="from the meeting", document=document)
+    assert post_update(hooked, fake, {"message": message}) == 200
+    event = events.next_chat()
+    assert (event.text, event.is_group, event.mentions_assistant) == ("from the meeting", True, False)
+    (file,) = event.files
+    assert (file.name, events.contents[file.path]) == ("minutes.pdf", b"%PDF minutes")
+    assert list(downloads.iterdir()) == []  # stored (answered 200): the adapter's copy is gone
+
+
+def test_a_posted_button_press_is_an_answer(fake: FakeTelegram, hooked: TelegramChannel, events: Events) -> None:
+    assert post_update(hooked, fake, callback_update(FORUM, BOB, "q:qid-9:1", topic=7)) == 200
+    assert events.next_answer() == InboundAnswer(
+        channel_type="telegram",
+        platform_id="-1002",
+        question_id="qid-9",
+        option_index=1,
+        sender="Bob",
+        sender_id="88",
+        thread_id="7",
+    )
+    assert fake.wait_for("answerCallbackQuery")[0].params["callback_query_id"] == "cbq-hook"
+
+
+def test_a_request_without_the_secret_is_401_and_hands_nothing_over(
+    fake: FakeTelegram, hooked: TelegramChannel, events: Events
+) -> None:
+    body = json.dumps({"update_id": 1, "message": fake.message(ALICE_CHAT, ALICE, text="forged")}).encode()
+    assert post(hooked, body, "not-the-secret") == 401
+    assert post(hooked, body, None) == 401
+    assert post(hooked, body, secret_of(fake)[:-1]) == 401
+    assert events.queue.empty()
+
+
+def test_a_body_over_the_cap_is_413_and_hands_nothing_over(
+    fake: FakeTelegram, hooked: TelegramChannel, events: Events
+) -> None:
+    text = "x" * (1024 * 1024)
+    body = json.dumps({"update_id": 1, "message": fake.message(ALICE_CHAT, ALICE, text=text)}).encode()
+    assert post(hooked, body, secret_of(fake)) == 413  # told by Content-Length
+    assert post(hooked, iter([body[:1000], body[1000:]]), secret_of(fake), chunked=True) == 413  # found reading
+    assert events.queue.empty()
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"\xff\xfe", b"[1, 2]", b'{"message": {}}', b'{"update_id": "1"}'], ids=repr
+)
+def test_what_is_not_an_update_is_400_and_hands_nothing_over(
+    fake: FakeTelegram, hooked: TelegramChannel, events: Events, body: bytes
+) -> None:
+    assert post(hooked, body, secret_of(fake)) == 400
+    assert events.queue.empty()
+
+
+def test_an_update_that_cannot_be_read_is_taken_and_dropped_as_when_polling(
+    fake: FakeTelegram, hooked: TelegramChannel, events: Events
+) -> None:
+    # Answering anything but 200 would only make Telegram send it again and again.
+    assert post_update(hooked, fake, {"message": {"text": "no date, no chat"}}) == 200
+    assert post_update(hooked, fake, {}) == 200  # nothing in it for the host
+    assert post_update(hooked, fake, callback_update(ALICE_CHAT, ALICE, "h:forgotten:0")) == 200
+    assert events.queue.empty()
+    assert post_update(hooked, fake, {"message": fake.message(ALICE_CHAT, ALICE, text="next")}) == 200
+    assert events.next_chat().text == "next"
+
+
+def test_requests_beyond_the_bound_are_503_until_a_slot_is_free(
+    fake: FakeTelegram,
+    hooked: TelegramChannel,
+    events: Events,
+    poster: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    assert fake.calls("setWebhook")[0].params["max_connections"] == str(MAX_CONCURRENT)
+    events.holding = True
+    held = [
+        poster.submit(post_update, hooked, fake, {"message": fake.message(ALICE_CHAT, ALICE, text=f"n{n}")})
+        for n in range(MAX_CONCURRENT)
+    ]
+    assert sorted(events.next_chat().text for _ in held) == sorted(f"n{n}" for n in range(MAX_CONCURRENT))
+    extra = fake.message(ALICE_CHAT, ALICE, text="one too many")
+    assert post_update(hooked, fake, {"message": extra}) == 503
+    assert events.queue.empty()
+    events.release()
+    assert [answered.result(timeout=WAIT) for answered in held] == [200] * MAX_CONCURRENT
+    events.holding = False
+    assert post_update(hooked, fake, {"message": extra}) == 200  # Telegram's retry
+    assert events.next_chat().text == "one too many"
+
+
+def test_a_refused_set_webhook_fails_start_for_good(fake: FakeTelegram, downloads: Path, events: Events) -> None:
+    fake.fail("setWebhook", Failure.bad_request("bad webhook: An HTTPS URL must be provided for webhook"))
+    port = free_port()
+    adapter = make_webhook_channel(fake, downloads, port)
+    with pytest.raises(ChannelError) as caught:
+        adapter.start(events)
+    assert not caught.value.retryable
+    assert "https url must be provided" in str(caught.value).lower()
+    assert telegram_threads() == []
+    with socket.socket() as again:  # the local server let its port go
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+
+
+def test_set_webhook_meeting_an_unreachable_api_fails_start_for_now(
+    fake: FakeTelegram, downloads: Path, events: Events
+) -> None:
+    fake.fail("setWebhook", Failure.server_error(502))
+    adapter = make_webhook_channel(fake, downloads)
+    with pytest.raises(ChannelError) as caught:
+        adapter.start(events)
+    assert caught.value.retryable
+    assert telegram_threads() == []
+
+
+def test_an_address_in_use_fails_start_for_good(fake: FakeTelegram, downloads: Path, events: Events) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        adapter = make_webhook_channel(fake, downloads, taken.getsockname()[1])
+        with pytest.raises(ChannelError) as caught:
+            adapter.start(events)
+    assert not caught.value.retryable
+    assert fake.calls("setWebhook") == []
+    assert telegram_threads() == []
+
+
+def test_webhook_stop_is_prompt_answers_what_is_in_flight_503_and_keeps_the_webhook(
+    fake: FakeTelegram,
+    downloads: Path,
+    events: Events,
+    poster: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    adapter = make_webhook_channel(fake, downloads)
+    adapter.start(events)
+    port = adapter.webhook_port
+    events.holding = True
+    answered = poster.submit(post_update, adapter, fake, {"message": fake.message(ALICE_CHAT, ALICE, text="wait")})
+    assert events.next_chat().text == "wait"
+    started = time.monotonic()
+    adapter.stop()
+    assert time.monotonic() - started < 3
+    assert answered.result(timeout=WAIT) == 503  # never stored: Telegram sends it again
+    assert telegram_threads() == []
+    assert fake.calls("deleteWebhook") == []  # updates wait at Telegram while the host is down
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
