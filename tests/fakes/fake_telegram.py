@@ -6,8 +6,11 @@
 It runs aiohttp on a loop in a thread of its own. getUpdates is real long polling: it
 answers as soon as a test pushes an update, or empty when its timeout runs out; its offset
 confirms (drops) the updates before it, as Telegram's does. Every call is recorded with its
-parameters and uploaded files. A test can make the next N calls of a method fail (flood
-control, a 5xx, a refusal, or "can't parse entities" only for a given parse_mode).
+parameters and uploaded files (and the failure it was answered with, if one was injected);
+`wait_until` waits for any condition on the record. A test can make the next N calls of a
+method fail (flood control, a 5xx, a refusal, or "can't parse entities" only for a given
+parse_mode). `FakeTelegram(port=...)` listens on a port chosen beforehand, so a client can
+be pointed at a server that is not up yet.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+
+_T = TypeVar("_T")
 
 TOKEN = "123456:TEST-fake-token"
 BOT_ID = 4242
@@ -77,6 +84,10 @@ class ApiCall:
     method: str
     params: dict[str, Any]
     files: dict[str, Upload] = field(default_factory=dict)
+    # The injected failure this call was answered with; None when it was served.
+    failure: Failure | None = None
+    # When it came (time.monotonic()).
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass(frozen=True)
@@ -130,18 +141,20 @@ class _StoredFile:
 
 
 class FakeTelegram:
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, *, port: int = 0) -> None:
+        """`port`: where to listen (0: any free port, known once started)."""
         self.token = token
         self._lock = threading.Condition()
         self._calls: list[ApiCall] = []
         self._failures: dict[str, list[_Injected]] = {}
+        self._floods: dict[str, float] = {}  # method -> until when (time.monotonic()) it is flooded
         self._updates: list[dict[str, Any]] = []
         self._files: dict[str, _StoredFile] = {}
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(100)
         self._file_ids = itertools.count(1)
         self._confirmed = 0
-        self._port = 0
+        self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
@@ -152,6 +165,10 @@ class FakeTelegram:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> FakeTelegram:
+        """Serve; after a `stop()`, serve again on the same port with the same record (a
+        Telegram that was down for a while)."""
+        self._ready.clear()
+        self._closing = False
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="fake-telegram", daemon=True)
         self._thread.start()
         if not self._ready.wait(5):
@@ -194,6 +211,23 @@ class FakeTelegram:
             raise AssertionError(f"expected {count} {method} call(s), got {len(found)}: {self.calls()}")
         return found
 
+    def wait_until(self, check: Callable[[], _T | None], timeout: float = 5.0) -> _T:
+        """Block until `check()` (called under the record's lock, e.g. looking at `calls()`)
+        returns something truthy, and return it; AssertionError after `timeout`."""
+        found: list[_T] = []
+
+        def done() -> bool:
+            result = check()
+            if result:
+                found.append(result)
+                return True
+            return False
+
+        with self._lock:
+            if not self._lock.wait_for(done, timeout):
+                raise AssertionError(f"condition not met within {timeout}s; calls: {self._calls}")
+        return found[0]
+
     @property
     def confirmed_offset(self) -> int:
         """The highest offset a getUpdates confirmed."""
@@ -209,6 +243,12 @@ class FakeTelegram:
         next `times` answer `failure`."""
         with self._lock:
             self._failures.setdefault(method, []).append(_Injected(failure, times, parse_mode, skip))
+
+    def flood_for(self, method: str, seconds: float) -> None:
+        """For the next `seconds`, every call of `method` answers flood control with the time
+        left (rounded up), as Telegram keeps answering a flooded chat."""
+        with self._lock:
+            self._floods[method] = time.monotonic() + seconds
 
     def add_file(self, data: bytes, *, path: str | None = None, size: int | None = None) -> str:
         """Store a file people "sent"; returns its file_id. `size` overrides what it reports."""
@@ -360,7 +400,7 @@ class FakeTelegram:
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self._port))
         self._port = sock.getsockname()[1]
         await web.SockSite(runner, sock).start()
         self._ready.set()
@@ -391,9 +431,9 @@ class FakeTelegram:
         except ConnectionResetError as exc:  # the client went away mid-request (a stopping adapter)
             raise web.HTTPBadRequest() from exc
         with self._lock:
-            self._calls.append(ApiCall(method, params, files))
-            self._lock.notify_all()
             failure = self._take_failure(method, params)
+            self._calls.append(ApiCall(method, params, files, failure))
+            self._lock.notify_all()
         if failure is not None:
             return web.json_response(failure.body(), status=failure.status)
         try:
@@ -403,6 +443,9 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     def _take_failure(self, method: str, params: dict[str, Any]) -> Failure | None:
+        left = self._floods.get(method, 0.0) - time.monotonic()
+        if left > 0:
+            return Failure.flood(max(1, math.ceil(left)))
         for injected in self._failures.get(method, []):
             if injected.remaining > 0 and injected.parse_mode in (None, params.get("parse_mode")):
                 if injected.skip > 0:
@@ -419,6 +462,8 @@ class FakeTelegram:
             case "getUpdates":
                 return await self._get_updates(params)
             case "deleteWebhook" | "setMessageReaction" | "sendChatAction" | "answerCallbackQuery":
+                return True
+            case "setWebhook":  # recorded like every call (url, secret_token, ...); nothing is posted
                 return True
             case "sendMessage":
                 return self._sent(params, text=params.get("text", ""))
