@@ -56,6 +56,27 @@ plain text the agent wrote. Texts are split at 4096 characters (counted in UTF-1
 Telegram counts) on paragraph boundaries, else lines, else spaces, else anywhere; a code
 fence cut in two is closed and reopened, so each part renders on its own.
 
+Conversation threads (`thread_id` of events and `Routing`). Two kinds, told apart by form:
+- a forum topic: its `message_thread_id` in decimal, e.g. "7" (as it always was, so the
+  ids already stored stay valid);
+- a reply thread in a group (basic or super, including a forum's General topic): "r" and the
+  id of the chain's root message in that chat, e.g. "r512".
+A message of a forum topic is in the topic, whatever it replies to. Otherwise, in a group, a
+message that replies to another is in the reply thread of that one: its root. What is
+known is kept in memory, per chat (`_ReplyThreads`: the latest `_THREAD_MESSAGES` messages of
+each of the latest `_THREAD_CHATS` chats): each message taken in a reply thread, and each
+message the bot sent to one (so a reply to the bot's answer goes on in the same thread). A
+reply to a message not known there (older than what is kept, or from before a restart)
+takes the root Telegram names in the message (its `message_thread_id`, which in a supergroup
+without topics is the top of the reply chain), and, where it names none (a basic group),
+starts a thread rooted at the message replied to. A message that replies to nothing is in no
+thread (None), nor is a reply in a private chat: there it is part of the one conversation.
+Sends to a reply thread go as replies to its root (every message of the send, so each is in
+the chain by Telegram's reckoning too), with allow_sending_without_reply, so a root deleted
+since does not fail the send; sends to a topic carry its `message_thread_id`; typing in a
+reply thread is shown in the chat (Telegram has no typing per reply thread). A button press
+is in the thread of the question's message, when that is known.
+
 Questions. A button's callback data is `q:<question_id>:<option index>`; Telegram allows
 64 bytes, so a longer question id is replaced by `h:<hash>` and the hash -> id map is kept in
 memory (the latest `_QUESTION_KEYS` questions). After a restart a button of such a question
@@ -100,6 +121,7 @@ from telegram import (
     InlineKeyboardMarkup,
     Message,
     MessageEntity,
+    ReplyParameters,
     Update,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
@@ -175,6 +197,10 @@ _MAX_INLINE_WAIT_S = 30.0
 _DOWNLOAD_ATTEMPTS = 3
 # question hash -> question id, for ids too long for a button's callback data.
 _QUESTION_KEYS = 4096
+# message id -> the root of its reply thread: this many messages per chat, this many chats.
+_THREAD_MESSAGES = 4096
+_THREAD_CHATS = 512
+_REPLY_THREAD_PREFIX = "r"
 _DOWNLOAD_PREFIX = "tg-"
 _MAX_NAME_CHARS = 200
 
@@ -285,7 +311,7 @@ class TelegramChannel:
     # -- sends -------------------------------------------------------------------------
 
     def send_text(self, to: Routing, text: str, files: tuple[Path, ...] = ()) -> str | None:
-        chat, thread = _chat_of(to), _thread_of(to)
+        chat, place = _chat_of(to), _place_of(to)
         checked = tuple(_checked_upload(Path(path)) for path in files)
         parts = _render(text, MAX_TEXT_UNITS)
         caption: _Part | None = None
@@ -295,11 +321,11 @@ class TelegramChannel:
             raise ChannelError("telegram: nothing to send (no text and no files)", retryable=False)
 
         async def send(run: _Run) -> str:
-            ids = [m.message_id for m in await self._send_parts(run, chat, thread, parts)]
+            ids = [m.message_id for m in await self._send_parts(run, chat, place, parts)]
             for index, path in enumerate(checked):
                 message = await self._patient(
                     bool(ids),
-                    functools.partial(self._send_file, run, chat, thread, path, caption if index == 0 else None),
+                    functools.partial(self._send_file, run, chat, place, path, caption if index == 0 else None),
                 )
                 ids.append(message.message_id)
             return str(ids[0])
@@ -329,7 +355,7 @@ class TelegramChannel:
         self._call(react, self._budget(1))
 
     def ask_question(self, to: Routing, question_id: str, question: str, options: tuple[str, ...]) -> str | None:
-        chat, thread = _chat_of(to), _thread_of(to)
+        chat, place = _chat_of(to), _place_of(to)
         if not options:
             raise ChannelError("telegram: a question needs at least one option", retryable=False)
         parts = _render(question, MAX_TEXT_UNITS) or [_Part(html.escape(question or "?"), question or "?")]
@@ -342,7 +368,7 @@ class TelegramChannel:
                     for index, option in enumerate(options)
                 ]
             )
-            sent = await self._send_parts(run, chat, thread, parts, keyboard)
+            sent = await self._send_parts(run, chat, place, parts, keyboard)
             # The message with the buttons: what an edit closing the question would change.
             return str(sent[-1].message_id)
 
@@ -356,10 +382,11 @@ class TelegramChannel:
         return self.send_text(to, "\n".join(lines))
 
     def show_typing(self, to: Routing) -> None:
-        chat, thread = _chat_of(to), _thread_of(to)
+        # Telegram shows typing per chat or per topic; a reply thread is shown in its chat.
+        chat, topic = _chat_of(to), _place_of(to).topic
 
         async def typing(run: _Run) -> None:
-            await run.bot_or_fail().send_chat_action(chat, ChatAction.TYPING, message_thread_id=thread)
+            await run.bot_or_fail().send_chat_action(chat, ChatAction.TYPING, message_thread_id=topic)
 
         self._call(typing, self._budget(1))
 
@@ -565,6 +592,8 @@ class TelegramChannel:
         return None, []
 
     async def _chat_of_message(self, run: _Run, bot: Bot, message: Message) -> tuple[InboundChat | None, list[Path]]:
+        # Taken (and remembered) even for a message passed on to no one: a reply to it is in its thread.
+        thread = run.threads.thread_of(message)
         text = message.text or message.caption or ""
         if not text and message.sticker is not None:
             text = f"(a sticker: {message.sticker.emoji or '?'})"
@@ -592,7 +621,7 @@ class TelegramChannel:
             text=text,
             sender=sender,
             sender_id=sender_id,
-            thread_id=_topic_of(message),
+            thread_id=thread,
             platform_message_id=str(message.message_id),
             chat_name=chat.title or chat.full_name or sender,
             is_group=chat.type in (ChatType.GROUP, ChatType.SUPERGROUP),
@@ -665,7 +694,7 @@ class TelegramChannel:
             option_index=index,
             sender=user.full_name or user.username or str(user.id),
             sender_id=str(user.id),
-            thread_id=_topic_of(message) if isinstance(message, Message) else None,
+            thread_id=run.threads.known_thread_of(message) if isinstance(message, Message) else None,
         )
 
     # -- the loop's side: sends --------------------------------------------------------
@@ -674,7 +703,7 @@ class TelegramChannel:
         self,
         run: _Run,
         chat: int | str,
-        thread: int | None,
+        place: _Place,
         parts: list[_Part],
         keyboard: InlineKeyboardMarkup | None = None,
     ) -> list[Message]:
@@ -682,8 +711,10 @@ class TelegramChannel:
         sent: list[Message] = []
         for index, part in enumerate(parts):
             markup = keyboard if index == len(parts) - 1 else None
-            call = functools.partial(self._send_formatted, bot, chat, thread, part, markup)
-            sent.append(await self._patient(index > 0, call))
+            call = functools.partial(self._send_formatted, bot, chat, place, part, markup)
+            message = await self._patient(index > 0, call)
+            run.threads.sent(message, place)
+            sent.append(message)
         return sent
 
     async def _patient(self, after_first: bool, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -702,20 +733,38 @@ class TelegramChannel:
                 waited += wait
 
     async def _send_formatted(
-        self, bot: Bot, chat: int | str, thread: int | None, part: _Part, markup: InlineKeyboardMarkup | None
+        self, bot: Bot, chat: int | str, place: _Place, part: _Part, markup: InlineKeyboardMarkup | None
     ) -> Message:
         try:
             return await bot.send_message(
-                chat, part.html, parse_mode=ParseMode.HTML, message_thread_id=thread, reply_markup=markup
+                chat,
+                part.html,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=place.topic,
+                reply_parameters=place.reply_parameters(),
+                reply_markup=markup,
             )
         except BadRequest as exc:
             if not _unparsable(exc):
                 raise
             log.info("telegram: markup refused (%s); sending the text plain", exc.message)
-        return await bot.send_message(chat, part.plain, message_thread_id=thread, reply_markup=markup)
+        return await bot.send_message(
+            chat,
+            part.plain,
+            message_thread_id=place.topic,
+            reply_parameters=place.reply_parameters(),
+            reply_markup=markup,
+        )
 
     async def _send_file(
-        self, run: _Run, chat: int | str, thread: int | None, upload: _Upload, caption: _Part | None
+        self, run: _Run, chat: int | str, place: _Place, upload: _Upload, caption: _Part | None
+    ) -> Message:
+        message = await self._upload(run, chat, place, upload, caption)
+        run.threads.sent(message, place)
+        return message
+
+    async def _upload(
+        self, run: _Run, chat: int | str, place: _Place, upload: _Upload, caption: _Part | None
     ) -> Message:
         bot = run.bot_or_fail()
         data = await asyncio.to_thread(upload.path.read_bytes)
@@ -724,7 +773,13 @@ class TelegramChannel:
 
             async def photo(text: str | None, mode: str | None) -> Message:
                 return await bot.send_photo(
-                    chat, data, caption=text, parse_mode=mode, filename=name, message_thread_id=thread
+                    chat,
+                    data,
+                    caption=text,
+                    parse_mode=mode,
+                    filename=name,
+                    message_thread_id=place.topic,
+                    reply_parameters=place.reply_parameters(),
                 )
 
             try:
@@ -736,7 +791,13 @@ class TelegramChannel:
 
         async def document(text: str | None, mode: str | None) -> Message:
             return await bot.send_document(
-                chat, data, caption=text, parse_mode=mode, filename=name, message_thread_id=thread
+                chat,
+                data,
+                caption=text,
+                parse_mode=mode,
+                filename=name,
+                message_thread_id=place.topic,
+                reply_parameters=place.reply_parameters(),
             )
 
         return await _with_caption(document, caption)
@@ -859,6 +920,69 @@ class _QuestionKeys:
         return (question_id, int(index)) if question_id is not None else None
 
 
+class _ReplyThreads:
+    """Which reply thread the messages of each group chat are in: message id -> the id of
+    the thread's root, for the latest `_THREAD_MESSAGES` such messages of each of the latest
+    `_THREAD_CHATS` chats. A message not here is, as far as is known, a root itself (or in no
+    reply thread). Used on the loop only."""
+
+    def __init__(self, per_chat: int = _THREAD_MESSAGES, chats: int = _THREAD_CHATS) -> None:
+        self._per_chat = per_chat
+        self._max_chats = chats
+        self._chats: collections.OrderedDict[int, collections.OrderedDict[int, int]] = collections.OrderedDict()
+
+    def thread_of(self, message: Message) -> str | None:
+        """The thread an incoming message is in (see the module's docstring), remembered
+        for the replies to come."""
+        topic = _topic_of(message)
+        if topic is not None:
+            return topic
+        reply = message.reply_to_message
+        if reply is None or message.chat.type not in (ChatType.GROUP, ChatType.SUPERGROUP):
+            return None
+        chat = message.chat.id
+        root = self._root(chat, reply.message_id)
+        if root is None:
+            # Telegram names the top of the reply chain in a supergroup; else the chain starts here.
+            named = message.message_thread_id
+            top = named if named is not None and named > 0 else reply.message_id
+            known = self._root(chat, top)
+            root = known if known is not None else top
+            if root != reply.message_id:
+                self._remember(chat, reply.message_id, root)
+        self._remember(chat, message.message_id, root)
+        return _reply_thread_id(root)
+
+    def known_thread_of(self, message: Message) -> str | None:
+        """The thread a message already seen or sent is in, when that is known."""
+        topic = _topic_of(message)
+        if topic is not None:
+            return topic
+        root = self._root(message.chat.id, message.message_id)
+        return _reply_thread_id(root) if root is not None else None
+
+    def sent(self, message: Message, place: _Place) -> None:
+        """The bot sent `message` to `place`: a reply to it goes on in the same thread."""
+        if place.root is not None:
+            self._remember(message.chat.id, message.message_id, place.root)
+
+    def _root(self, chat: int, message_id: int) -> int | None:
+        known = self._chats.get(chat)
+        return known.get(message_id) if known is not None else None
+
+    def _remember(self, chat: int, message_id: int, root: int) -> None:
+        known = self._chats.get(chat)
+        if known is None:
+            known = self._chats[chat] = collections.OrderedDict()
+        self._chats.move_to_end(chat)
+        while len(self._chats) > self._max_chats:
+            self._chats.popitem(last=False)
+        known[message_id] = root
+        known.move_to_end(message_id)
+        while len(known) > self._per_chat:
+            known.popitem(last=False)
+
+
 # -- the run: one start()'s loop, thread and state ------------------------------------------
 
 
@@ -880,6 +1004,7 @@ class _Run:
     offset: int | None = None  # the first update not yet handed over
     confirmed: int | None = None  # the offset Telegram was last told
     questions: _QuestionKeys = field(default_factory=_QuestionKeys)
+    threads: _ReplyThreads = field(default_factory=_ReplyThreads)
     # Helper threads waiting on the host (one per polled batch, one per webhook request).
     waiters: set[threading.Thread] = field(default_factory=set)
     # Webhook mode: the secret Telegram was given for this run, and the local server.
@@ -1159,12 +1284,34 @@ def _chat_of(to: Routing) -> int | str:
     return int(chat) if re.fullmatch(r"-?\d+", chat) else chat
 
 
-def _thread_of(to: Routing) -> int | None:
-    if to.thread_id is None:
-        return None
-    if not re.fullmatch(r"\d+", to.thread_id):
-        raise ChannelError(f"telegram: {to.thread_id!r} is not a forum topic id", retryable=False)
-    return int(to.thread_id)
+class _Place(NamedTuple):
+    """Where in its chat a send goes: a forum topic, a reply thread (as replies to its
+    root), or neither (the chat itself)."""
+
+    topic: int | None = None
+    root: int | None = None
+
+    def reply_parameters(self) -> ReplyParameters | None:
+        if self.root is None:
+            return None
+        # A root deleted since must not fail the send: it goes out as a plain message then.
+        return ReplyParameters(self.root, allow_sending_without_reply=True)
+
+
+def _reply_thread_id(root: int) -> str:
+    return f"{_REPLY_THREAD_PREFIX}{root}"
+
+
+def _place_of(to: Routing) -> _Place:
+    """The thread id's two forms: "<topic>" and "r<root message id>"."""
+    thread = to.thread_id
+    if thread is None:
+        return _Place()
+    if re.fullmatch(r"[0-9]+", thread):
+        return _Place(topic=int(thread))
+    if re.fullmatch(rf"{_REPLY_THREAD_PREFIX}[0-9]+", thread):
+        return _Place(root=int(thread.removeprefix(_REPLY_THREAD_PREFIX)))
+    raise ChannelError(f"telegram: {thread!r} is neither a forum topic nor a reply thread", retryable=False)
 
 
 def _message_id_of(platform_message_id: str) -> int:

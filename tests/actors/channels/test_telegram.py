@@ -18,6 +18,7 @@ from typing import Any
 
 import pykka
 import pytest
+from telegram import Message
 
 from actors.channels.base import (
     CARD,
@@ -34,12 +35,13 @@ from actors.channels.base import (
     InboundEvent,
     Stored,
 )
-from actors.channels.telegram import MAX_CALLBACK_DATA_BYTES, TelegramChannel, safe_name
+from actors.channels.telegram import MAX_CALLBACK_DATA_BYTES, TelegramChannel, _ReplyThreads, safe_name
 from actors.channels.telegram_format import markdown_to_html, reaction_for, split_text
 from actors.channels.telegram_webhook import MAX_CONCURRENT
 from protocol.rows import Routing
 from tests.fakes.fake_telegram import (
     BOT_USER,
+    ApiCall,
     Failure,
     FakeTelegram,
     group_chat,
@@ -208,9 +210,163 @@ def test_a_forum_topic_is_the_thread(fake: FakeTelegram, channel: TelegramChanne
     event = events.next_chat()
     assert (event.thread_id, event.is_group, event.mentions_assistant) == ("7", True, False)
 
-    # A reply thread in a group without topics is no place to route to.
-    fake.push_text(GROUP, BOB, "a reply", message_thread_id=55)
+    # A reply to someone in the topic is in the topic still: a topic is never a reply thread.
+    said = fake.push_text(FORUM, ALICE, "shall we?", topic=7, reply_to=opening)
+    assert events.next_chat().thread_id == "7"
+    fake.push_text(FORUM, BOB, "yes", topic=7, reply_to=replied(said))
+    assert events.next_chat().thread_id == "7"
+
+    # A message that replies to nothing is in no thread, whatever message_thread_id it carries.
+    fake.push_text(GROUP, BOB, "not a reply", message_thread_id=55)
     assert events.next_chat().thread_id is None
+
+
+# -- reply threads -------------------------------------------------------------------------------
+
+TO_GROUP = Routing("-1001", "telegram")
+
+
+def replied(message: dict[str, Any]) -> dict[str, Any]:
+    """`message` as Telegram puts it in a reply to it: without a reply_to_message of its own."""
+    return {key: value for key, value in message.items() if key != "reply_to_message"}
+
+
+def bot_message(fake: FakeTelegram, chat: dict[str, Any], message_id: str | None) -> dict[str, Any]:
+    """The bot's message `message_id` (as a send returned it), as a reply to it shows it."""
+    assert message_id is not None
+    return {**fake.message(chat, BOT_USER, text="the bot said"), "message_id": int(message_id)}
+
+
+def reply_parameters(call: ApiCall) -> Any:
+    value = call.params.get("reply_parameters")
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_a_reply_in_a_group_is_in_the_thread_of_its_root(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    root = fake.push_text(GROUP, ALICE, "who's coming on saturday?")
+    assert events.next_chat().thread_id is None  # a message that replies to nothing
+    thread = f"r{root['message_id']}"
+
+    first = fake.push_text(GROUP, BOB, "me", reply_to=replied(root))
+    assert events.next_chat().thread_id == thread
+    second = fake.push_text(GROUP, ALICE, "great, bring the salad", reply_to=replied(first))
+    event = events.next_chat()
+    assert (event.thread_id, event.mentions_assistant) == (thread, False)
+    fake.push_text(GROUP, BOB, "sure", reply_to=replied(second))
+    assert events.next_chat().thread_id == thread
+
+    # Another chain is another thread.
+    other = fake.push_text(GROUP, BOB, "and sunday?")
+    events.next_chat()
+    fake.push_text(GROUP, ALICE, "busy", reply_to=replied(other))
+    assert events.next_chat().thread_id == f"r{other['message_id']}"
+
+
+def test_a_reply_to_the_bots_message_goes_on_in_the_thread_it_was_sent_to(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events, tmp_path: Path
+) -> None:
+    # Root 5 was never seen by this run: only the bot's sends put its messages in the thread.
+    to_thread = Routing("-1001", "telegram", "r5")
+    answer = channel.send_text(to_thread, "here is the plan")
+    fake.push_text(GROUP, BOB, "sounds good", reply_to=bot_message(fake, GROUP, answer))
+    event = events.next_chat()
+    assert (event.thread_id, event.mentions_assistant) == ("r5", True)
+
+    # Every message of a send is in the thread: a later part, and a file.
+    parts = channel.send_text(to_thread, "a" * 3000 + "\n\n" + "b" * 3000)
+    assert parts is not None
+    second_part = str(int(parts) + 1)
+    fake.push_text(GROUP, ALICE, "about part two", reply_to=bot_message(fake, GROUP, second_part))
+    assert events.next_chat().thread_id == "r5"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("notes")
+    attached = channel.send_text(to_thread, "the notes", (notes,))
+    fake.push_text(GROUP, ALICE, "thanks", reply_to=bot_message(fake, GROUP, attached))
+    assert events.next_chat().thread_id == "r5"
+
+    # And a button pressed on a question asked there.
+    asked = channel.ask_question(to_thread, "q-7", "Which day?", ("Saturday", "Sunday"))
+    assert asked is not None
+    fake.push_callback(GROUP, BOB, "q:q-7:1", message_id=int(asked))
+    assert events.next_answer().thread_id == "r5"
+
+    # A bot's message sent to the chat itself is a root like any other.
+    plain = channel.send_text(TO_GROUP, "good morning")
+    fake.push_text(GROUP, BOB, "morning!", reply_to=bot_message(fake, GROUP, plain))
+    event = events.next_chat()
+    assert (event.thread_id, event.mentions_assistant) == (f"r{plain}", True)
+
+
+def test_a_reply_to_a_message_not_known_starts_its_own_thread(
+    fake: FakeTelegram, downloads: Path, events: Events
+) -> None:
+    first = make_channel(fake, downloads)
+    first.start(events)
+    try:
+        root = fake.message(GROUP, ALICE, text="never seen: from before this run")
+        reply = fake.push_text(GROUP, BOB, "a reply", reply_to=root)
+        assert events.next_chat().thread_id == f"r{root['message_id']}"
+        later = fake.push_text(GROUP, ALICE, "a reply to the reply", reply_to=replied(reply))
+        assert events.next_chat().thread_id == f"r{root['message_id']}"
+    finally:
+        first.stop()
+
+    # What a run knew is gone with it: the reply to a reply now starts a thread of its own.
+    second = make_channel(fake, downloads)
+    second.start(events)
+    try:
+        fake.push_text(GROUP, BOB, "after the restart", reply_to=replied(later))
+        assert events.next_chat().thread_id == f"r{later['message_id']}"
+    finally:
+        second.stop()
+
+
+def test_a_reply_to_a_message_not_known_takes_the_root_telegram_names(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    # In a supergroup Telegram sets message_thread_id on a reply: the top of its reply chain.
+    middle = fake.message(GROUP, ALICE, text="deep in an old chain", message_thread_id=40)
+    reply = fake.push_text(GROUP, BOB, "back to it", reply_to=middle, message_thread_id=40)
+    assert events.next_chat().thread_id == "r40"
+    # Known from now on, whatever a later message says.
+    fake.push_text(GROUP, ALICE, "and again", reply_to=replied(middle))
+    assert events.next_chat().thread_id == "r40"
+    fake.push_text(GROUP, ALICE, "and on", reply_to=replied(reply))
+    assert events.next_chat().thread_id == "r40"
+
+
+def test_a_reply_in_a_private_chat_is_in_no_thread(
+    fake: FakeTelegram, channel: TelegramChannel, events: Events
+) -> None:
+    answer = channel.send_text(TO_ALICE, "done")
+    fake.push_text(ALICE_CHAT, ALICE, "thanks", reply_to=bot_message(fake, ALICE_CHAT, answer))
+    event = events.next_chat()
+    assert (event.thread_id, event.mentions_assistant) == (None, True)
+
+
+def test_the_map_of_reply_threads_is_bounded_per_chat_and_in_chats() -> None:
+    def message(chat_id: int, message_id: int, reply_to: int) -> Message:
+        chat = {"id": chat_id, "type": "supergroup", "title": "g"}
+        replied_to = {"message_id": reply_to, "date": 0, "chat": chat}
+        data = {"message_id": message_id, "date": 0, "chat": chat, "reply_to_message": replied_to}
+        parsed = Message.de_json(data, None)
+        assert parsed is not None
+        return parsed
+
+    threads = _ReplyThreads(per_chat=2, chats=2)
+    assert threads.thread_of(message(-1, 11, 10)) == "r10"
+    assert threads.thread_of(message(-1, 12, 11)) == "r10"
+    assert threads.thread_of(message(-1, 13, 12)) == "r10"
+    # Message 11 fell out of chat -1 (two are kept): a reply to it starts a thread there.
+    assert threads.thread_of(message(-1, 14, 11)) == "r11"
+    assert threads.thread_of(message(-1, 15, 13)) == "r10"  # 13 is still known
+    # A third chat pushes out the one least recently touched.
+    assert threads.thread_of(message(-2, 21, 20)) == "r20"
+    assert threads.thread_of(message(-3, 31, 30)) == "r30"
+    assert threads.thread_of(message(-1, 16, 15)) == "r15"  # chat -1 was forgotten: 15 is a root now
+    assert threads.thread_of(message(-3, 32, 31)) == "r30"
 
 
 def test_photo_document_and_voice_are_fetched_into_the_download_dir(
@@ -342,6 +498,40 @@ def test_a_message_to_a_topic_carries_its_thread(fake: FakeTelegram, channel: Te
     channel.send_text(TO_TOPIC, "hi topic")
     params = fake.calls("sendMessage")[0].params
     assert (params["chat_id"], params["message_thread_id"]) == ("-1002", "7")
+    assert "reply_parameters" not in params
+
+
+def test_a_send_to_a_reply_thread_goes_as_replies_to_its_root(
+    fake: FakeTelegram, channel: TelegramChannel, tmp_path: Path
+) -> None:
+    to_thread = Routing("-1001", "telegram", "r500")
+    picture = tmp_path / "chart.png"
+    picture.write_bytes(b"\x89PNG chart")
+    channel.send_text(to_thread, "a" * 3000 + "\n\n" + "b" * 3000, (picture,))
+    channel.ask_question(to_thread, "q-1", "Which?", ("one", "two"))
+    calls = [call for call in fake.calls() if call.method in ("sendMessage", "sendPhoto")]
+    assert [call.method for call in calls] == ["sendMessage", "sendMessage", "sendPhoto", "sendMessage"]
+    for call in calls:
+        assert call.params["chat_id"] == "-1001"
+        # A root deleted since must not fail the send.
+        assert reply_parameters(call) == {"message_id": 500, "allow_sending_without_reply": True}
+        assert "message_thread_id" not in call.params
+
+    # Typing has no reply thread: it is shown in the chat.
+    channel.show_typing(to_thread)
+    params = fake.calls("sendChatAction")[0].params
+    assert (params["chat_id"], params["action"]) == ("-1001", "typing")
+    assert "message_thread_id" not in params
+
+
+@pytest.mark.parametrize("thread_id", ["x5", "r", "r-5", "7a", "-7", "R5"])
+def test_a_thread_id_of_neither_form_is_refused_for_good(
+    fake: FakeTelegram, channel: TelegramChannel, thread_id: str
+) -> None:
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(Routing("-1001", "telegram", thread_id), "hi")
+    assert not caught.value.retryable
+    assert fake.calls("sendMessage") == []
 
 
 def test_a_file_goes_as_a_document_with_the_text_as_caption(
