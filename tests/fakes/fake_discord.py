@@ -13,9 +13,12 @@ every REST call go through the library's own code. What it knows:
   POST interactions/{id}/{token}/callback; the bot token is checked (401 otherwise);
 - `/files/{id}/{name}`: attachments registered with `attachment()`.
 
-Every REST call is recorded (`calls`, `wait_for_calls`); `fail_next` makes the next N calls
-of a route fail with any status, body and headers (`rate_limit_next`: a 429 as Discord sends
+Every REST call is recorded (`calls`, `wait_for_calls`, `wait_until`), with the status of
+the failure it was answered with if one was injected; `fail_next` makes the next N calls of
+a route fail with any status, body and headers (`rate_limit_next`: a 429 as Discord sends
 it), and `stall_next` keeps the next one unanswered until the test lets it go.
+`add_channel` makes another channel known (a second person's DM), and `FakeDiscord(port=...)`
+listens on a port chosen beforehand, so a client can be pointed at a server not up yet.
 
 discord.py decodes a body only when its Content-Type is exactly `application/json`
 (aiohttp's `json_response` adds a charset), so every JSON answer is built by `_json`.
@@ -27,13 +30,16 @@ import asyncio
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+
+_T = TypeVar("_T")
 
 TOKEN = "fake-token"
 # Snowflake-sized ids (17 to 20 digits), as discord.py's mention patterns expect.
@@ -80,6 +86,8 @@ class RestCall:
     query: dict[str, str]
     body: Any  # the JSON body, or a multipart request's payload_json
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # form field -> (filename, content)
+    failed_with: int | None = None  # the status of the failure injected for this call; None: served
+    at: float = field(default_factory=time.monotonic, compare=False)  # when it came
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,8 @@ def thread(thread_id: str = THREAD_ID, name: str = "plans") -> Json:
     }  # fmt: skip
 
 
-def dm_channel() -> Json:
-    return {"id": DM_CHANNEL_ID, "type": 1, "recipients": [ALICE], "last_message_id": None}
+def dm_channel(channel_id: str = DM_CHANNEL_ID, recipient: Json = ALICE) -> Json:
+    return {"id": channel_id, "type": 1, "recipients": [recipient], "last_message_id": None}
 
 
 def _guild() -> Json:
@@ -162,12 +170,13 @@ def message(
 
 
 class FakeDiscord:
-    def __init__(self, *, token: str = TOKEN, heartbeat_ms: int = 1000, ready: bool = True) -> None:
-        """`ready=False`: the gateway takes IDENTIFY and never answers it."""
+    def __init__(self, *, token: str = TOKEN, heartbeat_ms: int = 1000, ready: bool = True, port: int = 0) -> None:
+        """`ready=False`: the gateway takes IDENTIFY and never answers it. `port`: where to
+        listen (0: any free port, known once started)."""
         self.token = token
         self.ready = ready
         self.heartbeat_ms = heartbeat_ms
-        self.port = 0
+        self.port = port
         self.identified = threading.Event()
         self.disconnected = threading.Event()
         self.identify: Json | None = None
@@ -195,6 +204,11 @@ class FakeDiscord:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FakeDiscord:
+        """Serve; after a `stop()`, serve again on the same port with the same record (a
+        Discord that was down for a while)."""
+        if self._thread.ident is not None:  # served before
+            self._started.clear()
+            self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="fake-discord", daemon=True)
         self._thread.start()
         if not self._started.wait(10):
             raise RuntimeError("the fake Discord did not start")
@@ -203,7 +217,8 @@ class FakeDiscord:
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        if self._thread.ident is not None:  # started
+            self._thread.join(10)
 
     def __enter__(self) -> FakeDiscord:
         return self.start()
@@ -287,6 +302,11 @@ class FakeDiscord:
         body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
         self.fail_next(method, path, 429, body, headers={"Via": "1.1 google"})
 
+    def add_channel(self, channel: Json) -> None:
+        """Make a channel known to the REST API (e.g. `dm_channel(id, person)`)."""
+        with self._changed:
+            self._channels[channel["id"]] = channel
+
     # -- what the client did ---------------------------------------------------------------
 
     @property
@@ -296,6 +316,24 @@ class FakeDiscord:
 
     def calls_to(self, method: str, path: str) -> list[RestCall]:
         return [call for call in self.calls if call.method == method and call.path == path]
+
+    def wait_until(self, check: Callable[[], _T | None], timeout: float = 10) -> _T:
+        """Block until `check()` (called under the record's lock, e.g. looking at `calls` or
+        `messages`) returns something truthy, and return it; AssertionError after `timeout`."""
+        found: list[_T] = []
+
+        def done() -> bool:
+            result = check()
+            if result:
+                found.append(result)
+                return True
+            return False
+
+        with self._changed:
+            if not self._changed.wait_for(done, timeout=timeout):
+                seen = [(c.method, c.path, c.failed_with) for c in self._calls]
+                raise AssertionError(f"condition not met within {timeout}s; calls: {seen}")
+        return found[0]
 
     def wait_for_calls(self, method: str, path: str, count: int = 1, timeout: float = 10) -> list[RestCall]:
         """Block until `count` calls of `method path` were made; a path ending in "/" matches
@@ -319,9 +357,10 @@ class FakeDiscord:
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/files/{id}/{name}", self._file)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        app.on_shutdown.append(self._going_down)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.Server)
@@ -329,6 +368,13 @@ class FakeDiscord:
         self._started.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    async def _going_down(self, _: web.Application) -> None:
+        """Close the gateway as a server going down does, once nothing listens any more (a
+        client reconnecting at once must not reach this server again); a handler left open
+        would hold up the cleanup until aiohttp's shutdown timeout."""
+        if self._ws is not None:
+            await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"going down")
 
     async def _file(self, request: web.Request) -> web.Response:
         found = self._files.get(request.match_info["id"])
@@ -352,13 +398,14 @@ class FakeDiscord:
         elif request.can_read_body:
             raw = await request.read()
             body = json.loads(raw) if raw else None
-        call = RestCall(request.method, path, dict(request.query), body, files)
         with self._changed:
-            self._calls.append(call)
-            self._changed.notify_all()
             queued = self._failures.get((request.method, path))
             failure = queued.pop(0) if queued else None
             stall = self._stalls.pop((request.method, path), None)
+            call = RestCall(request.method, path, dict(request.query), body, files,
+                            failure.status if failure is not None else None)  # fmt: skip
+            self._calls.append(call)
+            self._changed.notify_all()
         if stall is not None:
             await asyncio.to_thread(stall.wait, 10)
         if failure is not None:
@@ -405,7 +452,9 @@ class FakeDiscord:
         sent = message(payload.get("content") or "", channel_id=channel_id, in_guild=in_guild, author=BOT,
                        attachments=attachments, components=payload.get("components", []),
                        embeds=payload.get("embeds", []))  # fmt: skip
-        self.messages[sent["id"]] = sent
+        with self._changed:
+            self.messages[sent["id"]] = sent
+            self._changed.notify_all()
         return sent
 
     async def _dispatch(self, event: str, data: Json) -> None:
