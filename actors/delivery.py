@@ -9,11 +9,14 @@ channel lacks a feature, the message degrades to plain text.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 
 from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, TYPING, ChannelAdapter, ChannelError
@@ -34,6 +37,10 @@ from actors.messages import (
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.delivery")
+
+# A notice (a pairing code, "your message failed") is worth a few tries, not a queue on disk.
+NOTICE_ATTEMPTS = 5
+NOTICE_RETRY_BASE_S = 2.0
 
 
 class DeliveryActor(pykka.ThreadingActor):
@@ -94,8 +101,8 @@ class ChannelSender(pykka.ThreadingActor):
         match message:
             case Deliver():
                 self._deliver(message)
-            case Notify(routing=routing, text=text):
-                self._notify(routing, text)
+            case Notify():
+                self._notify(message)
             case ShowTyping(routing=routing):
                 self._typing(routing)
             case FlushDeliveries():
@@ -110,17 +117,22 @@ class ChannelSender(pykka.ThreadingActor):
             platform_id = _perform(adapter, request.routing, request.action)
             answer: Any = Delivered(request.message_out_id, platform_id)
         except ChannelError as exc:
-            answer = DeliveryFailed(request.message_out_id, str(exc), exc.retryable)
+            answer = DeliveryFailed(request.message_out_id, str(exc), exc.retryable, exc.retry_after_s)
         except Exception as exc:
             # An adapter bug must not take the actor down with every session's deliveries.
             log.exception("delivery: %s adapter failed", request.routing.channel_type)
             answer = DeliveryFailed(request.message_out_id, f"{type(exc).__name__}: {exc}", True)
         _answer(request, answer)
 
-    def _notify(self, routing: Routing, text: str) -> None:
+    def _notify(self, notice: Notify) -> None:
+        routing, text = notice.routing, notice.text
         try:
             self._adapter.send_text(routing, text)
         except ChannelError as exc:
+            if exc.retryable and notice.attempt < NOTICE_ATTEMPTS:
+                wait = max(NOTICE_RETRY_BASE_S * 2 ** (notice.attempt - 1), exc.retry_after_s or 0.0)
+                _later(self.actor_ref, msgspec.structs.replace(notice, attempt=notice.attempt + 1), wait)
+                return
             log.warning("delivery: notice to %s/%s not sent (%s): %s", routing.channel_type, routing.platform_id,
                         exc, text)  # fmt: skip
         except Exception:
@@ -134,6 +146,18 @@ class ChannelSender(pykka.ThreadingActor):
             self._adapter.show_typing(routing)
         except Exception as exc:  # a hint: never worth more than a debug line
             log.debug("delivery: typing in %s/%s not shown: %s", routing.channel_type, routing.platform_id, exc)
+
+
+def _later(ref: pykka.ActorRef[Any], message: Any, delay_s: float) -> None:
+    """Tell `message` to `ref` in `delay_s`; nothing if the actor stopped meanwhile."""
+
+    def tell() -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(message)
+
+    timer = threading.Timer(delay_s, tell)
+    timer.daemon = True
+    timer.start()
 
 
 def _answer(request: Deliver, answer: Delivered | DeliveryFailed) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from actors.access import Admitted, Dropped, OwnerCommand, PairingOffered, admit, owner_command
+from actors.access import TRUSTED_CHANNELS, Admitted, Dropped, OwnerCommand, PairingOffered, admit, owner_command
 from actors.channels.base import InboundAnswer, InboundChat, InboundWebhook
 from actors.messages import WriteInbound
 from actors.routing import Target, targets
@@ -75,7 +75,13 @@ class InboundRouter:
         """The sessions `event` goes to; empty when it goes nowhere on purpose (a stranger
         dropped or offered a code, an owner command). RoutingError when it should have gone
         somewhere and cannot."""
-        chat = self._chat_of(event)
+        known = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
+        if known is None and self._unknown_senders == "drop" and not self._may_be_admitted(event):
+            # A stranger in a chat nobody wired: nothing of theirs is kept, not even the chat.
+            log.info("dropped a message in %s/%s: sender %s is not a member of this chat (policy drop)",
+                     event.channel_type, event.platform_id, event.sender_id)  # fmt: skip
+            return []
+        chat = known if known is not None else self._new_chat(event)
         admission = admit(self._store, self._owners, chat, event)
         match admission:
             case Dropped(reason=reason):
@@ -100,10 +106,14 @@ class InboundRouter:
             raise RoutingError(f"no agent is wired to chat {event.platform_id!r} on {event.channel_type}")
         return [self._to_session(target, chat, event, role) for target in targets(self._store, wirings, event)]
 
-    def _chat_of(self, event: InboundChat) -> MessagingGroup:
-        chat = messaging_groups.get_by_platform(self._store, event.channel_type, event.platform_id)
-        if chat is not None:
-            return chat
+    def _may_be_admitted(self, event: InboundChat) -> bool:
+        """Whether the sender of a message in a chat not seen before could be let in: the
+        channel's owner, or anyone on a trusted channel (members belong to known chats)."""
+        return event.channel_type in TRUSTED_CHANNELS or (
+            event.sender_id is not None and self._owners.get(event.channel_type) == event.sender_id
+        )
+
+    def _new_chat(self, event: InboundChat) -> MessagingGroup:
         log.info("new chat %s/%s", event.channel_type, event.platform_id)
         return messaging_groups.create(
             self._store,

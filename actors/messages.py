@@ -111,6 +111,8 @@ class DeliveryFailed(msgspec.Struct, frozen=True):
     message_out_id: str
     error: str
     retryable: bool = True
+    # The platform's own "try again in": the next try waits at least this long.
+    retry_after_s: float | None = None
 
 
 class StopIfIdle(msgspec.Struct, frozen=True):
@@ -187,10 +189,12 @@ class ShowTyping(msgspec.Struct, frozen=True):
 
 
 class Notify(msgspec.Struct, frozen=True):
-    """A message from the host itself (e.g. "your message failed"); best effort, no retry."""
+    """A message from the host itself (e.g. "your message failed", a pairing code): tried
+    again a few times while the channel says a retry can help, kept in memory only."""
 
     routing: Routing
     text: str
+    attempt: int = 1
 
 
 # --- to the Supervisor ---------------------------------------------------------------------

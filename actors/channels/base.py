@@ -81,11 +81,13 @@ OnEvent = Callable[[InboundEvent], Stored]
 
 class ChannelError(Exception):
     """A send that did not go through. `retryable=False` means trying again cannot help
-    (e.g. the chat no longer exists)."""
+    (e.g. the chat no longer exists); `retry_after_s`, the wait the platform asked for (flood
+    control), which the host's next try honours."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
 
 class Card(msgspec.Struct, frozen=True):

@@ -571,7 +571,9 @@ def _send_error(exc: BaseException, what: str) -> ChannelError | None:
     if isinstance(exc, discord.NotFound | discord.Forbidden):
         return ChannelError(f"discord: {what}: {exc}", retryable=False)
     if isinstance(exc, discord.RateLimited):
-        return ChannelError(f"discord: {what}: rate limited for {exc.retry_after:.0f}s", retryable=True)
+        return ChannelError(
+            f"discord: {what}: rate limited for {exc.retry_after:.0f}s", retryable=True, retry_after_s=exc.retry_after
+        )
     if isinstance(exc, discord.HTTPException):
         # 429 here is one discord.py would not wait out (no `Via`: Cloudflare's ban).
         retryable = exc.status >= 500 or exc.status in {408, 429}

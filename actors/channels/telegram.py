@@ -872,8 +872,9 @@ class TelegramChannel:
     def _channel_error(self, exc: TelegramError, doing: str = "send failed") -> ChannelError:
         message = self._redact(exc.message)
         if isinstance(exc, RetryAfter):
+            wait = _retry_seconds(exc)
             return ChannelError(
-                f"telegram: flood control, retry after {_retry_seconds(exc):.0f}s ({message})", retryable=True
+                f"telegram: flood control, retry after {wait:.0f}s ({message})", retryable=True, retry_after_s=wait
             )
         if isinstance(exc, ChatMigrated):
             return ChannelError(f"telegram: the group is now chat {exc.new_chat_id}", retryable=False)

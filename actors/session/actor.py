@@ -722,13 +722,14 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_delivery_failed(self, message: DeliveryFailed) -> None:
         key = message.message_out_id
-        outcome = self._deliveries.failed(key, message.error, message.retryable, self._clock())
+        outcome = self._deliveries.failed(key, message.error, message.retryable, self._clock(), message.retry_after_s)
         if outcome.status == "failed":
             log.warning("%s rejected outbound row %s: %s", self._info.tag, key,
                         gave_up_reason(outcome.attempts, message.error))  # fmt: skip
         else:
+            wait = max(self._deliveries.backoff_s(outcome.attempts), message.retry_after_s or 0.0)
             log.warning("%s delivery of %s failed (attempt %d), retrying in %.0f s: %s", self._info.tag, key,
-                        outcome.attempts, self._deliveries.backoff_s(outcome.attempts), message.error)  # fmt: skip
+                        outcome.attempts, wait, message.error)  # fmt: skip
         self._defer_record(outcome)
         self._sent(key)
 

@@ -92,9 +92,12 @@ class DeliveryQueue:
             delivered_at=at,
         )
 
-    def failed(self, key: str, error: str, retryable: bool, now: datetime) -> Delivery:
-        """Retry later, doubling the wait; a row that cannot be retried, or has had its last
-        attempt, fails for good."""
+    def failed(
+        self, key: str, error: str, retryable: bool, now: datetime, retry_after_s: float | None = None
+    ) -> Delivery:
+        """Retry later, doubling the wait, and never sooner than the platform asked
+        (`retry_after_s`); a row that cannot be retried, or has had its last attempt, fails
+        for good."""
         attempts = self._attempts_before(key) + 1
         if not retryable or attempts >= self._max_attempts:
             return Delivery(
@@ -108,7 +111,7 @@ class DeliveryQueue:
             status="retrying",
             attempts=attempts,
             last_error=error[:MAX_ERROR_CHARS],
-            retry_after=format_ts(now + timedelta(seconds=self.backoff_s(attempts))),
+            retry_after=format_ts(now + timedelta(seconds=max(self.backoff_s(attempts), retry_after_s or 0.0))),
         )
 
     def backoff_s(self, attempts: int) -> float:

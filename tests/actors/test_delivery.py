@@ -13,6 +13,7 @@ import msgspec
 import pykka
 import pytest
 
+from actors import delivery as delivery_module
 from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, Card, ChannelError
 from actors.delivery import DeliveryActor
 from actors.messages import (
@@ -412,3 +413,25 @@ def test_typing_is_shown_where_the_channel_can_and_is_never_an_error(start_deliv
     delivery.ask(FlushDeliveries(), timeout=10)
     assert [call.args for call in can.calls_of("show_typing")] == [(TARGET,)]
     assert cannot.calls_of("show_typing") == []
+
+
+def test_a_notice_is_tried_again_while_the_channel_says_it_can_help(
+    start_delivery: StartDelivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pairing code lost to one 502 must still reach its person."""
+    monkeypatch.setattr(delivery_module, "NOTICE_RETRY_BASE_S", 0.01)
+    channel = FakeChannel(fail_with=ChannelError("502 Bad Gateway", retryable=True))
+    delivery = start_delivery(channel)
+    delivery.tell(Notify(TARGET, "your pairing code is ABC123"))
+    channel.wait_for_calls("send_text", 2)  # tried, and tried again
+    channel.fail_with = None
+    (*_, last) = channel.wait_for_calls("send_text", 3)
+    assert last.args[1] == "your pairing code is ABC123"
+
+
+def test_a_notice_is_not_tried_again_when_it_cannot_help(start_delivery: StartDelivery) -> None:
+    channel = FakeChannel(fail_with=ChannelError("chat not found", retryable=False))
+    delivery = start_delivery(channel)
+    delivery.tell(Notify(TARGET, "hello"))
+    delivery.ask(FlushDeliveries(), timeout=10)
+    assert len(channel.calls_of("send_text")) == 1

@@ -83,6 +83,7 @@ def test_a_stranger_is_dropped_by_default_and_nothing_is_stored(store: Store, ca
     notices = Notices()
     assert router(store, notices).route_chat(dm("666", "let me in")) == []
     assert sessions.list_all(store) == []
+    assert messaging_groups.get_by_platform(store, "telegram", "666") is None  # not even the chat
     assert notices.sent == []
     assert "666" in caplog.text and "dropped" in caplog.text
 

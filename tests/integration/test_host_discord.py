@@ -145,8 +145,8 @@ def test_a_stranger_is_dropped_under_the_default_policy(data_dir: Path, fake: Fa
         say(fake, OWNER, OWNER_DM, "anyone else here?")
         wait_reply(fake, OWNER_DM, "anyone else here?")
 
-        # One line for each dropped message, naming the sender and the policy (the first
-        # message of a chat also logs "new chat").
+        # One line for each dropped message, naming the sender and the policy, and nothing
+        # else about that chat (it is not even kept).
         assert len(lines.matching(dropped)) == 2
         assert len(lines.matching(where)) == before + 1
         assert all(f"sender {STRANGER['id']} is not a member" in line and "policy drop" in line
@@ -154,6 +154,7 @@ def test_a_stranger_is_dropped_under_the_default_policy(data_dir: Path, fake: Fa
         # Nothing sent back (not even typing), no session, nothing in any inbound.db.
         assert [c for c in fake.calls if STRANGER_DM in c.path] == []
         assert session_of_chat(host, "discord", STRANGER_DM) is None
+        assert messaging_groups.get_by_platform(host.store, "discord", STRANGER_DM) is None  # not even the chat
         rows = every_inbound_row(host)
         assert [row.platform_id for row in rows] == [OWNER_DM]
         assert not any("let me in" in row.content or "please?" in row.content for row in rows)

@@ -257,3 +257,12 @@ def test_drain_waits_for_the_row_that_is_out() -> None:
 
     assert drained.get(timeout=1) is True
     assert queue.ready(NOW) == []
+
+
+def test_a_wait_the_platform_asked_for_is_honoured_when_longer_than_the_backoff() -> None:
+    queue = fresh(retry_base_s=2)
+    queue.enqueue(item(1))
+    long_flood = queue.failed("out-1", "flood control", True, NOW, retry_after_s=90)
+    assert long_flood.retry_after == format_ts(NOW + timedelta(seconds=90))
+    short_flood = queue.failed("out-1", "flood control", True, NOW, retry_after_s=0.5)
+    assert short_flood.retry_after == format_ts(NOW + timedelta(seconds=2))  # the backoff is longer
