@@ -51,6 +51,8 @@ class DeliveryActor(pykka.ThreadingActor):
         super().__init__()
         self._adapters = list(adapters)
         self._senders: dict[str, pykka.ActorRef[ChannelSender]] = {}
+        # Typing hints go only to the channels that can show them: no hop for the rest.
+        self._typing = {adapter.channel_type for adapter in self._adapters if TYPING in adapter.capabilities}
 
     def on_start(self) -> None:
         for adapter in self._adapters:
@@ -69,7 +71,8 @@ class DeliveryActor(pykka.ThreadingActor):
                     "delivery: cannot notify on unknown channel %r: %s", routing.channel_type, text
                 ))  # fmt: skip
             case ShowTyping(routing=routing):
-                self._route(routing, message, unknown=lambda: None)
+                if routing.channel_type in self._typing:
+                    self._route(routing, message, unknown=lambda: None)
             case FlushDeliveries():
                 for future in [sender.ask(message, block=False) for sender in self._senders.values()]:
                     future.get()

@@ -56,7 +56,6 @@ from actors.channels.base import (
     FILES,
     QUESTION,
     REACTION,
-    TYPING,
     Card,
     ChannelError,
     InboundAnswer,
@@ -215,7 +214,9 @@ class LocalChatChannel:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({FILES, EDIT, REACTION, QUESTION, CARD, TYPING})
+        # Not TYPING: the terminal client has nothing to show for it, and on the warm path a
+        # line per turn costs about as much as the rest of the hand-off (make bench).
+        return frozenset({FILES, EDIT, REACTION, QUESTION, CARD})
 
     @property
     def socket_path(self) -> Path:

@@ -24,7 +24,6 @@ from actors.channels.base import (
     FILES,
     QUESTION,
     REACTION,
-    TYPING,
     Card,
     ChannelAdapter,
     ChannelError,
@@ -169,7 +168,7 @@ def client(channel: LocalChatChannel, socket_path: Path) -> Iterator[Client]:
 def test_is_a_channel_adapter_with_every_capability(socket_path: Path) -> None:
     adapter: ChannelAdapter = LocalChatChannel(socket_path)
     assert adapter.channel_type == "cli"
-    assert adapter.capabilities == {FILES, EDIT, REACTION, QUESTION, CARD, TYPING}
+    assert adapter.capabilities == {FILES, EDIT, REACTION, QUESTION, CARD}
 
 
 def test_socket_is_private_in_a_created_directory(channel: LocalChatChannel, socket_path: Path) -> None:
@@ -719,7 +718,7 @@ def test_lines_sent_one_by_one_are_all_handed_over_before_the_first_is_stored(cl
     assert [client.read()["type"] for _ in range(10)] == ["ack"] * 10
 
 
-def test_typing_reaches_the_chats_clients_and_is_no_error_without_one(
+def test_typing_when_asked_reaches_the_chats_clients_and_is_no_error_without_one(
     channel: LocalChatChannel, client: Client
 ) -> None:
     channel.show_typing(Routing("local", "cli", "t1"))
