@@ -4,6 +4,7 @@ symlinked folder or file) is refused or replaced, never followed."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,5 +25,8 @@ def take_files(layout: SessionLayout, message_id: str, files: tuple[tuple[str, s
         if destination.is_symlink():
             destination.unlink()
         shutil.move(temporary, destination)
+        # Readable by the agent whatever mode the channel gave its temporary copy (a file made
+        # with mkstemp is 0600); the session folder above decides which agents get this far.
+        os.chmod(destination, 0o644, follow_symlinks=False)
         names.append(name)
     return names

@@ -3,6 +3,8 @@ a symlink the container planted."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,13 @@ def test_a_symlink_in_the_way_is_replaced_not_followed(layout: SessionLayout, tm
     assert secret.read_text() == "keep"
     assert not (folder / "photo.jpg").is_symlink()
     assert (folder / "photo.jpg").read_bytes() == b"new"
+
+
+def test_a_file_the_channel_made_private_is_readable_by_the_agent(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "session")
+    layout.create()
+    temporary = tmp_path / "download.bin"
+    temporary.write_bytes(b"photo")
+    os.chmod(temporary, 0o600)  # as tempfile.mkstemp makes it
+    (name,) = take_files(layout, "m1", (("photo.jpg", str(temporary)),))
+    assert stat.S_IMODE(os.stat(layout.inbox("m1") / name).st_mode) == 0o644
