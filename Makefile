@@ -15,7 +15,7 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m actors.main
+	$(BIN)/hutch run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChannelError as exc:  # one that retrying cannot fix: a token refused, a port taken
         print(f"hutch: {exc}", file=sys.stderr)
         return 1
-    print(f"hutch is running. Chat with it: python scripts/chat.py --socket {config.chat_socket}", flush=True)
+    print(f"hutch is running. Chat with it: hutch chat --socket {config.chat_socket}", flush=True)
     received = signals.wait()
     logging.getLogger("hutch").info("received %s: shutting down", received.name)
     host.stop()

@@ -27,7 +27,7 @@ BASE_PACKAGES=python3,python3-venv,ca-certificates,tzdata
 IMAGE_PYTHON=3.11
 # Host-only dependencies that must never enter the image (docs/ARCHITECTURE.md: the image holds
 # `protocol` and `container_runner` only).
-HOST_ONLY='docker python-dotenv python-telegram-bot discord.py aiohttp'
+HOST_ONLY='docker python-dotenv python-telegram-bot discord.py aiohttp typer rich'
 
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $REPO/.venv/bin/python ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
