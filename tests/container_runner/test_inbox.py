@@ -4,6 +4,7 @@ import errno
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -99,7 +100,11 @@ def test_busy_agent_gets_rows_as_follow_ups_then_the_rest_when_idle(tmp_path: Pa
     first = write_in(layout, ChatIn(text="one", sender="ann"))
     wait_for(agent, Work)
     second = write_in(layout, ChatIn(text="two", sender="ann"))
-    follow_ups = inbox.ask(TakeFollowUps(), block=True)
+    # The inbox reads inbound.db again only once the commit's file event reached it, which
+    # may come after the write returns: asked until then (each ask is answered at once).
+    deadline = time.monotonic() + 10
+    while not (follow_ups := inbox.ask(TakeFollowUps(), block=True)) and time.monotonic() < deadline:
+        pass
     assert [row.id for row in follow_ups] == [second.id]
     assert inbox.ask(TakeFollowUps(), block=True) == ()
     third = write_in(layout, ChatIn(text="three", sender="ann"))
