@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from actors.channels.base import ChannelError
 from actors.config import ConfigError, load_config
@@ -30,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChannelError as exc:  # one that retrying cannot fix: a token refused, a port taken
         print(f"hutch: {exc}", file=sys.stderr)
         return 1
-    print(f"hutch is running. Chat with it: hutch chat --socket {config.chat_socket}", flush=True)
+    # The command beside this interpreter: what `make` installed, whether or not it is on PATH.
+    command = Path(sys.executable).with_name("hutch")
+    print(f"hutch is running. Chat with it: {command} chat --socket {config.chat_socket}", flush=True)
     received = signals.wait()
     logging.getLogger("hutch").info("received %s: shutting down", received.name)
     host.stop()
