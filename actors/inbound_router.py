@@ -18,6 +18,7 @@ from actors.channels.base import InboundAnswer, InboundChat, InboundWebhook
 from actors.messages import WriteInbound
 from actors.routing import Target, targets
 from actors.store import (
+    agent_groups,
     members,
     messaging_group_agents,
     messaging_groups,
@@ -29,6 +30,7 @@ from actors.store import (
 from actors.store.db import Store
 from actors.store.members import Role
 from actors.store.messaging_groups import MessagingGroup, UnknownSenders
+from actors.store.pairing_requests import PairingRequest
 from actors.store.sessions import Session
 from protocol.content import ChatIn, QuestionAnswer, WebhookIn
 from protocol.rows import Routing
@@ -164,15 +166,10 @@ class InboundRouter:
             members.put(self._store, chat.id, event.sender_id, "owner", event.sender)
 
     def _wire_to_main(self, chat: MessagingGroup) -> messaging_group_agents.Wiring:
-        from actors.store import agent_groups
-
-        group = agent_groups.get_by_folder(self._store, MAIN_GROUP)
-        if group is None:
+        wiring = wire_to_main(self._store, chat)
+        if wiring is None:
             raise RoutingError(f"there is no agent group {MAIN_GROUP!r} to answer a new direct chat")
-        log.info("wired direct chat %s/%s to %r", chat.channel_type, chat.platform_id, MAIN_GROUP)
-        return messaging_group_agents.create(
-            self._store, messaging_group_id=chat.id, agent_group_id=group.id, session_mode="shared"
-        )
+        return wiring
 
     def _offer_pairing(self, chat: MessagingGroup, event: InboundChat, code: str) -> None:
         who = f"{event.sender} ({event.sender_id})"
@@ -200,16 +197,14 @@ class InboundRouter:
         ]
 
     def _decide_pairing(self, command: OwnerCommand, reply_to: Routing) -> None:
-        request = pairing_requests.decide(self._store, command.code, command.approve)
-        if request is None:
+        decision = decide_pairing(self._store, command.code, command.approve)
+        if decision is None:
             self._notify(reply_to, f"There is no open pairing request {command.code}.")
             return
-        chat = messaging_groups.get(self._store, request.messaging_group_id)
+        request, chat = decision.request, decision.chat
         if chat is None:
             return
         who = request.user_name or request.user_id
-        if command.approve and not chat.is_group and not messaging_group_agents.wirings_for(self._store, chat.id):
-            self._wire_to_main(chat)
         verdict = "approved" if command.approve else "refused"
         self._notify(reply_to, f"{who} is {verdict}.")
         told = "You can talk to the assistant now." if command.approve else "The owner declined your request."
@@ -263,6 +258,41 @@ class InboundRouter:
             routing=Routing(question.platform_id, question.channel_type, question.thread_id),
         )
         return [Routed(session, request)]
+
+
+class PairingDecision(msgspec.Struct, frozen=True):
+    request: PairingRequest
+    chat: MessagingGroup | None
+    wired: messaging_group_agents.Wiring | None  # made by this approval
+
+
+def decide_pairing(store: Store, code: str, approve: bool) -> PairingDecision | None:
+    """Approve or refuse the open request `code` (None when there is none), for the owner's
+    `/approve` in chat and for the `hutch` command alike: an approved stranger's direct chat
+    with nothing wired to it is wired to `main`, or their next message would go nowhere. One
+    transaction, so a host reading meanwhile sees all of it or none."""
+    with store.transaction():
+        request = pairing_requests.decide(store, code, approve)
+        if request is None:
+            return None
+        chat = messaging_groups.get(store, request.messaging_group_id)
+        wired = None
+        direct = approve and chat is not None and not chat.is_group
+        if direct and chat is not None and not messaging_group_agents.wirings_for(store, chat.id):
+            wired = wire_to_main(store, chat)
+    return PairingDecision(request, chat, wired)
+
+
+def wire_to_main(store: Store, chat: MessagingGroup) -> messaging_group_agents.Wiring | None:
+    """Wire a direct chat to the agent group `main`; None when there is no such group."""
+    group = agent_groups.get_by_folder(store, MAIN_GROUP)
+    if group is None:
+        log.warning("no agent group %r to wire direct chat %s/%s to", MAIN_GROUP, chat.channel_type, chat.platform_id)
+        return None
+    log.info("wired direct chat %s/%s to %r", chat.channel_type, chat.platform_id, MAIN_GROUP)
+    return messaging_group_agents.create(
+        store, messaging_group_id=chat.id, agent_group_id=group.id, session_mode="shared"
+    )
 
 
 def _routing(event: InboundChat) -> Routing:

@@ -14,10 +14,9 @@ import typer
 from rich.table import Table
 
 from actors.cli.common import CliError, DataDirOption, HostFlags, chat_name, console, load, open_central, when
-from actors.inbound_router import MAIN_GROUP
-from actors.store import agent_groups, messaging_group_agents, messaging_groups, pairing_requests
+from actors.inbound_router import decide_pairing
+from actors.store import agent_groups, messaging_groups, pairing_requests
 from actors.store.db import Store
-from actors.store.messaging_groups import MessagingGroup
 from actors.store.pairing_requests import PairingRequest
 from protocol.timeutil import utc_now
 
@@ -74,29 +73,16 @@ class Decision:
 
 def decide(store: Store, code: str, approve: bool) -> Decision:
     """Approve or refuse the open request `code` as the host does for `/approve CODE`
-    (`InboundRouter._decide_pairing`): an approved stranger's direct chat with nothing wired
-    to it is wired to the agent group `main`, or their next message would go nowhere. One
-    transaction, so a host reading meanwhile sees all of it or none."""
-    with store.transaction():
-        request = pairing_requests.decide(store, code, approve)
-        if request is None:
-            raise CliError(_not_open(store, code))
-        chat = messaging_groups.get(store, request.messaging_group_id)
-        wired_to = None
-        if approve and chat is not None and not chat.is_group:
-            wired_to = _wire_to_main(store, chat)
-    return Decision(request, "-" if chat is None else chat_name(chat), wired_to)
-
-
-def _wire_to_main(store: Store, chat: MessagingGroup) -> str | None:
-    """The group's name, when the chat had no wiring and `main` exists to take it."""
-    if messaging_group_agents.wirings_for(store, chat.id):
-        return None
-    main = agent_groups.get_by_folder(store, MAIN_GROUP)
-    if main is None:
-        return None
-    messaging_group_agents.create(store, messaging_group_id=chat.id, agent_group_id=main.id, session_mode="shared")
-    return main.name
+    (`actors.inbound_router.decide_pairing`, the one rule for both)."""
+    decision = decide_pairing(store, code, approve)
+    if decision is None:
+        raise CliError(_not_open(store, code))
+    wired_to = None
+    if decision.wired is not None:
+        group = agent_groups.get(store, decision.wired.agent_group_id)
+        wired_to = group.name if group is not None else None
+    chat = decision.chat
+    return Decision(decision.request, "-" if chat is None else chat_name(chat), wired_to)
 
 
 def _not_open(store: Store, code: str) -> str:
