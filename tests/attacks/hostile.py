@@ -20,11 +20,10 @@ import json
 import os
 import queue
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,8 +34,10 @@ from actors.runtime.process import agents_in
 from actors.store import agent_groups, messaging_group_agents, messaging_groups
 from actors.store.db import open_store
 from protocol.layout import SessionLayout
+from tests.fakes import probes
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.host_process import REPO, HostProcess
+from tests.faults.harness import reading
 
 # The sweep re-reads every live session's files: at its production pace (30 s) a refusal
 # would take that long to show when no file event wakes the session.
@@ -64,25 +65,7 @@ class AttackError(AssertionError):
 
 def poll(what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S) -> Any:
     """Bounded poll: `check()`'s first truthy value, or AttackError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AttackError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(POLL_INTERVAL_S)
-
-
-@contextlib.contextmanager
-def reading(db: Path) -> Iterator[sqlite3.Connection]:
-    """A reader's connection as the project opens one: it may roll back a hot journal."""
-    conn = sqlite3.connect(db, timeout=10)
-    try:
-        conn.execute("PRAGMA query_only=1")
-        yield conn
-    finally:
-        conn.close()
+    return probes.poll(what, check, timeout_s, POLL_INTERVAL_S, error=AttackError)
 
 
 # --- the hostile agent -------------------------------------------------------------------

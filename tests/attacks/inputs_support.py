@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tests.fakes import probes
 from tests.fakes.host_process import READY_LINE, REPO, START_TIMEOUT_S
 
 POLL_TIMEOUT_S = 20.0
@@ -44,14 +45,7 @@ class InputAttackError(AssertionError):
 
 def poll(what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S) -> Any:
     """Bounded poll: `check()`'s first truthy value, or InputAttackError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise InputAttackError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(POLL_INTERVAL_S)
+    return probes.poll(what, check, timeout_s, POLL_INTERVAL_S, error=InputAttackError)
 
 
 # --- the host ------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 
 class MemoryState:
@@ -57,3 +60,22 @@ class LineWaiter(logging.Handler):
 
     def wait(self) -> None:
         assert self.seen.wait(self.timeout), f"never logged {self.needle!r}"
+
+
+def poll(
+    what: str,
+    check: Callable[[], Any],
+    timeout_s: float,
+    interval_s: float = 0.02,
+    error: type[AssertionError] = AssertionError,
+) -> Any:
+    """Bounded poll of real state where no event exists: `check()`'s first truthy value, or
+    `error` naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise error(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)

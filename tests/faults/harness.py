@@ -24,6 +24,7 @@ from actors.host import INSTALLATION_FILE
 from actors.runtime.docker import LABEL_INSTALLATION, LABEL_SESSION
 from actors.runtime.process import agents_in
 from protocol.layout import SessionLayout
+from tests.fakes import probes
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.host_process import HostProcess
 
@@ -42,14 +43,7 @@ def poll(
     what: str, check: Callable[[], Any], timeout_s: float = POLL_TIMEOUT_S, interval_s: float = POLL_INTERVAL_S
 ) -> Any:
     """Bounded poll: `check()`'s first truthy value, or FaultError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise FaultError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
+    return probes.poll(what, check, timeout_s, interval_s, error=FaultError)
 
 
 # --- /proc ---------------------------------------------------------------------------------
