@@ -161,8 +161,11 @@ class InboundRouter:
     # --- owners and pairing -----------------------------------------------------------------
 
     def _remember_owner_chat(self, chat: MessagingGroup, event: InboundChat) -> None:
-        """The owner's direct chats are where pairing requests are announced."""
-        if not chat.is_group and event.sender_id and members.role_of(self._store, chat.id, event.sender_id) is None:
+        """The owner's direct chats are where pairing requests are announced; a trusted
+        channel has no strangers to announce, so its messages cost no lookup here."""
+        if chat.channel_type in TRUSTED_CHANNELS or chat.is_group or not event.sender_id:
+            return
+        if members.role_of(self._store, chat.id, event.sender_id) is None:
             members.put(self._store, chat.id, event.sender_id, "owner", event.sender)
 
     def _wire_to_main(self, chat: MessagingGroup) -> messaging_group_agents.Wiring:
