@@ -89,17 +89,6 @@ def give_folder(folder: Path, user: AgentUser | None, mode: int = AGENT_OWN) -> 
         os.close(fd)
 
 
-def give_file(path: Path, user: AgentUser | None) -> None:
-    """A file the host made becomes the agent's."""
-    if user is None or not can_give_away():
-        return
-    fd = os.open(path, _FILE_FLAGS)
-    try:
-        os.fchown(fd, user.uid, user.gid)
-    finally:
-        os.close(fd)
-
-
 def share_file(path: Path, user: AgentUser | None, mode: int = 0o660) -> None:
     """A file the host keeps and `user`'s group writes (`outbound.db` in the sticky `out/`).
     Only a plain file of one link, never through a link: a hard link to a host file would

@@ -18,9 +18,9 @@ from actors.ownership import (
     PASS_THROUGH,
     SHARED_READ,
     NotAFolderError,
-    give_file,
     give_folder,
     secure_data_folder,
+    share_file,
     share_with,
 )
 from actors.runtime.base import AgentUser
@@ -121,16 +121,16 @@ def test_a_shared_folder_is_the_hosts_and_readable_by_the_group(tmp_path: Path) 
     assert mode(tmp_path) == SHARED_READ
 
 
-def test_a_file_made_for_an_agent_is_given_without_following_a_link(tmp_path: Path) -> None:
+def test_a_file_shared_with_an_agent_is_shared_without_following_a_link(tmp_path: Path) -> None:
     made = tmp_path / "outbound.db"
     made.write_bytes(b"")
-    give_file(made, AGENT)
-    assert owner(made) == (AGENT.uid, AGENT.gid)
+    share_file(made, AGENT)
+    assert owner(made) == (os.geteuid(), AGENT.gid) and mode(made) == 0o660
     host_file = tmp_path / "host"
     host_file.write_text("x")
     (tmp_path / "link").symlink_to(host_file)
     with pytest.raises(OSError):
-        give_file(tmp_path / "link", AGENT)
+        share_file(tmp_path / "link", AGENT)
     assert owner(host_file) == (0, 0)
 
 
