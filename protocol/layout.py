@@ -85,8 +85,15 @@ class SessionLayout:
     def sent(self, message_id: str) -> Path:
         return self.root / SENT_DIR / check_message_id(message_id)
 
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """The folders below the root, each after the one it lies in."""
+        return (self.root / INBOX_DIR, self.root / SENT_DIR, self.out, self.out / OUTBOX_DIR)
+
     def create(self) -> None:
-        for folder in (self.root, self.root / INBOX_DIR, self.root / SENT_DIR, self.out, self.out / OUTBOX_DIR):
+        """Make the folders, following what is there (the host's own set-up does not:
+        actors/session/folder.py)."""
+        for folder in (self.root, *self.folders):
             folder.mkdir(parents=True, exist_ok=True)
 
     def take_outbox_file(self, message_id: str, name: str) -> Path:

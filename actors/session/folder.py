@@ -36,7 +36,7 @@ def prepare_session_folder(layout: SessionLayout, agent_dir: Path, user: AgentUs
     # Above the root the path is the host's own (it may go through a link: a data folder
     # moved to another disk); below it, every folder is made one level at a time.
     layout.root.mkdir(parents=True, exist_ok=True)
-    for folder in (layout.root / INBOX_DIR, layout.root / SENT_DIR, layout.out, layout.out / OUTBOX_DIR):
+    for folder in layout.folders:
         _ensure_folder(folder)
     share_with(layout.root.parent, user, SHARED_PASS)
     share_with(layout.root, user)
