@@ -192,20 +192,25 @@ class ProcessRuntime:
 
 
 def agents_in(scope: Path) -> list[int]:
-    """Pids of runner processes whose session folder lies under `scope`, from /proc."""
+    """Pids of runner processes whose session folder lies under `scope`, from /proc.
+
+    A process an agent forks looks like the agent until it execs (the bash tool's shell, for
+    a moment), so one whose parent matched too is the agent's child, not a second agent."""
     prefix = f"HUTCH_SESSION_DIR={scope}{os.sep}".encode()
-    found: list[int] = []
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
             cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_bytes()
         except OSError:
             continue  # gone, or not ours to read
         if b"container_runner" in cmdline and any(item.startswith(prefix) for item in environ):
-            found.append(int(entry.name))
-    return found
+            # The parent pid is the second field after the command name, which may hold ")".
+            parents[int(entry.name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    return [pid for pid, parent in parents.items() if parent not in parents]
 
 
 class ProcessHandle:

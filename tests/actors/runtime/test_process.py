@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from actors.runtime.base import AgentRuntime, AgentSpec, RuntimeStartError
-from actors.runtime.process import REPO_ROOT, ProcessRuntime
+from actors.runtime.process import REPO_ROOT, ProcessRuntime, agents_in
 from tests.fakes.probes import Exits, LineWaiter
 
 pytestmark = pytest.mark.timeout(20)
@@ -234,6 +234,23 @@ def test_an_agent_dies_with_a_host_that_is_killed(tmp_path: Path) -> None:
     finally:
         if host.poll() is None:
             host.kill()
+
+
+def test_a_child_an_agent_forks_is_not_counted_as_another_agent(tmp_path: Path) -> None:
+    """Until it execs, a process the agent forks has the agent's command line and
+    environment; the fault suite once counted two agents in that window."""
+    env = {**os.environ, "HUTCH_SESSION_DIR": str(tmp_path / "sessions" / "main" / "s1")}
+    script = "import os, sys, time\nif os.fork() == 0:\n    time.sleep(60)\nprint(flush=True)\ntime.sleep(60)"
+    agent = subprocess.Popen(
+        [sys.executable, "-c", script, "container_runner"], env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert agent.stdout is not None
+        agent.stdout.readline()  # forked by now
+        assert agents_in(tmp_path / "sessions") == [agent.pid]
+    finally:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
 
 
 def test_cleanup_ends_only_the_agents_of_its_own_data_folder(tmp_path: Path) -> None:
