@@ -33,3 +33,7 @@ class DataFolder:
     @property
     def chat_socket(self) -> Path:
         return self.data_dir / "cli.sock"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / "control.sock"

@@ -16,6 +16,9 @@ from actors.channels.local_chat import LocalChatChannel
 from actors.channels.starter import ChannelStarter
 from actors.channels.webhook import WebhookChannel
 from actors.config import HostConfig
+from actors.control.in_host import HostSessions
+from actors.control.operations import Operations
+from actors.control.server import ControlServer
 from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
 from actors.inotify_limits import inotify_shortfall
@@ -179,6 +182,13 @@ class Host:
             self.store, self.registry, self.supervisor, config.sessions_dir, config.sweep_interval_s
         )
         self._on_stop("sweep", self.sweep.stop)
+
+        served = frozenset(channel.channel_type for channel in self.channels)
+        control = HostSessions(self.supervisor, self.delivery, served, stop_timeout_s=_SUPERVISOR_STOP_S)
+        self.operations = Operations(self.store, config, control, config.owners)
+        self.control_server = ControlServer(config.control_socket, self.operations.execute)
+        self.control_server.start()
+        self._on_stop("control socket", self.control_server.stop)
 
         on_event = submitter(self.supervisor)
         for channel in self.channels:

@@ -15,7 +15,7 @@ import msgspec
 import pykka
 
 from actors.channels.base import Card, InboundEvent
-from protocol.content import InboundContent
+from protocol.content import InboundContent, SeriesChange
 from protocol.rows import MessageIn, Routing
 
 
@@ -244,3 +244,36 @@ class SessionFailed(msgspec.Struct, frozen=True):
     session_id: str
     error: str
     restart: bool = True
+
+
+# --- the control operations (actors/control): asked, and answered once done ----------------
+
+
+class ChangeSeries(msgspec.Struct, frozen=True):
+    """SessionActor: pause, resume or cancel one of its task series, in its own write
+    transaction (it is inbound.db's one writer). Answers the log line, or raises
+    `ActionRejected` with why nothing changed."""
+
+    action: SeriesChange
+
+
+class OpenSession(msgspec.Struct, frozen=True):
+    """Supervisor: the session's actor, started if it is not running; None when the host is
+    closing or the session is gone."""
+
+    session_id: str
+
+
+class StopSession(msgspec.Struct, frozen=True):
+    """Supervisor: stop the session's agent and actor now, as going idle does; answers
+    whether it was running."""
+
+    session_id: str
+
+
+class RemoveAgentGroup(msgspec.Struct, frozen=True):
+    """Supervisor: stop every session of the group, then delete it (its wirings and sessions
+    with it) in the same turn of the Supervisor, so no message can open a session between
+    the two. Answers the ids of the sessions that were running."""
+
+    agent_group_id: str

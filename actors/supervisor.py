@@ -32,9 +32,12 @@ from actors.messages import (
     InboundReceived,
     Notify,
     OpenQuestion,
+    OpenSession,
+    RemoveAgentGroup,
     SessionFailed,
     SessionIdle,
     StopIfIdle,
+    StopSession,
     Tellable,
     WriteInbound,
 )
@@ -186,6 +189,12 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_idle_answer(message)
             case SessionFailed(session_id=session_id, error=error, restart=restart):
                 self._on_failed(session_id, error, restart)
+            case OpenSession(session_id=session_id):
+                return self._open(session_id)
+            case StopSession(session_id=session_id):
+                return self._stop_now(session_id)
+            case RemoveAgentGroup(agent_group_id=agent_group_id):
+                return self._remove_group(agent_group_id)
             case _:
                 return super().on_receive(message)
         return None
@@ -322,6 +331,34 @@ class Supervisor(pykka.ThreadingActor):
             return
         self._stop_sessions([answer.session_id])
         self._touched.pop(answer.session_id, None)
+
+    # --- asked through the control socket (actors/control) --------------------------------
+
+    def _open(self, session_id: str) -> pykka.ActorRef[SessionActor] | None:
+        session = sessions.get(self._store, session_id)
+        if session is None or self._closing:
+            return None
+        return self._session_ref(session)
+
+    def _stop_now(self, session_id: str) -> bool:
+        """As going idle does, in this actor's turn: no message can open the session again
+        until its actor has stopped, so there are never two writers of its inbound.db."""
+        running = self._registry.get(session_id) is not None
+        self._hand_over()  # what was routed to it is committed before it stops
+        self._stop_sessions([session_id])
+        self._touched.pop(session_id, None)
+        return running
+
+    def _remove_group(self, agent_group_id: str) -> list[str]:
+        ids = [session.id for session in sessions.list_all(self._store, agent_group_id=agent_group_id)]
+        running = [session_id for session_id in ids if self._registry.get(session_id) is not None]
+        self._hand_over()
+        self._stop_sessions(running)
+        agent_groups.delete(self._store, agent_group_id)
+        for session_id in ids:
+            self._touched.pop(session_id, None)
+        log.info("agent group %s removed; %d session(s) stopped", agent_group_id[:8], len(running))
+        return running
 
     def _on_failed(self, session_id: str, error: str, restart: bool) -> None:
         ref = self._registry.remove(session_id)

@@ -135,7 +135,9 @@ class ResumeTask(_Content, frozen=True, tag="resume_task", tag_field="action"):
     task_id: Short
 
 
-SystemAction = ScheduleTask | CancelTask | PauseTask | ResumeTask
+# What changes a task series that exists: every occurrence of it.
+SeriesChange = CancelTask | PauseTask | ResumeTask
+SystemAction = ScheduleTask | SeriesChange
 
 OutboundKind = Literal["chat", "edit", "reaction", "ask_question", "card", "system"]
 OUTBOUND_TYPES: dict[str, Any] = {

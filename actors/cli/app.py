@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from actors.cli import groups, senders, sessions
+from actors.cli import groups, senders, sessions, tasks, wiring
 from actors.cli.common import (
     CliError,
     DataDirOption,
@@ -65,6 +65,9 @@ app = typer.Typer(
 app.add_typer(groups.app)
 app.add_typer(sessions.app)
 app.add_typer(senders.app)
+app.add_typer(tasks.app)
+app.command("wire")(wiring.wire)
+app.command("unwire")(wiring.unwire)
 app.command("status")(status)
 
 

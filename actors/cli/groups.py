@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
+from actors.cli import control
 from actors.cli.common import DataDirOption, HostFlags, console, load, open_central
+from actors.control.requests import AddGroup, RemoveGroup
 from actors.runtime.base import AgentLimits
 from actors.store import agent_groups, sessions
 from actors.store.agent_groups import AgentGroup
@@ -60,3 +64,33 @@ def limit_cells(group: AgentGroup, defaults: AgentLimits) -> tuple[str, str, str
 
 def _own_or_default(value: str, own: object) -> str:
     return f"{value} {OWN}" if own is not None else value
+
+
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The agent group's name.")]
+
+
+@app.command("add")
+def add(
+    name: NameArgument,
+    data_dir: DataDirOption = None,
+    folder: Annotated[
+        str | None, typer.Option(help="Its folder in groups/ and sessions/.", show_default="the name, lower-case")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Its model.", show_default="the host's (HUTCH_MODEL)")] = None,
+) -> None:
+    """Add an agent group: a new agent identity with its own folder and memory."""
+    control.run(load(HostFlags(data_dir=data_dir)), AddGroup(name=name, folder=folder, model=model))
+
+
+@app.command("remove")
+def remove(
+    name: NameArgument,
+    data_dir: DataDirOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+) -> None:
+    """Remove an agent group with its wirings and sessions (its running agents are stopped
+    first); its files stay on disk."""
+    config = load(HostFlags(data_dir=data_dir))
+    if not yes:
+        typer.confirm(f"Remove agent group {name!r}, its wirings and its sessions?", abort=True)
+    control.run(config, RemoveGroup(name=name))

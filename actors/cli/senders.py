@@ -1,23 +1,24 @@
-"""`hutch senders`: strangers who asked to talk to an agent (a chat whose unknown-sender
-policy is `pair`), approved or refused here as the owner would with `/approve CODE` in chat.
+"""`hutch senders`: who may talk to a chat's agents. Strangers who asked (a chat whose
+unknown-sender policy is `pair`) are approved or refused here as the owner would with
+`/approve CODE` in chat; anyone can be allowed or blocked ahead of time.
 
-The decision is written to `hutch.db`, which the host reads for every message: a running
-host lets an approved sender in from their next message, without a restart.
+A running host makes the change itself (and tells the person about a decision); with none
+running it is made here (`actors.cli.control`). The host reads who may talk per message, so
+it counts from their next one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from actors.cli.common import CliError, DataDirOption, HostFlags, chat_name, console, load, open_central, when
-from actors.inbound_router import decide_pairing
-from actors.store import agent_groups, messaging_groups, pairing_requests
-from actors.store.db import Store
-from actors.store.pairing_requests import PairingRequest
+from actors.cli import control
+from actors.cli.common import DataDirOption, HostFlags, chat_name, console, load, open_central, when
+from actors.control.requests import AllowSender, BlockSender, DecidePairing
+from actors.store import messaging_groups, pairing_requests
 from protocol.timeutil import utc_now
 
 app = typer.Typer(name="senders", help="Pairing requests from people an agent does not know yet.")
@@ -54,54 +55,39 @@ def pending(data_dir: DataDirOption = None) -> None:
 
 @app.command("approve")
 def approve(code: CodeArgument, data_dir: DataDirOption = None) -> None:
-    """Let the sender talk to the agent in the chat they asked in."""
-    _decide_and_say(code, True, data_dir)
+    """Let the sender talk to the agent in the chat they asked in; a running host tells them."""
+    control.run(load(HostFlags(data_dir=data_dir)), DecidePairing(code=code, approve=True))
 
 
 @app.command("refuse")
 def refuse(code: CodeArgument, data_dir: DataDirOption = None) -> None:
-    """Refuse the sender; they are not offered another code."""
-    _decide_and_say(code, False, data_dir)
+    """Refuse the sender; they are not offered another code. A running host tells them."""
+    control.run(load(HostFlags(data_dir=data_dir)), DecidePairing(code=code, approve=False))
 
 
-@dataclass(frozen=True)
-class Decision:
-    request: PairingRequest
-    chat: str
-    wired_to: str | None  # the agent group a direct chat was wired to by this approval
+ChatArgument = Annotated[str, typer.Argument(metavar="CHAT", help="CHANNEL:ID, e.g. telegram:-100123 or discord:6789.")]
+UserArgument = Annotated[str, typer.Argument(metavar="USER", help="The person's user id on that platform.")]
 
 
-def decide(store: Store, code: str, approve: bool) -> Decision:
-    """Approve or refuse the open request `code` as the host does for `/approve CODE`
-    (`actors.inbound_router.decide_pairing`, the one rule for both)."""
-    decision = decide_pairing(store, code, approve)
-    if decision is None:
-        raise CliError(_not_open(store, code))
-    wired_to = None
-    if decision.wired is not None:
-        group = agent_groups.get(store, decision.wired.agent_group_id)
-        wired_to = group.name if group is not None else None
-    chat = decision.chat
-    return Decision(decision.request, "-" if chat is None else chat_name(chat), wired_to)
+class Role(StrEnum):
+    MEMBER = "member"
+    ADMIN = "admin"
+    OWNER = "owner"
 
 
-def _not_open(store: Store, code: str) -> str:
-    known = pairing_requests.get(store, code)
-    if known is None:
-        return f"no pairing request {code.strip().upper()} (`hutch senders pending` lists the open ones)"
-    return f"pairing request {known.code} is not open: it was {known.status} at {known.decided_at or '?'}"
+@app.command("allow")
+def allow(
+    chat: ChatArgument,
+    user: UserArgument,
+    data_dir: DataDirOption = None,
+    role: Annotated[Role, typer.Option(help="admin and owner may use session commands such as /clear.")] = Role.MEMBER,
+    name: Annotated[str | None, typer.Option(help="What to call them.")] = None,
+) -> None:
+    """Let a person talk to the chat's agents without asking (or change their role)."""
+    control.run(load(HostFlags(data_dir=data_dir)), AllowSender(chat=chat, user=user, role=role.value, name=name))
 
 
-def _decide_and_say(code: str, approve: bool, data_dir: DataDirOption) -> None:
-    config = load(HostFlags(data_dir=data_dir))
-    with open_central(config) as store:
-        decision = decide(store, code, approve)
-    request = decision.request
-    who = f"{request.user_name} ({request.user_id})" if request.user_name else request.user_id
-    if approve:
-        wired = f"; the chat is wired to {decision.wired_to!r}" if decision.wired_to else ""
-        typer.echo(f"{request.code}: {who} is approved in {decision.chat}{wired}. They can talk to the agent now.")
-    else:
-        typer.echo(f"{request.code}: {who} is refused in {decision.chat}.")
-    # The host tells them when the owner decides in chat; from here there is no channel to do so.
-    typer.echo("They are not told by hutch: tell them yourself, or decide with /approve or /refuse in your chat.")
+@app.command("block")
+def block(chat: ChatArgument, user: UserArgument, data_dir: DataDirOption = None) -> None:
+    """Drop a person's messages in the chat for good; they are never offered a code."""
+    control.run(load(HostFlags(data_dir=data_dir)), BlockSender(chat=chat, user=user))

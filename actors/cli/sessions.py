@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from actors.cli import control
 from actors.cli.common import (
     SHORT_ID,
     CliError,
@@ -24,6 +25,8 @@ from actors.cli.common import (
     session_folder,
     when,
 )
+from actors.control.operations import OperationError, find_session
+from actors.control.requests import ClearSession, StopSession
 from actors.store import agent_groups, messaging_groups, pending_questions, sessions
 from actors.store.db import Store
 from actors.store.messaging_groups import MessagingGroup
@@ -32,6 +35,8 @@ from protocol.layout import SessionLayout
 from protocol.timeutil import utc_now
 
 app = typer.Typer(name="sessions", help="The sessions: one conversation of one agent group each.")
+
+SessionArgument = Annotated[str, typer.Argument(metavar="ID", help="A session id, or a prefix only it has.")]
 
 
 @app.command("list")
@@ -70,7 +75,7 @@ def list_sessions(
 
 @app.command("show")
 def show(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="A session id, or a prefix only it has.")],
+    session_id: SessionArgument,
     data_dir: DataDirOption = None,
 ) -> None:
     """One session in full: its chat, folder, rows by status, agent heartbeat and open questions."""
@@ -108,16 +113,24 @@ def show(
 
 def find(store: Store, wanted: str) -> Session:
     """The session with this id, or the one whose id starts with it; CliError otherwise."""
-    wanted = wanted.strip()
-    exact = sessions.get(store, wanted) if wanted else None
-    if exact is not None:
-        return exact
-    matches = [session for session in sessions.list_all(store) if wanted and session.id.startswith(wanted)]
-    if not matches:
-        raise CliError(f"no session {wanted!r} (`hutch sessions list` shows them)")
-    if len(matches) > 1:
-        raise CliError(f"{len(matches)} sessions start with {wanted!r}: give more of the id")
-    return matches[0]
+    try:
+        return find_session(store, wanted)
+    except OperationError as exc:
+        raise CliError(str(exc)) from None
+
+
+@app.command("stop")
+def stop(session_id: SessionArgument, data_dir: DataDirOption = None) -> None:
+    """Stop the session's agent now (after its stop grace); its work stays, and the next
+    message starts it again."""
+    control.run(load(HostFlags(data_dir=data_dir)), StopSession(session=session_id))
+
+
+@app.command("clear")
+def clear(session_id: SessionArgument, data_dir: DataDirOption = None) -> None:
+    """Make the session's agent forget the conversation, as the owner's /clear in the chat
+    does; its answer goes to the chat."""
+    control.run(load(HostFlags(data_dir=data_dir)), ClearSession(session=session_id))
 
 
 def chat_label(session: Session, chat: MessagingGroup | None) -> str:

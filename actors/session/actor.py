@@ -34,6 +34,7 @@ import pykka
 
 from actors.messages import (
     AskQuestion,
+    ChangeSeries,
     CommitInbound,
     ContainerExited,
     Deliver,
@@ -79,11 +80,11 @@ from actors.session.typing import TypingHints
 from actors.slots import ContainerSlots
 from actors.watch import FolderWatcher, Subscriptions
 from protocol import inbound
-from protocol.content import ChatIn, ContentError, Notice, SystemAction, check_inbound
+from protocol.content import ChatIn, ContentError, Notice, SeriesChange, SystemAction, check_inbound
 from protocol.db import read_transaction, write_transaction
 from protocol.filewatch import commit_may_have_finished
 from protocol.layout import HEARTBEAT, OUTBOUND_DB, UnsafePathError
-from protocol.rows import Delivery, MessageIn, ProcessingAck
+from protocol.rows import Delivery, MessageIn, ProcessingAck, Routing
 from protocol.timers import ActorTimer
 from protocol.timeutil import now_ts, utc_now
 
@@ -268,6 +269,8 @@ class SessionActor(pykka.ThreadingActor):
                 reply_to.tell(IdleAnswer(self._info.session_id, token, idle))
             case Drain():
                 return self._deliveries.drain()
+            case ChangeSeries(action=action):
+                return self._change_series(action)
             case _:
                 return super().on_receive(message)
         return None
@@ -285,7 +288,19 @@ class SessionActor(pykka.ThreadingActor):
                 if reply_to is None:
                     return True
                 reply_to.tell(IdleAnswer(self._info.session_id, token, True))
+            case ChangeSeries():
+                raise error  # to the asker, whose change was not made
         return None
+
+    def _change_series(self, action: SeriesChange) -> str:
+        """A task change asked through the host's control socket, applied as the agent's own
+        would be; a resumed task that is due starts the agent."""
+        with self._writing() as conn:
+            done = apply_action(conn, action, Routing(), requested_by=0)
+            self._pending.replace(inbound.messages_with_status(conn, "pending"))
+        log.info("%s %s (asked through the control socket)", self._info.tag, done)
+        self._refresh()
+        return done
 
     def _show_typing(self) -> None:
         """The chats whose messages the agent is working on are told so, and again while it

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from protocol import inbound
-from protocol.content import CancelTask, PauseTask, ResumeTask, ScheduleTask, SystemAction, TaskIn
+from protocol.content import CancelTask, PauseTask, ResumeTask, ScheduleTask, SeriesChange, SystemAction, TaskIn
 from protocol.cron import CronError, check_cron
 from protocol.layout import UnsafePathError, check_message_id
 from protocol.rows import MessageIn, Routing
@@ -62,7 +62,7 @@ def _schedule(conn: sqlite3.Connection, action: ScheduleTask, routing: Routing, 
     return f"task {row.id} scheduled for {row.process_after} (seq {row.seq})"
 
 
-def _change_series(conn: sqlite3.Connection, action: CancelTask | PauseTask | ResumeTask) -> str:
+def _change_series(conn: sqlite3.Connection, action: SeriesChange) -> str:
     rows = _series_of(conn, action.task_id)
     if not rows:
         raise ActionRejected(f"{type(action).__name__}: there is no task {action.task_id!r}")

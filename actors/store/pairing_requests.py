@@ -110,3 +110,32 @@ def decide(store: Store, code: str, approve: bool) -> PairingRequest | None:
         if approve:
             members.put(store, request.messaging_group_id, request.user_id, "member", request.user_name)
         return decided
+
+
+def block(store: Store, messaging_group_id: str, user_id: str) -> PairingRequest:
+    """Refuse the sender in that chat for good: their open request, or a refused one made
+    now, so `was_refused` drops them and they are never offered a code."""
+    with store.transaction() as conn:
+        now = now_ts()
+        row = conn.execute(
+            f"{_SELECT} WHERE messaging_group_id = ? AND user_id = ? AND status = 'pending'",
+            (messaging_group_id, user_id),
+        ).fetchone()
+        if row is not None:
+            conn.execute(f"UPDATE {TABLE} SET status = 'refused', decided_at = ? WHERE code = ?", (now, row["code"]))
+            return msgspec.structs.replace(_convert(row), status="refused", decided_at=now)
+        request = PairingRequest(
+            code=_new_code(conn),
+            messaging_group_id=messaging_group_id,
+            user_id=user_id,
+            user_name=None,
+            status="refused",
+            created_at=now,
+            decided_at=now,
+        )
+        conn.execute(
+            f"INSERT INTO {TABLE} (code, messaging_group_id, user_id, user_name, status, created_at, decided_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (request.code, messaging_group_id, user_id, None, "refused", now, now),
+        )
+        return request

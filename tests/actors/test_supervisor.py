@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pykka
 import pytest
@@ -18,10 +18,20 @@ from actors.config import HostConfig
 from actors.delivery import DeliveryActor
 from actors.host import ensure_first_start
 from actors.inbound_router import RoutingError
-from actors.messages import EnsureSession, FlushBookkeeping, OutboundChanged, SessionFailed
+from actors.messages import (
+    ChangeSeries,
+    EnsureSession,
+    FlushBookkeeping,
+    OpenSession,
+    OutboundChanged,
+    RemoveAgentGroup,
+    SessionFailed,
+    StopSession,
+)
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentSpec
 from actors.session import SessionActor, SessionSettings
+from actors.session.system_actions import ActionRejected, apply_action
 from actors.store import agent_groups, messaging_group_agents, messaging_groups, pending_questions, sessions
 from actors.store.db import Store, open_store
 from actors.store.messaging_group_agents import SessionMode
@@ -29,7 +39,7 @@ from actors.store.sessions import Session
 from actors.supervisor import Supervisor, SupervisorSetup, submitter
 from actors.watch import FolderWatcher
 from protocol import inbound, outbound
-from protocol.content import AskQuestionOut, ChatIn, QuestionAnswer
+from protocol.content import AskQuestionOut, CancelTask, ChatIn, PauseTask, QuestionAnswer, ScheduleTask
 from protocol.db import read_transaction, write_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageIn, Routing, from_row
@@ -598,3 +608,65 @@ def test_a_message_for_two_agents_is_acked_once_both_sessions_have_it(start_host
     both = host.sessions()
     assert len(both) == 2
     assert all([r.decoded().text for r in rows_in(host.layout(session))] == ["for both of you"] for session in both)
+
+
+# --- asked through the control socket --------------------------------------------------------
+
+
+def _live_session(host: Running) -> Session:
+    host.channel.emit(chat("hello"))
+    host.runtime.wait_for_starts(1)
+    (session,) = host.sessions()
+    return session
+
+
+@pytest.mark.usefixtures("first_start")
+def test_open_session_gives_the_live_actor_and_none_for_an_unknown_session(start_host: StartHost) -> None:
+    host = start_host()
+    session = _live_session(host)
+    ref = host.supervisor.ask(OpenSession(session.id), timeout=10)
+    assert ref in live_session_actors()
+    assert host.supervisor.ask(OpenSession("no-such-session"), timeout=10) is None
+
+
+@pytest.mark.usefixtures("first_start")
+def test_stop_session_ends_its_agent_and_actor_and_the_next_message_opens_it_again(start_host: StartHost) -> None:
+    host = start_host()
+    session = _live_session(host)
+    (handle,) = host.runtime.handles_of(session.id)
+    assert host.supervisor.ask(StopSession(session.id), timeout=20) is True
+    assert not handle.alive()
+    assert live_session_actors() == []
+    assert host.supervisor.ask(StopSession(session.id), timeout=20) is False
+    host.channel.emit(chat("again"))
+    host.runtime.wait_for_starts(2)
+    assert len(live_session_actors()) == 1
+
+
+@pytest.mark.usefixtures("first_start")
+def test_remove_agent_group_stops_its_sessions_before_the_group_goes(store: Store, start_host: StartHost) -> None:
+    host = start_host()
+    session = _live_session(host)
+    group = agent_groups.get_by_folder(store, "main")
+    assert group is not None
+    assert host.supervisor.ask(RemoveAgentGroup(group.id), timeout=20) == [session.id]
+    assert live_session_actors() == []
+    assert agent_groups.get(store, group.id) is None
+    assert sessions.get(store, session.id) is None
+
+
+@pytest.mark.usefixtures("first_start")
+def test_a_task_change_is_applied_by_the_sessions_own_actor(start_host: StartHost) -> None:
+    host = start_host()
+    session = _live_session(host)
+    layout = host.layout(session)
+    host.supervisor.ask(StopSession(session.id), timeout=20)
+    with write_transaction(layout.inbound_db) as conn:  # as an agent's schedule_task left it
+        schedule = ScheduleTask(task_id="t1", prompt="water", process_after="2030-01-01T09:00:00.000000Z")
+        apply_action(conn, schedule, Routing(), requested_by=1)
+    ref = cast(pykka.ActorRef[Any], host.supervisor.ask(OpenSession(session.id), timeout=10))
+    done = cast(str, ref.ask(ChangeSeries(PauseTask(task_id="t1")), timeout=10))
+    assert done.endswith("1 occurrence(s) now paused")
+    assert [row.status for row in rows_in(layout) if row.kind == "task"] == ["paused"]
+    with pytest.raises(ActionRejected, match="there is no task 'nope'"):
+        ref.ask(ChangeSeries(CancelTask(task_id="nope")), timeout=10)

@@ -38,8 +38,9 @@ def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps at 80 columns when not on a terminal
 
 
-def hutch(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), env=env)
+def hutch(*args: str, env: dict[str, str] | None = None, answers: str | None = None) -> Result:
+    """`answers`: what the person types at the command's prompts."""
+    return CliRunner().invoke(app, list(args), env=env, input=answers)
 
 
 def one_error_line(result: Result) -> str:

@@ -1,0 +1,390 @@
+"""The control operations: what the `hutch` command and the control page may change.
+
+Each request of `actors.control.requests` is carried out here, once, against the central DB
+and a `SessionControl` for what touches a session's files or its running agent. While a host
+runs, that is the host's own actors (`actors.control.in_host`); while none does, it is the
+command itself holding the data folder's lock (`actors.control.offline`). Either way each
+file keeps its one writer (docs/ARCHITECTURE.md, "The control socket")."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from actors.control.requests import (
+    AddGroup,
+    AllowSender,
+    BlockSender,
+    ChangeTask,
+    ClearSession,
+    DecidePairing,
+    RemoveGroup,
+    Reply,
+    Request,
+    StopSession,
+    Unwire,
+    Wire,
+)
+from actors.control.tasks import TaskSeries, read_tasks
+from actors.data_folder import DataFolder
+from actors.group_folder import seed_group_folder
+from actors.inbound_router import MAIN_GROUP, decide_pairing
+from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pairing_requests, sessions
+from actors.store.agent_groups import AgentGroup
+from actors.store.db import Store, StoreError
+from actors.store.messaging_groups import MessagingGroup
+from actors.store.sessions import Session
+from protocol.content import CancelTask, ChatIn, PauseTask, ResumeTask, SeriesChange
+from protocol.layout import SessionLayout
+from protocol.rows import Routing
+
+log = logging.getLogger("hutch.control")
+
+# Who a command-line `/clear` comes from, in the agent's prompt and the session's rows.
+COMMAND_SENDER = "hutch (command line)"
+# The channels a chat can be on; webhooks are routes, not chats.
+CHAT_CHANNELS = ("cli", "telegram", "discord")
+# A group's folder is one path component below groups/ and sessions/.
+_FOLDER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_RESERVED_FOLDERS = frozenset({"global"})
+_MAX_NAME = 100
+_MAX_PLATFORM_ID = 200
+_TASK_CHANGES: dict[str, type[CancelTask | PauseTask | ResumeTask]] = {
+    "pause": PauseTask,
+    "resume": ResumeTask,
+    "cancel": CancelTask,
+}
+
+
+class OperationError(Exception):
+    """The request cannot be carried out; nothing was changed. The text says why."""
+
+
+class SessionControl(Protocol):
+    """What an operation needs done to a session, by whoever may do it now."""
+
+    @property
+    def host_runs(self) -> bool: ...
+
+    def change_series(self, session: Session, layout: SessionLayout, action: SeriesChange) -> str:
+        """Apply the change in the session's inbound.db; ActionRejected if it does not apply."""
+        ...
+
+    def write_chat(self, session: Session, layout: SessionLayout, content: ChatIn, routing: Routing) -> None:
+        """Add a chat row for the session's agent, as a channel's message would be."""
+        ...
+
+    def stop(self, session: Session) -> bool:
+        """Stop the session's agent; True if one ran."""
+        ...
+
+    def remove_group(self, group: AgentGroup) -> list[str]:
+        """Stop the group's sessions and delete it; the ids of those that ran."""
+        ...
+
+    def tell(self, routing: Routing, text: str) -> bool:
+        """Send a person a line on their channel; False if nobody can now."""
+        ...
+
+
+class Operations:
+    """Carries out control requests; `execute` never raises for a refused request."""
+
+    def __init__(
+        self, store: Store, folder: DataFolder, control: SessionControl, owners: Mapping[str, str] | None = None
+    ) -> None:
+        self._store = store
+        self._folder = folder
+        self._control = control
+        self._owners = dict(owners or {})
+
+    def execute(self, request: Request) -> Reply:
+        try:
+            message = self._carry_out(request)
+        except (OperationError, StoreError, ValueError) as exc:
+            return Reply(ok=False, message=str(exc))
+        log.info("control: %s", message)
+        return Reply(ok=True, message=message)
+
+    def _carry_out(self, request: Request) -> str:
+        match request:
+            case StopSession(session=wanted):
+                return self._stop(find_session(self._store, wanted))
+            case ClearSession(session=wanted):
+                return self._clear(find_session(self._store, wanted))
+            case ChangeTask():
+                return self._change_task(request)
+            case AddGroup():
+                return self._add_group(request)
+            case RemoveGroup(name=name):
+                return self._remove_group(name)
+            case Wire():
+                return self._wire(request)
+            case Unwire(chat=chat, group=group):
+                return self._unwire(chat, group)
+            case DecidePairing(code=code, approve=approve):
+                return self._decide(code, approve)
+            case AllowSender():
+                return self._allow(request)
+            case BlockSender(chat=chat, user=user):
+                return self._block(chat, user)
+        raise OperationError(f"unknown request {type(request).__name__}")
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def _stop(self, session: Session) -> str:
+        if not self._control.host_runs:
+            return f"session {session.id[:8]}: no host runs, so no agent of it runs"
+        if self._control.stop(session):
+            return f"session {session.id[:8]}: its agent is stopped; the next message starts it again"
+        return f"session {session.id[:8]}: no agent of it was running"
+
+    def _clear(self, session: Session) -> str:
+        group = self._group_of(session)
+        content = ChatIn(text="/clear", sender=COMMAND_SENDER, sender_role="owner")
+        self._control.write_chat(session, self._layout(group, session), content, self._routing(session))
+        later = "" if self._control.host_runs else " when the host next runs"
+        return f"session {session.id[:8]}: its agent forgets the conversation{later} (a /clear as the owner)"
+
+    def _routing(self, session: Session) -> Routing:
+        """The session's chat, so the agent's answer to the clear reaches it."""
+        if session.messaging_group_id is None:
+            return Routing()
+        chat = messaging_groups.get(self._store, session.messaging_group_id)
+        if chat is None:
+            return Routing()
+        return Routing(chat.platform_id, chat.channel_type, session.thread_id)
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    def _change_task(self, request: ChangeTask) -> str:
+        session, series = self._find_task(request.task, request.session)
+        if not series.can(request.verb):
+            raise OperationError(f"task {series.id} is {series.state}: there is nothing to {request.verb}")
+        layout = self._layout(self._group_of(session), session)
+        done = self._control.change_series(session, layout, _TASK_CHANGES[request.verb](task_id=series.id))
+        return f"session {session.id[:8]}: {done}"
+
+    def _find_task(self, wanted: str, session_wanted: str | None) -> tuple[Session, TaskSeries]:
+        wanted = wanted.strip()
+        if not wanted:
+            raise OperationError("give a task id (`hutch tasks list` shows them)")
+        scope = [find_session(self._store, session_wanted)] if session_wanted else sessions.list_all(self._store)
+        found: list[tuple[Session, TaskSeries]] = []
+        for session in scope:
+            group = agent_groups.get(self._store, session.agent_group_id)
+            if group is None:
+                continue
+            for series in read_tasks(self._layout(group, session).root):
+                if series.id == wanted:
+                    return session, series
+                if series.id.startswith(wanted):
+                    found.append((session, series))
+        if not found:
+            raise OperationError(f"no task {wanted!r} (`hutch tasks list` shows them)")
+        if len(found) > 1:
+            raise OperationError(f"{len(found)} tasks start with {wanted!r}: give more of the id, or --session")
+        return found[0]
+
+    # --- agent groups -----------------------------------------------------------------------
+
+    def _add_group(self, request: AddGroup) -> str:
+        name = _text("name", request.name, _MAX_NAME)
+        folder = request.folder if request.folder is not None else name.lower()
+        if not _FOLDER.fullmatch(folder) or folder in _RESERVED_FOLDERS:
+            raise OperationError(
+                f"folder {folder!r} cannot be used: lower-case letters, digits, '-' and '_', at most 64, "
+                "not 'global' (give one with --folder)"
+            )
+        model = None if request.model is None else _text("model", request.model, _MAX_NAME)
+        if agent_groups.get_by_name(self._store, name) is not None:
+            raise OperationError(f"there is already an agent group {name!r}")
+        if agent_groups.get_by_folder(self._store, folder) is not None:
+            raise OperationError(f"folder {folder!r} is already another agent group's")
+        agent_groups.create(self._store, name=name, folder=folder, model=model)
+        seed_group_folder(self._folder.groups_dir, folder)
+        return f"agent group {name!r} added (folder groups/{folder}); `hutch wire` connects a chat to it"
+
+    def _remove_group(self, name: str) -> str:
+        group = self._group_named(name)
+        if group.folder == MAIN_GROUP:
+            raise OperationError(f"{group.name!r} is where owners' direct chats are wired; it cannot be removed")
+        stopped = self._control.remove_group(group)
+        ran = f"; {len(stopped)} running session(s) stopped" if stopped else ""
+        return (
+            f"agent group {group.name!r} removed with its wirings and sessions{ran}; "
+            f"its files stay in groups/{group.folder} and sessions/{group.folder}"
+        )
+
+    def _group_named(self, name: str) -> AgentGroup:
+        """By name, or by folder (the name's lower-case form, unless one was given)."""
+        group = agent_groups.get_by_name(self._store, name.strip()) or agent_groups.get_by_folder(
+            self._store, name.strip()
+        )
+        if group is None:
+            raise OperationError(f"no agent group {name!r} (`hutch groups list` shows them)")
+        return group
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    def _wire(self, request: Wire) -> str:
+        group = self._group_named(request.group)
+        with self._store.transaction():
+            chat = self._chat(request.chat, create=True)
+            if request.unknown_senders is not None and request.unknown_senders != chat.unknown_senders:
+                messaging_groups.update(self._store, chat.id, unknown_senders=request.unknown_senders)
+            existing = messaging_group_agents.get_pair(self._store, chat.id, group.id)
+            if existing is None:
+                messaging_group_agents.create(
+                    self._store,
+                    messaging_group_id=chat.id,
+                    agent_group_id=group.id,
+                    session_mode=request.session_mode,
+                    trigger_rule=request.trigger_rule,
+                    untriggered=request.untriggered,
+                )
+                verb = "wired to"
+            else:
+                messaging_group_agents.update(
+                    self._store,
+                    existing.id,
+                    session_mode=request.session_mode,
+                    trigger_rule=request.trigger_rule,
+                    untriggered=request.untriggered,
+                )
+                verb = "rewired to"
+        return (
+            f"{request.chat} {verb} {group.name!r}: sessions {request.session_mode}, trigger {request.trigger_rule}, "
+            f"untriggered messages {request.untriggered}"
+        )
+
+    def _unwire(self, chat_name: str, group_name: str) -> str:
+        group = self._group_named(group_name)
+        chat = self._chat(chat_name, create=False)
+        wiring = messaging_group_agents.get_pair(self._store, chat.id, group.id)
+        if wiring is None:
+            raise OperationError(f"{chat_name} is not wired to {group.name!r}")
+        messaging_group_agents.delete(self._store, wiring.id)
+        return f"{chat_name} unwired from {group.name!r}; its sessions stay until they go idle"
+
+    def _chat(self, name: str, *, create: bool) -> MessagingGroup:
+        channel, platform_id = parse_chat(name)
+        chat = messaging_groups.get_by_platform(self._store, channel, platform_id)
+        if chat is not None:
+            return chat
+        if not create:
+            raise OperationError(f"no chat {name} (`hutch wire` makes one)")
+        # A Telegram group's id is negative; a direct chat's is the person's own.
+        is_group = channel == "telegram" and platform_id.startswith("-")
+        return messaging_groups.create(self._store, channel_type=channel, platform_id=platform_id, is_group=is_group)
+
+    # --- senders ----------------------------------------------------------------------------
+
+    def _decide(self, code: str, approve: bool) -> str:
+        decision = decide_pairing(self._store, code, approve)
+        if decision is None:
+            raise OperationError(_not_open(self._store, code))
+        request, chat = decision.request, decision.chat
+        who = f"{request.user_name} ({request.user_id})" if request.user_name else request.user_id
+        where = "its chat" if chat is None else chat_label(chat)
+        if approve:
+            wired = f"; the chat is wired to {MAIN_GROUP!r}" if decision.wired is not None else ""
+            said = f"{request.code}: {who} is approved in {where}{wired}"
+        else:
+            said = f"{request.code}: {who} is refused in {where}"
+        if chat is None:
+            return f"{said}. Their chat is gone, so they are not told."
+        told = "You can talk to the assistant now." if approve else "The owner declined your request."
+        if self._control.tell(Routing(chat.platform_id, chat.channel_type), told):
+            return f"{said}. They are told."
+        why = f"{chat.channel_type} is not configured on the host" if self._control.host_runs else "no host runs"
+        return f"{said}. They are not told ({why}): tell them yourself."
+
+    def _allow(self, request: AllowSender) -> str:
+        chat = self._chat(request.chat, create=False)
+        user = _text("user", request.user, _MAX_PLATFORM_ID)
+        name = None if request.name is None else _text("name", request.name, _MAX_NAME)
+        with self._store.transaction():
+            for open_request in pairing_requests.pending(self._store):
+                if (open_request.messaging_group_id, open_request.user_id) == (chat.id, user):
+                    pairing_requests.decide(self._store, open_request.code, approve=True)  # makes a member
+            members.put(self._store, chat.id, user, request.role, name)
+        return f"{user} may talk to the agents of {request.chat} as {request.role}"
+
+    def _block(self, chat_name: str, user_id: str) -> str:
+        chat = self._chat(chat_name, create=False)
+        user = _text("user", user_id, _MAX_PLATFORM_ID)
+        if self._owners.get(chat.channel_type) == user:
+            raise OperationError(f"{user} is the configured owner of {chat.channel_type}; change that setting instead")
+        with self._store.transaction():
+            was_member = members.remove(self._store, chat.id, user)
+            pairing_requests.block(self._store, chat.id, user)
+        left = "; they are no longer a member" if was_member else ""
+        return f"{user} is blocked in {chat_name}: their messages are dropped and they are not offered a code{left}"
+
+    # --- shared -----------------------------------------------------------------------------
+
+    def _group_of(self, session: Session) -> AgentGroup:
+        group = agent_groups.get(self._store, session.agent_group_id)
+        if group is None:
+            raise OperationError(f"session {session.id[:8]} belongs to no agent group")
+        return group
+
+    def _layout(self, group: AgentGroup, session: Session) -> SessionLayout:
+        return SessionLayout(self._folder.sessions_dir / group.folder / session.id)
+
+
+def find_session(store: Store, wanted: str) -> Session:
+    """The session with this id, or the one whose id starts with it."""
+    wanted = wanted.strip()
+    exact = sessions.get(store, wanted) if wanted else None
+    if exact is not None:
+        return exact
+    matches = [session for session in sessions.list_all(store) if wanted and session.id.startswith(wanted)]
+    if not matches:
+        raise OperationError(f"no session {wanted!r} (`hutch sessions list` shows them)")
+    if len(matches) > 1:
+        raise OperationError(f"{len(matches)} sessions start with {wanted!r}: give more of the id")
+    return matches[0]
+
+
+def parse_chat(name: str) -> tuple[str, str]:
+    """`telegram:12345` -> ("telegram", "12345"); OperationError for anything else."""
+    channel, sep, platform_id = name.strip().partition(":")
+    if not sep or channel not in CHAT_CHANNELS or not platform_id:
+        raise OperationError(
+            f"{name!r} is not a chat: write it as CHANNEL:ID, the channel one of {', '.join(CHAT_CHANNELS)} "
+            "(telegram:12345, discord:6789, cli:local)"
+        )
+    return channel, _text("chat id", platform_id, _MAX_PLATFORM_ID)
+
+
+def chat_label(chat: MessagingGroup) -> str:
+    """`telegram:12345 (family)`: the channel, the platform's id, and the name if it adds one."""
+    named = f" ({chat.name})" if chat.name and chat.name != chat.platform_id else ""
+    return f"{chat.channel_type}:{chat.platform_id}{named}"
+
+
+def _text(what: str, value: str, limit: int) -> str:
+    value = value.strip()
+    if not value:
+        raise OperationError(f"the {what} is empty")
+    if len(value) > limit:
+        raise OperationError(f"the {what} is longer than {limit} characters")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise OperationError(f"the {what} holds control characters")
+    return value
+
+
+def _not_open(store: Store, code: str) -> str:
+    known = pairing_requests.get(store, code)
+    if known is None:
+        return f"no pairing request {code.strip().upper()} (`hutch senders pending` lists the open ones)"
+    return f"pairing request {known.code} is not open: it was {known.status} at {known.decided_at or '?'}"
+
+
+def session_folder(folder: DataFolder, group: AgentGroup, session: Session) -> Path:
+    return folder.sessions_dir / group.folder / session.id

@@ -1,0 +1,114 @@
+"""What may be asked of a host through its control socket, and what it answers.
+
+Each request is one msgspec struct, tagged with its `op`, so a hostile or garbled line is
+refused by decoding before any code acts on it. The same structs are what the offline path
+runs, so a command behaves the same whether or not a host is up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+# A request line is small: names, ids, a rule. Anything longer is refused unread.
+MAX_REQUEST_BYTES = 16 * 1024
+
+Name = str
+TaskVerb = Literal["pause", "resume", "cancel"]
+SessionMode = Literal["shared", "per-thread", "agent-shared"]
+Untriggered = Literal["context", "drop"]
+UnknownSenders = Literal["drop", "pair"]
+Role = Literal["owner", "admin", "member"]
+
+
+class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="op"):
+    pass
+
+
+class StopSession(_Request, frozen=True, tag="sessions.stop"):
+    """Stop the session's agent now; its work stays, and the next message starts it again."""
+
+    session: str  # an id, or a prefix only it has
+
+
+class ClearSession(_Request, frozen=True, tag="sessions.clear"):
+    """Ask the session's agent to forget the conversation, as an owner's `/clear` does."""
+
+    session: str
+
+
+class ChangeTask(_Request, frozen=True, tag="tasks.change"):
+    """Pause, resume or cancel a scheduled task (every run of a recurring one)."""
+
+    verb: TaskVerb
+    task: str  # a task id, or a prefix only it has
+    session: str | None = None  # narrows the search where two sessions share a prefix
+
+
+class AddGroup(_Request, frozen=True, tag="groups.add"):
+    name: Name
+    folder: str | None = None  # default: the name
+    model: str | None = None
+
+
+class RemoveGroup(_Request, frozen=True, tag="groups.remove"):
+    name: Name
+
+
+class Wire(_Request, frozen=True, tag="wire"):
+    """Wire a chat (`channel:platform id`) to an agent group, making the chat if it is new."""
+
+    chat: str
+    group: Name
+    session_mode: SessionMode = "shared"
+    trigger_rule: str = "always"
+    untriggered: Untriggered = "context"
+    unknown_senders: UnknownSenders | None = None  # None: leave the chat's policy as it is
+
+
+class Unwire(_Request, frozen=True, tag="unwire"):
+    chat: str
+    group: Name
+
+
+class DecidePairing(_Request, frozen=True, tag="senders.decide"):
+    code: str
+    approve: bool
+
+
+class AllowSender(_Request, frozen=True, tag="senders.allow"):
+    chat: str
+    user: str
+    role: Role = "member"
+    name: str | None = None
+
+
+class BlockSender(_Request, frozen=True, tag="senders.block"):
+    chat: str
+    user: str
+
+
+Request = (
+    StopSession
+    | ClearSession
+    | ChangeTask
+    | AddGroup
+    | RemoveGroup
+    | Wire
+    | Unwire
+    | DecidePairing
+    | AllowSender
+    | BlockSender
+)
+
+
+class Reply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What was done, in a sentence for the person; `ok` False: nothing was changed."""
+
+    ok: bool
+    message: str
+
+
+request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
+reply_decoder = msgspec.json.Decoder(Reply)
+encoder = msgspec.json.Encoder()

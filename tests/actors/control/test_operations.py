@@ -1,0 +1,213 @@
+"""The control operations carried out with no host running (`OfflineSessions`): each change
+lands in the central DB or the session's inbound.db, and each refusal changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.control.requests import (
+    AddGroup,
+    AllowSender,
+    BlockSender,
+    ChangeTask,
+    ClearSession,
+    DecidePairing,
+    RemoveGroup,
+    Reply,
+    Request,
+    StopSession,
+    Unwire,
+    Wire,
+)
+from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pairing_requests, sessions
+from protocol.content import ChatIn, decode_content
+from protocol.db import read_transaction
+from tests.actors.control.conftest import World
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def ok(world: World, request: Request) -> str:
+    reply = world.operations.execute(request)
+    assert reply.ok, reply.message
+    return reply.message
+
+
+def refused(world: World, request: Request) -> str:
+    reply: Reply = world.operations.execute(request)
+    assert not reply.ok, reply.message
+    return reply.message
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+
+def test_pause_resume_and_cancel_move_a_task_through_its_states(world: World) -> None:
+    assert "1 occurrence(s) now paused" in ok(world, ChangeTask(verb="pause", task="tdaily"))
+    assert world.statuses(world.local)["tdaily"] == "paused"
+    assert "now pending" in ok(world, ChangeTask(verb="resume", task="tdai"))  # a prefix will do
+    assert "now cancelled" in ok(world, ChangeTask(verb="cancel", task="tdaily", session=world.local.id[:6]))
+    assert world.statuses(world.local) == {"tdaily": "cancelled", "tonce": "pending"}
+
+
+def test_a_change_that_does_not_apply_says_why_and_changes_nothing(world: World) -> None:
+    said = refused(world, ChangeTask(verb="resume", task="tonce"))
+    assert said == "task tonce is scheduled: there is nothing to resume"
+    ok(world, ChangeTask(verb="cancel", task="tonce"))
+    assert "is 1 cancelled: there is nothing to pause" in refused(world, ChangeTask(verb="pause", task="tonce"))
+
+
+def test_an_unknown_or_ambiguous_task_is_refused(world: World) -> None:
+    assert "no task 'nope'" in refused(world, ChangeTask(verb="pause", task="nope"))
+    assert "2 tasks start with 't'" in refused(world, ChangeTask(verb="pause", task="t"))
+    assert "give a task id" in refused(world, ChangeTask(verb="pause", task="  "))
+    assert world.statuses(world.local) == {"tdaily": "pending", "tonce": "pending"}
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def test_clear_leaves_an_owners_clear_for_the_agent_with_the_chats_routing(world: World) -> None:
+    assert "when the host next runs" in ok(world, ClearSession(session=world.local.id[:8]))
+    with read_transaction(world.layout(world.local).inbound_db) as conn:
+        row = conn.execute("SELECT * FROM messages_in WHERE kind = 'chat'").fetchone()
+    content = decode_content("messages_in", row["id"], row["kind"], row["content"])
+    assert isinstance(content, ChatIn)
+    assert (content.text, content.sender_role) == ("/clear", "owner")
+    assert (row["channel_type"], row["platform_id"], row["status"]) == ("cli", "local", "pending")
+
+
+def test_clear_of_a_session_that_never_ran_makes_no_file(world: World) -> None:
+    family = sessions.create(
+        world.store, agent_group_id=world.main.id, messaging_group_id=world.family_chat.id, session_key="k"
+    )
+    assert "has not run yet" in refused(world, ClearSession(session=family.id))
+    assert not world.layout(family).inbound_db.exists()
+
+
+def test_stop_without_a_host_says_nothing_runs(world: World) -> None:
+    assert "no host runs" in ok(world, StopSession(session=world.local.id))
+
+
+def test_an_unknown_session_is_refused(world: World) -> None:
+    assert "no session 'zzz'" in refused(world, StopSession(session="zzz"))
+
+
+# --- agent groups --------------------------------------------------------------------------
+
+
+def test_a_group_is_added_with_a_folder_and_removed_with_its_wiring(world: World) -> None:
+    ok(world, AddGroup(name="Family", model="claude-opus-4-5"))
+    group = agent_groups.get_by_name(world.store, "Family")
+    assert group is not None
+    assert (group.folder, group.model) == ("family", "claude-opus-4-5")
+    assert (world.folder.groups_dir / "family" / "CLAUDE.md").is_file()
+    ok(world, Wire(chat="telegram:-100", group="family"))  # the folder names it too
+    assert "its files stay" in ok(world, RemoveGroup(name="Family"))
+    assert agent_groups.get_by_name(world.store, "Family") is None
+    assert len(messaging_group_agents.wirings_for(world.store, world.family_chat.id)) == 1  # main's
+
+
+@pytest.mark.parametrize(
+    ("request_", "why"),
+    [
+        (AddGroup(name="main"), "already an agent group 'main'"),
+        (AddGroup(name="Main2", folder="main"), "already another agent group's"),
+        (AddGroup(name="x", folder="../etc"), "cannot be used"),
+        (AddGroup(name="x", folder="global"), "cannot be used"),
+        (AddGroup(name="bad\nname"), "control characters"),
+        (AddGroup(name="x" * 101), "longer than 100"),
+        (RemoveGroup(name="main"), "cannot be removed"),
+        (RemoveGroup(name="nobody"), "no agent group 'nobody'"),
+    ],
+)
+def test_bad_group_requests_are_refused(world: World, request_: Request, why: str) -> None:
+    before = agent_groups.list_all(world.store)
+    assert why in refused(world, request_)
+    assert agent_groups.list_all(world.store) == before
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def test_wire_makes_the_chat_and_rewires_an_existing_pair(world: World) -> None:
+    ok(world, AddGroup(name="helper"))
+    said = ok(world, Wire(chat="discord:555", group="helper", trigger_rule="mention", unknown_senders="pair"))
+    assert said.startswith("discord:555 wired to 'helper'")
+    chat = messaging_groups.get_by_platform(world.store, "discord", "555")
+    assert chat is not None
+    assert chat.unknown_senders == "pair"
+    said = ok(world, Wire(chat="discord:555", group="helper", trigger_rule="pattern:^hey", untriggered="drop"))
+    assert said.startswith("discord:555 rewired to 'helper'")
+    (wiring,) = messaging_group_agents.wirings_for(world.store, chat.id)
+    assert (wiring.trigger_rule, wiring.untriggered) == ("pattern:^hey", "drop")
+    assert "unwired" in ok(world, Unwire(chat="discord:555", group="helper"))
+    assert messaging_group_agents.wirings_for(world.store, chat.id) == []
+    assert "is not wired" in refused(world, Unwire(chat="discord:555", group="helper"))
+
+
+def test_a_telegram_group_id_makes_a_group_chat(world: World) -> None:
+    ok(world, Wire(chat="telegram:-2001", group="main"))
+    chat = messaging_groups.get_by_platform(world.store, "telegram", "-2001")
+    assert chat is not None
+    assert chat.is_group
+
+
+@pytest.mark.parametrize(
+    ("request_", "why"),
+    [
+        (Wire(chat="telegram", group="main"), "is not a chat"),
+        (Wire(chat="irc:#x", group="main"), "is not a chat"),
+        (Wire(chat="telegram:", group="main"), "is not a chat"),
+        (Wire(chat="telegram:1", group="nobody"), "no agent group"),
+        (Wire(chat="telegram:1", group="main", trigger_rule="pattern:("), "pattern"),
+        (Unwire(chat="telegram:999", group="main"), "no chat telegram:999"),
+    ],
+)
+def test_bad_wiring_requests_change_nothing(world: World, request_: Request, why: str) -> None:
+    before = (messaging_groups.list_all(world.store), messaging_group_agents.list_all(world.store))
+    assert why in refused(world, request_)
+    assert (messaging_groups.list_all(world.store), messaging_group_agents.list_all(world.store)) == before
+
+
+# --- senders -------------------------------------------------------------------------------
+
+
+def test_a_decision_without_a_host_says_the_person_is_not_told(world: World) -> None:
+    request, _ = pairing_requests.open_request(world.store, world.family_chat.id, "u7", "Bob")
+    said = ok(world, DecidePairing(code=request.code.lower(), approve=True))
+    assert said == (
+        f"{request.code}: Bob (u7) is approved in telegram:-100 (family). "
+        "They are not told (no host runs): tell them yourself."
+    )
+    assert members.role_of(world.store, world.family_chat.id, "u7") == "member"
+    assert "is not open: it was approved" in refused(world, DecidePairing(code=request.code, approve=False))
+    assert "no pairing request NOPE" in refused(world, DecidePairing(code="nope", approve=True))
+
+
+def test_allow_adds_a_member_and_settles_their_open_request(world: World) -> None:
+    request, _ = pairing_requests.open_request(world.store, world.family_chat.id, "u8", None)
+    ok(world, AllowSender(chat="telegram:-100", user="u8", role="admin"))
+    assert members.role_of(world.store, world.family_chat.id, "u8") == "admin"
+    settled = pairing_requests.get(world.store, request.code)
+    assert settled is not None
+    assert settled.status == "approved"
+
+
+def test_block_removes_a_member_and_is_never_asked_again(world: World) -> None:
+    members.put(world.store, world.family_chat.id, "u9", "member")
+    assert "no longer a member" in ok(world, BlockSender(chat="telegram:-100", user="u9"))
+    assert members.role_of(world.store, world.family_chat.id, "u9") is None
+    assert pairing_requests.was_refused(world.store, world.family_chat.id, "u9")
+    ok(world, AllowSender(chat="telegram:-100", user="u9"))  # the owner changes their mind
+    assert members.role_of(world.store, world.family_chat.id, "u9") == "member"
+
+
+def test_the_configured_owner_cannot_be_blocked(world: World) -> None:
+    assert "configured owner" in refused(world, BlockSender(chat="telegram:-100", user="1"))
+    assert not pairing_requests.was_refused(world.store, world.family_chat.id, "1")
+
+
+def test_senders_of_an_unknown_chat_are_refused(world: World) -> None:
+    assert "no chat telegram:5" in refused(world, AllowSender(chat="telegram:5", user="u"))
+    assert "no chat telegram:5" in refused(world, BlockSender(chat="telegram:5", user="u"))
