@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from actors.cli.app import app
 from actors.host import Host
 from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pending_questions
 from protocol.content import ChatIn, QuestionAnswer
@@ -189,6 +191,23 @@ def test_pairing_lets_the_owner_approve_a_stranger(data_dir: Path, fake: FakeTel
         assert not any("/approve" in row.content or "I am Sam" in row.content for row in every_inbound_row(host))
         # The stranger was told exactly twice before being answered: the code, the approval.
         assert len(texts(fake, STRANGER_ID)) == 3
+
+
+def test_the_hutch_command_approves_through_the_host_which_tells_the_stranger(
+    data_dir: Path, fake: FakeTelegram
+) -> None:
+    with telegram_host(data_dir, fake, unknown_senders="pair"):
+        fake.push_text(STRANGER_CHAT, STRANGER, "hi, I am Sam")
+        offer = wait_text(fake, STRANGER_ID, lambda text: "pairing code" in text)
+        match = re.search(r"pairing code is ([A-Z0-9]{6})", offer)
+        assert match is not None, offer
+
+        result = CliRunner().invoke(app, ["senders", "approve", match.group(1), "--data-dir", str(data_dir)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip().endswith("(Sam Stranger); the chat is wired to 'main'. They are told.")
+        wait_text(fake, STRANGER_ID, lambda text: text == "You can talk to the assistant now.")
+        fake.push_text(STRANGER_CHAT, STRANGER, "so, hello again")
+        wait_reply(fake, STRANGER_ID, "so, hello again")
 
 
 def test_a_pairing_question_lost_to_a_server_error_is_asked_again(data_dir: Path, fake: FakeTelegram) -> None:
