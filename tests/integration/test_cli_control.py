@@ -162,3 +162,18 @@ def test_a_refusal_from_the_host_is_one_line_and_exit_1(host: HostProcess, data_
     result = hutch(data_dir, "groups", "remove", "main", "--yes")
     assert result.exit_code == 1
     assert result.stderr.strip() == "hutch: 'main' is where owners' direct chats are wired; it cannot be removed"
+
+
+def test_every_reading_subcommand_answers_against_a_running_host(
+    host: HostProcess, chat: ChatClient, data_dir: Path
+) -> None:
+    chat.send("hello")
+    chat.next_message()
+    session_id, _ = _local_session(data_dir)
+    status = ok(data_dir, "status")
+    assert f"up (pid {host.pid})" in status
+    assert "main" in ok(data_dir, "groups", "list")
+    assert session_id[:8] in ok(data_dir, "sessions", "list")
+    assert "cli:local (local chat)" in ok(data_dir, "sessions", "show", session_id[:8])
+    assert ok(data_dir, "tasks", "list").strip() == "no scheduled tasks"
+    assert ok(data_dir, "senders", "pending").strip() == "no open pairing requests"
