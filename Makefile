@@ -14,7 +14,11 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Isolation where it can be had: with an engine reachable the agent image is built (or found
+# current) first, each step timed; without one build_image.sh says, in one line, that agents
+# run as processes, unisolated, and why. It never installs or starts an engine, and never fails.
 run: $(STAMP)
+	@scripts/build_image.sh --for-run
 	$(BIN)/hutch run
 
 lint: $(STAMP)
@@ -28,8 +32,10 @@ typecheck: $(STAMP)
 # without one, the Docker tests skip and say why.
 pytest: $(STAMP)
 	scripts/ensure_docker.sh
+	scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
+# The agent image, from local sources only (no registry): each step and its time.
 image: $(STAMP)
 	scripts/build_image.sh
 

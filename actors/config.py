@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
+import io
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
+from dotenv.parser import Original, parse_stream
 
 from actors.data_folder import DataFolder
 from actors.runtime.base import AgentLimits
@@ -52,6 +58,8 @@ class HostConfig(DataFolder):
     unknown_senders: str = "drop"
     # Webhooks into agents on 127.0.0.1 at this port; None: no endpoint.
     webhook_port: int | None = None
+    # The control page on 127.0.0.1 at this port (a token printed at start); None: off.
+    control_port: int | None = None
     # Channels: on when their token is set. The base URLs are for tests and self-hosted servers.
     telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_base_url: str = "https://api.telegram.org/bot"
@@ -69,13 +77,18 @@ class HostConfig(DataFolder):
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> HostConfig:
-    """Flags beat the environment, the environment beats `.env`, and `.env` beats defaults."""
-    values: dict[str, str] = {k: v for k, v in dotenv_values(".env").items() if v is not None}
-    values.update(os.environ if env is None else env)
+    """Flags beat the environment, the environment beats `.env`, and `.env` beats defaults.
+
+    Strict: a `.env` line that is not KEY=VALUE, and a HUTCH_* name the host does not read
+    (in `.env` or the environment), is a ConfigError saying where it is."""
+    dotenv = _read_dotenv(DOTENV)
+    environment = os.environ if env is None else env
+    values = _Reads({**dotenv.values, **environment})
     try:
         config = _from_env(values)
     except EnvNumberError as exc:
         raise ConfigError(str(exc)) from None
+    _refuse_unknown(dotenv, environment, values.names)
     return _apply_flags(config, _parser().parse_args(argv))
 
 
@@ -102,6 +115,7 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             discord_owner=(env.get("HUTCH_DISCORD_OWNER") or "").strip() or None,
             unknown_senders=env.get("HUTCH_UNKNOWN_SENDERS") or defaults.unknown_senders,
             webhook_port=_port(env, "HUTCH_WEBHOOK_PORT"),
+            control_port=_port(env, "HUTCH_CONTROL_PORT"),
             telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
             telegram_base_url=env.get("HUTCH_TELEGRAM_BASE_URL") or defaults.telegram_base_url,
             telegram_webhook_url=env.get("HUTCH_TELEGRAM_WEBHOOK_URL") or None,
@@ -205,3 +219,142 @@ def _checked(config: HostConfig) -> HostConfig:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"TZ={config.timezone!r} is not a known time zone") from None
     return config
+
+
+# -- strictness: what the host reads, and nothing else ------------------------------------
+
+DOTENV: Final = Path(".env")
+
+# The host's own names start so; one it does not read is a typo or a stale line.
+_OURS: Final = "HUTCH_"
+
+# HUTCH_* names that other programs read and the host never does. A shell that starts an
+# agent runner by hand or runs the scripts may hold them, so the host's environment may too;
+# `.env` is read by the host alone, so there they would reach nothing and are refused.
+OTHER_PROGRAMS_KEYS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(
+        (
+            "HUTCH_SESSION_DIR",
+            "HUTCH_AGENT_DIR",
+            "HUTCH_GLOBAL_DIR",
+            "HUTCH_PROXY_SOCKET",
+            "HUTCH_HEARTBEAT_INTERVAL",
+            "HUTCH_SAFETY_INTERVAL",
+            "HUTCH_QUESTION_TIMEOUT",
+            "HUTCH_STALL_TIMEOUT",
+        ),
+        "the agent runner (container_runner), from the environment the host starts it with",
+    ),
+    "HUTCH_IMAGE_CACHE": "scripts/build_image.sh, from its environment",
+    "HUTCH_DEBIAN_MIRROR": "scripts/build_image.sh, from its environment",
+    "HUTCH_DOCKERD_LOG": "scripts/ensure_docker.sh, from its environment",
+    "HUTCH_CHROMIUM_LOG": "scripts/ensure_chromium.sh, from its environment",
+}
+
+# A malformed line is quoted in the error; a value under one of these names is not.
+_SECRET_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+_QUOTED_CHARS: Final = 80
+
+
+class _Reads(Mapping[str, str]):
+    """The settings as `_from_env` sees them, noting every name it asks for (`get` and `in`
+    go through `__getitem__`): what it asks for is, by definition, what the host reads."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+        self.names: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.names.add(key)
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@functools.cache
+def host_keys() -> frozenset[str]:
+    """Every variable the host reads (HUTCH_*, TZ, ANTHROPIC_*, the channels' tokens): the
+    names `_from_env` asks for, so a line added there is known here with nothing else to edit."""
+    reads = _Reads({})
+    _from_env(reads)
+    return frozenset(reads.names)
+
+
+@dataclass(frozen=True)
+class _Dotenv:
+    path: Path
+    values: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)  # the line that last set each name
+
+
+def _read_dotenv(path: Path) -> _Dotenv:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _Dotenv(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines: dict[str, int] = {}
+    # python-dotenv skips a line it cannot parse with at most a warning; its own parser says
+    # which. CRLF is made LF first: the parser counts a CRLF's LF as a line of its own.
+    for binding in parse_stream(io.StringIO(text.replace("\r\n", "\n"))):
+        number, line = _first_line(binding.original)
+        if binding.error or (binding.key is not None and binding.value is None):
+            raise ConfigError(f"{path} line {number}: cannot parse {_quoted(line)!r} (expected KEY=VALUE)")
+        if binding.key is not None:
+            lines[binding.key] = number
+    # The values as dotenv_values gives them (quotes, escapes, ${VAR} expansion).
+    values = {key: value for key, value in dotenv_values(stream=io.StringIO(text)).items() if value is not None}
+    return _Dotenv(path, values, lines)
+
+
+def _first_line(original: Original) -> tuple[int, str]:
+    """The number and text of a binding's first non-blank line (a binding's text starts with
+    the blank lines before it)."""
+    for offset, line in enumerate(original.string.splitlines()):
+        if line.strip():
+            return original.line + offset, line.strip()
+    return original.line, ""
+
+
+def _quoted(line: str) -> str:
+    name, equals, _ = line.partition("=")
+    if equals and _SECRET_NAME.search(name):
+        line = f"{name}=..."
+    return line if len(line) <= _QUOTED_CHARS else f"{line[:_QUOTED_CHARS]}..."
+
+
+def _refuse_unknown(dotenv: _Dotenv, environment: Mapping[str, str], read: set[str]) -> None:
+    # `read` adds what this run asked for to `host_keys()`: a name read only when another
+    # setting is given is known too.
+    known = host_keys() | read
+    for key, number in dotenv.lines.items():
+        if _is_ours(key) and key not in known:
+            raise ConfigError(f"{dotenv.path} line {number}: {_unknown(key)}")
+    for key in sorted(environment):
+        if _is_ours(key) and key not in known and key not in OTHER_PROGRAMS_KEYS:
+            raise ConfigError(_unknown(key, " in the environment"))
+
+
+def _is_ours(key: str) -> bool:
+    return key.upper().startswith(_OURS)
+
+
+def _unknown(key: str, where: str = "") -> str:
+    if key in OTHER_PROGRAMS_KEYS:
+        return f"{key} is read by {OTHER_PROGRAMS_KEYS[key]}, not by the host: .env does not reach it"
+    return f"unknown setting {key}{where} ({_did_you_mean(key)})"
+
+
+def _did_you_mean(key: str) -> str:
+    # Compared without the shared prefix, which would make every HUTCH_ name look alike; the
+    # names without it are candidates too (HUTCH_TELEGRAM_TOKEN: TELEGRAM_BOT_TOKEN).
+    by_stem = {name.removeprefix(_OURS): name for name in host_keys()}
+    guess = difflib.get_close_matches(key.upper().removeprefix(_OURS), list(by_stem), n=1)
+    return f"did you mean {by_stem[guess[0]]}?" if guess else "README.md's Configuration lists the settings"

@@ -8,6 +8,7 @@ so server-sent events arrive as they are produced. Anything else is refused with
 and never leaves the host: the key would otherwise reach files, batches, models and the
 organisation on the agent's say-so. Because every socket belongs to exactly one session,
 the proxy knows who is calling without trusting anything the caller says (invariant 10).
+It also reads the tokens each answer used as the bytes go by (`actors/usage_meter.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import socketserver
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -31,6 +33,7 @@ import httpx2
 
 from actors.runtime.base import AgentUser
 from actors.socket_file import clear_for_bind, identity, remove_if_ours
+from actors.usage_meter import UsageBook, UsageMeter
 
 log = logging.getLogger("hutch.credentials")
 
@@ -48,14 +51,18 @@ _HARMLESS_ESCAPED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 
 # Refused targets are logged; an agent must not be able to flood or forge log lines.
 _LOGGED_TARGET_CHARS: Final = 200
+# Of an upstream error's body, this much is kept (as it is relayed) to log the API's reason.
+_KEPT_ERROR_BODY: Final = 16 * 1024
+_LOGGED_ERROR_CHARS: Final = 300
 
 # Meaningful for one connection only (RFC 9110 7.6.1), so never copied across the proxy.
 _HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
     | {"transfer-encoding", "upgrade", "proxy-connection", "expect"}
 )
-# The proxy sets these itself: Host and framing for the upstream hop, credentials always.
-_REQUEST_REPLACED: Final = frozenset({"host", "content-length", "x-api-key", "authorization"})
+# The proxy sets these itself: Host and framing for the upstream hop, credentials always, and
+# the encoding: an answer the proxy cannot read would hide what it cost (actors/usage_meter.py).
+_REQUEST_REPLACED: Final = frozenset({"host", "content-length", "x-api-key", "authorization", "accept-encoding"})
 _RESPONSE_REPLACED: Final = frozenset({"content-length"})
 
 # A Messages request tops out around 32 MB; anything far beyond is a misbehaving agent.
@@ -83,11 +90,18 @@ class CredentialProxy:
 
     `api_key` is sent as `x-api-key`, `auth_token` as `authorization: Bearer ...`. Without
     either, requests are answered with a 401 that says so, rather than failing somewhere
-    less visible.
+    less visible. With a `usage` book, the tokens of every Messages answer are recorded in it.
     """
 
-    def __init__(self, upstream_base_url: str, api_key: str | None, auth_token: str | None = None) -> None:
+    def __init__(
+        self,
+        upstream_base_url: str,
+        api_key: str | None,
+        auth_token: str | None = None,
+        usage: UsageBook | None = None,
+    ) -> None:
         self._upstream = _Upstream(upstream_base_url, api_key, auth_token)
+        self._usage = usage
         self._lock = threading.Lock()
         self._servers: dict[str, _SessionServer] = {}
         self._counts: dict[str, int] = {}
@@ -106,7 +120,9 @@ class CredentialProxy:
             previous = self._servers.pop(session_id, None)
         if previous is not None:
             previous.close()
-        server = _SessionServer.listen(socket_path, session_id, agent_group, self._upstream, self._count, owner)
+        server = _SessionServer.listen(
+            socket_path, session_id, agent_group, self._upstream, self._count, owner, usage=self._usage
+        )
         with self._lock:
             stopped = self._stopped
             if not stopped:
@@ -115,7 +131,7 @@ class CredentialProxy:
         if stopped:  # stop() ran while the socket was being set up
             server.close()
             raise RuntimeError("the credential proxy is stopped")
-        log.info("credential proxy listening for %s on %s", server.tag, socket_path)
+        log.info("[%s] credential proxy listening on %s", server.tag, socket_path)
 
     def close_socket(self, session_id: str) -> None:
         """Stop serving `session_id`: cut its open connections and remove its socket file."""
@@ -123,7 +139,7 @@ class CredentialProxy:
             server = self._servers.pop(session_id, None)
         if server is not None:
             server.close()
-            log.info("credential proxy closed the socket of %s", server.tag)
+            log.info("[%s] credential proxy closed the session's socket", server.tag)
 
     def requests_by_session(self) -> dict[str, int]:
         """How many requests each session has made (closed sessions included)."""
@@ -170,7 +186,7 @@ class _Upstream:
         request = httpx2.Request(
             method,
             self.base_url + target,
-            headers=[*headers, ("content-length", str(length)), *self._credentials],
+            headers=[*headers, ("content-length", str(length)), ("accept-encoding", "identity"), *self._credentials],
             content=body,
             extensions={"timeout": _UPSTREAM_TIMEOUT.as_dict()},
         )
@@ -190,14 +206,22 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     block_on_close = False
 
     def __init__(
-        self, path: Path, session_id: str, agent_group: str, upstream: _Upstream, count: Callable[[str], None]
+        self,
+        path: Path,
+        session_id: str,
+        agent_group: str,
+        upstream: _Upstream,
+        count: Callable[[str], None],
+        usage: UsageBook | None = None,
     ) -> None:
         super().__init__(str(path), _ProxyHandler, bind_and_activate=False)
         self.path = path
         self.session_id = session_id
+        self.agent_group = agent_group
         self.tag = f"{agent_group}/{session_id[:8]}"
         self.upstream = upstream
         self._count = count
+        self._usage = usage
         self._closing = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._conns: set[socket.socket] = set()
@@ -215,10 +239,11 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
         upstream: _Upstream,
         count: Callable[[str], None],
         owner: AgentUser | None = None,
+        usage: UsageBook | None = None,
     ) -> _SessionServer:
         # The agent can write in its session folder: whatever it left in the way goes.
         clear_for_bind(path, replace_foreign=True)
-        server = cls(path, session_id, agent_group, upstream, count)
+        server = cls(path, session_id, agent_group, upstream, count, usage)
         try:
             server.server_bind()
             server._inode = identity(path)
@@ -251,6 +276,17 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
 
     def note_request(self) -> None:
         self._count(self.session_id)
+
+    def usage_meter(self, target: str, response: httpx2.Response) -> UsageMeter | None:
+        """A meter for an answer that bills tokens (a Messages answer, not an error or a
+        count), when usage is being recorded."""
+        if self._usage is None or target.partition("?")[0] != "/v1/messages" or not 200 <= response.status_code < 300:
+            return None
+        return UsageMeter(response.headers.get("content-type"), response.headers.get("content-encoding"))
+
+    def record_usage(self, meter: UsageMeter) -> None:
+        if self._usage is not None:
+            self._usage.record(self.session_id, self.agent_group, self.tag, meter.finish())
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         conn, _ = self.socket.accept()
@@ -351,11 +387,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             log.warning("[%s] %s %s -> upstream unreachable: %s", session.tag, self.command, target, exc)
             self._send_error_json(502, "api_error", f"the model API could not be reached: {exc}")
             return
-        log.info("[%s] %s %s -> %d", session.tag, self.command, target, response.status_code)
+        failed = response.status_code >= 400
+        if not failed:
+            log.info("[%s] %s %s -> %d", session.tag, self.command, target, response.status_code)
+        meter = session.usage_meter(target, response)
         try:
-            self._relay(response)
+            kept = self._relay(response, keep=_KEPT_ERROR_BODY if failed else 0, meter=meter)
         finally:
             response.close()
+            if meter is not None:  # after the last byte went to the agent, never before
+                session.record_usage(meter)
+        if failed:
+            # The agent is told by the body itself; the host's log says why too, in one line.
+            reason = _upstream_error(kept, response.headers.get("content-encoding"))
+            log.warning("[%s] %s %s -> %d %s", session.tag, self.command, target, response.status_code, reason)
 
     # BaseHTTPRequestHandler dispatches on these names. They all go through the one check, so
     # a method is refused for the same reason a path is; any other method is caught in
@@ -416,8 +461,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             left -= len(piece)
             yield piece
 
-    def _relay(self, response: httpx2.Response) -> None:
-        """Pass status, headers and body on; body bytes leave as soon as they arrive."""
+    def _relay(self, response: httpx2.Response, keep: int = 0, meter: UsageMeter | None = None) -> bytes:
+        """Pass status, headers and body on; body bytes leave as soon as they arrive. Returns
+        the first `keep` bytes of the body as relayed. `meter` reads each piece once it is sent."""
+        kept = bytearray()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
         connection_tokens = [v for k, v in headers if k.lower() == "connection"]
         self.send_response_only(response.status_code, response.reason_phrase or None)
@@ -426,11 +473,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         framing = self._send_framing_headers(response)
         self.end_headers()
         if framing == "none":
-            return
+            return bytes(kept)
         try:
             for chunk in response.iter_raw():
                 if chunk:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk)
+                    kept += chunk[: keep - len(kept)]
+                    if meter is not None:
+                        meter.feed(chunk)
             if framing == "chunked":
                 self.wfile.write(b"0\r\n\r\n")
         except httpx2.HTTPError as exc:
@@ -440,6 +490,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         except OSError as exc:
             log.info("[%s] agent went away during %s %s: %s", self.session.tag, self.command, self.path, exc)
             self.close_connection = True
+        return bytes(kept)
 
     def _send_framing_headers(self, response: httpx2.Response) -> Literal["none", "raw", "chunked"]:
         """Send the framing headers and say how the body is to be written."""
@@ -536,6 +587,25 @@ def _loggable(text: str, limit: int) -> str:
     shown = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
     shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in shown)
     return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"
+
+
+def _upstream_error(body: bytes, encoding: str | None) -> str:
+    """`type: message` of the API's error body, for one bounded log line; what there is of the
+    body when it is not one."""
+    if encoding is not None and encoding.strip().lower() in ("gzip", "deflate"):
+        try:
+            # 32 + 15: a gzip or a zlib header, whichever it is; a body cut short still yields its start.
+            body = zlib.decompressobj(wbits=47).decompress(body, _KEPT_ERROR_BODY)
+        except zlib.error:
+            return f"(a {encoding} error body that does not decompress)"
+    elif encoding is not None and encoding.strip().lower() != "identity":
+        return f"(an error body in {_loggable(encoding, 20)})"
+    try:
+        error = json.loads(body)["error"]
+        shown = f"{error['type']}: {error['message']}"
+    except (ValueError, LookupError, TypeError):
+        shown = body.decode("utf-8", "replace").strip() or "(no body)"
+    return _loggable(" ".join(shown.split()), _LOGGED_ERROR_CHARS)
 
 
 def _strip_headers(

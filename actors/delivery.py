@@ -34,6 +34,7 @@ from actors.messages import (
     SendText,
     ShowTyping,
 )
+from protocol.logs import session_context, session_tag
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.delivery")
@@ -115,6 +116,11 @@ class ChannelSender(pykka.ThreadingActor):
         return None
 
     def _deliver(self, request: Deliver) -> None:
+        # What the channel's code logs while it sends this is about the session that asked.
+        with session_context(session_tag(request.session_id)):
+            self._deliver_now(request)
+
+    def _deliver_now(self, request: Deliver) -> None:
         adapter = self._adapter
         try:
             platform_id = _perform(adapter, request.routing, request.action)
@@ -167,7 +173,7 @@ def _answer(request: Deliver, answer: Delivered | DeliveryFailed) -> None:
     try:
         request.reply_to.tell(answer)
     except pykka.ActorDeadError:
-        log.warning("delivery: session %s stopped before hearing about %s", request.session_id[:8],
+        log.warning("%s delivery: the session stopped before hearing about %s", session_tag(request.session_id),
                     request.message_out_id)  # fmt: skip
 
 

@@ -3,7 +3,6 @@ reverse in one place (`Host`). `actors.main` runs it; tests start it in-process.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import getpass
 import logging
@@ -19,16 +18,21 @@ from actors.config import HostConfig
 from actors.control.in_host import HostSessions
 from actors.control.operations import Operations
 from actors.control.server import ControlServer
+from actors.control_page import ControlPage
+from actors.data_folder import DataFolderUnusable
 from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
+from actors.group_folder import seed_group_folder
 from actors.inotify_limits import inotify_shortfall
 from actors.ownership import EVERYONE_READS, can_give_away, secure_data_folder, set_mode
+from actors.pricing import PricesError, load_prices
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
 from actors.session import ProxySockets, SessionSettings
 from actors.store import agent_groups, messaging_group_agents, messaging_groups, webhook_routes
 from actors.store.db import Store, open_store
+from actors.store.usage import daily_by_group
 from actors.supervisor import GLOBAL_GROUP, Supervisor, SupervisorSetup, submitter
 from actors.sweep import SweepActor
 from actors.watch import FolderWatcher
@@ -43,12 +47,6 @@ LOCAL_CHAT = "local"
 INSTALLATION_FILE = "installation-id"
 # Sessions stop in parallel, each giving its agent stop_timeout_s and then a kill.
 _SUPERVISOR_STOP_S = 120
-
-DEFAULT_MEMORY = """# {name}
-
-Notes for this agent group live here: who the people are, what they like, what to remember.
-The agent reads this file at the start of every session.
-"""
 
 
 class Host:
@@ -129,8 +127,16 @@ class Host:
     ) -> None:
         config = self.config
         # Before anything else: a second host on this folder must touch nothing of the first's.
-        lock = DataFolderLock.acquire(config.data_dir)
+        try:
+            lock = DataFolderLock.acquire(config.data_dir)
+        except OSError as exc:  # a file in the way, no permission, a read-only disk: one line
+            raise DataFolderUnusable.from_os_error(config.data_dir, exc) from exc
         self._on_stop("data folder lock", lock.release)
+        # A bad prices.toml is one line now, not a surprise when a cost is first shown.
+        try:
+            self.prices = load_prices(config.data_dir)
+        except PricesError as exc:
+            raise SystemExit(f"hutch: {exc}") from None
         self.store = open_store(config.central_db)
         self._on_stop("store", self.store.close)
         # Agents get uids of their own only from a host run as root; they then pass through
@@ -150,7 +156,7 @@ class Host:
         if removed:
             log.info("ended %d agent(s) left by an earlier run", len(removed))
         if proxy is None and provider == "claude":
-            owned = _credential_proxy(config)
+            owned = _credential_proxy(config, self.store)
             self._on_stop("credential proxy", owned.stop)
             proxy = owned
         self.proxy = proxy
@@ -183,6 +189,7 @@ class Host:
         )
         self._on_stop("sweep", self.sweep.stop)
 
+        # The `hutch` command's way in while the host runs (docs/ARCHITECTURE.md, "The control socket").
         served = frozenset(channel.channel_type for channel in self.channels)
         control = HostSessions(self.supervisor, self.delivery, served, stop_timeout_s=_SUPERVISOR_STOP_S)
         self.operations = Operations(self.store, config, control, config.owners)
@@ -195,6 +202,21 @@ class Host:
             starter = ChannelStarter(channel, on_event)
             starter.start()
             self._on_stop(f"channel {channel.channel_type}", starter.stop)
+
+        # The control page (docs/ARCHITECTURE.md, "The control page"): after the channels, so
+        # it stops first. It reads on its own and changes things only through the operations.
+        self.control_page: ControlPage | None = None
+        if config.control_port is not None:
+            prices = self.prices
+            page = ControlPage.for_host(
+                config,
+                self.operations.execute,
+                live_sessions=lambda: [session_id for session_id, _ in self.registry.items()],
+                usage=lambda store, since: daily_by_group(store, since, prices=prices),
+            )
+            page.start()
+            self._on_stop("control page", page.stop)
+            self.control_page = page
         log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, self.runtime.name, provider)
 
     def _on_stop(self, name: str, stop: Callable[[], object]) -> None:
@@ -229,27 +251,32 @@ def installation_id(config: HostConfig) -> str:
 
 
 def choose_runtime(config: HostConfig) -> AgentRuntime:
-    if config.runtime in {"docker", "auto"}:
+    """`actors.runtime.choice`'s rule; what it gives up (isolation) and why is said once."""
+    from actors.runtime.choice import decide_runtime
+
+    status = None
+    if config.runtime != "process":
+        from actors.runtime.image import inspect_image
+
+        status = inspect_image()
+    choice = decide_runtime(config.runtime, status)
+    if choice.runtime is None:
+        raise SystemExit(f"hutch: {choice.error}")
+    if choice.warning:
+        log.warning("%s", choice.warning)
+    if choice.note:
+        log.info("%s", choice.note)
+    if choice.runtime == "docker":
         from actors.runtime.docker import DockerRuntime
 
-        problem = DockerRuntime.available()
-        if problem is None:
-            return DockerRuntime(installation_id=installation_id(config), limits=config.agent_limits)
-        if config.runtime == "docker":
-            raise SystemExit(f"hutch: HUTCH_RUNTIME=docker but {problem}")
-        log.info("docker is not usable (%s); using the process runtime", problem)
-    log.warning("process runtime: agents run as plain child processes of the host; nothing is isolated")
+        return DockerRuntime(installation_id=installation_id(config), limits=config.agent_limits)
     return ProcessRuntime(scope=config.sessions_dir)
 
 
 def ensure_first_start(store: Store, config: HostConfig) -> None:
     """On a fresh data folder: an agent group `main` wired to the local chat."""
     for folder in (MAIN_GROUP, GLOBAL_GROUP):
-        # Only into a folder made now: a group's folder is its agents' afterwards, and what
-        # they removed from it stays removed.
-        with contextlib.suppress(FileExistsError):
-            (config.groups_dir / folder).mkdir(parents=True)
-            (config.groups_dir / folder / "CLAUDE.md").write_text(DEFAULT_MEMORY.format(name=folder))
+        seed_group_folder(config.groups_dir, folder)
     # Every group reads the shared memory; none writes it.
     set_mode(config.groups_dir / GLOBAL_GROUP, EVERYONE_READS)
     group = agent_groups.get_by_folder(store, MAIN_GROUP)
@@ -296,7 +323,8 @@ def start_host(
     return Host.start(config, runtime, settings, proxy)
 
 
-def _credential_proxy(config: HostConfig) -> CredentialProxy:
+def _credential_proxy(config: HostConfig, store: Store) -> CredentialProxy:
     from actors.credentials import CredentialProxy
+    from actors.usage_meter import UsageBook
 
-    return CredentialProxy(config.base_url, config.api_key)
+    return CredentialProxy(config.base_url, config.api_key, usage=UsageBook(store))

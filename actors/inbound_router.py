@@ -33,6 +33,7 @@ from actors.store.messaging_groups import MessagingGroup, UnknownSenders
 from actors.store.pairing_requests import PairingRequest
 from actors.store.sessions import Session
 from protocol.content import ChatIn, QuestionAnswer, WebhookIn
+from protocol.logs import session_tag
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.routing")
@@ -141,7 +142,7 @@ class InboundRouter:
                 self._store, agent_group_id=wiring.agent_group_id, session_key=key,
                 messaging_group_id=chat.id, thread_id=thread,
             )  # fmt: skip
-            log.info("new session %s for agent group %s", session.id[:8], wiring.agent_group_id[:8])
+            log.info("%s new session", self._tag(session))
         self._touch(session.id)
         content = ChatIn(
             text=event.text,
@@ -191,6 +192,10 @@ class InboundRouter:
             )
         log.info("pairing code %s offered to %s in %s/%s", code, who, chat.channel_type, chat.platform_id)
 
+    def _tag(self, session: Session) -> str:
+        group = agent_groups.get(self._store, session.agent_group_id)
+        return session_tag(session.id, None if group is None else group.folder)
+
     def _owner_chats(self, channel_type: str) -> list[Routing]:
         chats = [c for c in messaging_groups.list_all(self._store, channel_type=channel_type) if not c.is_group]
         return [
@@ -226,7 +231,7 @@ class InboundRouter:
         session = sessions.get_by_key(self._store, key)
         if session is None:
             session = sessions.create(self._store, agent_group_id=route.agent_group_id, session_key=key)
-            log.info("new session %s for webhook route %r", session.id[:8], route.route)
+            log.info("%s new session for webhook route %r", self._tag(session), route.route)
         self._touch(session.id)
         request = WriteInbound(
             content=WebhookIn(source=route.route, payload=event.payload, event=event.event),

@@ -53,6 +53,7 @@ from actors.store.sessions import Session
 from actors.stored import split
 from actors.watch import Subscriptions
 from protocol.layout import SessionLayout
+from protocol.logs import session_tag
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.supervisor")
@@ -133,21 +134,22 @@ class Supervisor(pykka.ThreadingActor):
 
     def _drain_sessions(self) -> None:
         """Let deliveries already handed to a channel finish and be recorded."""
-        asked: list[pykka.Future[Any]] = []
-        for _session_id, ref in self._registry.items():
+        asked: list[tuple[str, pykka.Future[Any]]] = []
+        for session_id, ref in self._registry.items():
             try:
-                asked.append(ref.ask(Drain(), block=False))
+                asked.append((session_id, ref.ask(Drain(), block=False)))
             except pykka.ActorDeadError:
                 continue
         deadline = time.monotonic() + self._setup.drain_timeout_s
-        for future in asked:
+        for session_id, future in asked:
             try:
                 drained: pykka.Future[bool] = future.get(timeout=max(0.0, deadline - time.monotonic()))
                 drained.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.ActorDeadError:
                 continue
             except pykka.Timeout:
-                log.warning("a delivery did not finish in time; it will be sent again after the restart")
+                log.warning("%s a delivery did not finish in time; it will be sent again after the restart",
+                            session_tag(session_id))  # fmt: skip
 
     def _stop_sessions(self, session_ids: list[str]) -> None:
         """Every session at once: each stops its own agent, so they end in parallel."""
@@ -167,7 +169,7 @@ class Supervisor(pykka.ThreadingActor):
             try:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
             except (pykka.ActorDeadError, pykka.Timeout) as exc:
-                log.warning("session %s did not stop cleanly: %s", session_id[:8], exc or type(exc).__name__)
+                log.warning("%s session did not stop cleanly: %s", session_tag(session_id), exc or type(exc).__name__)
 
     # --- messages -------------------------------------------------------------------------
 
@@ -234,7 +236,7 @@ class Supervisor(pykka.ThreadingActor):
             try:
                 ref.tell(InboundBatch(tuple(requests)))
             except pykka.ActorDeadError as exc:
-                log.warning("session %s stopped before taking %d message(s)", session_id[:8], len(requests))
+                log.warning("%s session stopped before taking %d message(s)", session_tag(session_id), len(requests))
                 for request in requests:
                     if request.stored is not None:
                         request.stored.set_exception((type(exc), exc, exc.__traceback__))
@@ -367,10 +369,11 @@ class Supervisor(pykka.ThreadingActor):
             # not started again now: the next message or the sweep tries again.
             if ref is not None:
                 ref.stop(block=False)
-            log.warning("session %s could not start (%s); the next message or sweep tries again", session_id[:8], error)
+            log.warning("%s session could not start (%s); the next message or sweep tries again",
+                        session_tag(session_id), error)  # fmt: skip
             return
         session = sessions.get(self._store, session_id)
         if session is None or self._closing:
             return
-        log.warning("session %s failed (%s); restarting it from disk", session_id[:8], error)
+        log.warning("%s session failed (%s); restarting it from disk", session_tag(session_id), error)
         self._session_ref(session)

@@ -20,6 +20,7 @@ from actors.store.db import Store
 from protocol import inbound
 from protocol.db import read_transaction
 from protocol.layout import MAX_OUTBOUND_DB_BYTES, SessionLayout, UnsafePathError, check_agent_file
+from protocol.logs import session_tag
 from protocol.timers import ActorTicker
 
 log = logging.getLogger("hutch.sweep")
@@ -75,11 +76,11 @@ class SweepActor(pykka.ThreadingActor):
                 work = _has_work(layout)
             except (sqlite3.DatabaseError, OSError, UnsafePathError) as exc:
                 # outbound.db is the container's to write: one broken file must not stop the sweep.
-                log.warning("sweep: cannot read the files of session %s: %s", session.id[:8], exc)
+                log.warning("%s sweep: cannot read the session's files: %s", session_tag(session.id, folder), exc)
                 continue
             if work:
                 found += 1
-                log.info("sweep: session %s has work on disk; starting it", session.id[:8])
+                log.info("%s sweep: the session has work on disk; starting it", session_tag(session.id, folder))
                 self._supervisor.tell(EnsureSession(session.id))
         return found
 

@@ -4,10 +4,18 @@
 # the Python dependencies are wheels built on this host, and `docker build` runs with
 # `--network none`.
 #
+# Four steps, each printed with its time: the engine, the base image, the wheels, the agent
+# image (its Dockerfile steps each with their own time when it is built).
+#
 # Idempotent: the base image, the debootstrap tarball and the wheels are reused when they
 # exist (delete them, or the cache folder, to force a rebuild), and the agent image is
-# rebuilt only when its sources, the Dockerfile or the pinned requirements changed: a run
-# with nothing to do takes a second or two.
+# rebuilt only when its sources, the Dockerfile or the pinned requirements changed (the
+# `hutch.source` label, computed by actors/runtime/image.py, the same hash the host checks):
+# a run with nothing to do takes a second or two.
+#
+# --for-run (what `make run` uses): best effort before the host starts. It never fails and
+# never installs or starts an engine: without one it says, in one line, that agents will run
+# as processes, unisolated, and why; with HUTCH_RUNTIME=process it builds nothing.
 #
 # Settings (environment):
 #   HUTCH_IMAGE_CACHE   cache folder (default: <repo>/.cache/hutch-image)
@@ -25,9 +33,15 @@ IMAGE=hutch-agent
 BASE_PACKAGES=python3,python3-venv,ca-certificates,tzdata
 # The wheels must match the image's interpreter: bookworm ships CPython 3.11.
 IMAGE_PYTHON=3.11
-# Host-only dependencies that must never enter the image (docs/ARCHITECTURE.md: the image holds
-# `protocol` and `container_runner` only).
-HOST_ONLY='docker python-dotenv python-telegram-bot discord.py aiohttp typer rich'
+ENDPOINT=${DOCKER_HOST:-unix:///var/run/docker.sock}
+UNISOLATED="agents run as processes, unisolated"
+
+FOR_RUN=0
+case ${1:-} in
+    --for-run) FOR_RUN=1 ;;
+    "") ;;
+    *) printf 'usage: %s [--for-run]\n' "$0" >&2; exit 2 ;;
+esac
 
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $REPO/.venv/bin/python ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
@@ -38,36 +52,124 @@ TEMPS=()
 cleanup() { if ((${#TEMPS[@]})); then rm -rf "${TEMPS[@]}"; fi; }
 trap cleanup EXIT
 
-say() { printf 'build_image: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+# -- progress: "[2/4] base image hutch-base:bookworm ... 0.1 s (cached)" ---------------------
+STEPS=4
+STEP_NO=0
+STEP_NAME=
+STEP_START=0
+STEP_OPEN=0 # the step's line still waits for its time
+START=${EPOCHREALTIME/[.,]/}
 
-command -v docker >/dev/null || die "docker CLI not found (scripts/ensure_docker.sh installs it)"
-timeout 20 docker info >/dev/null 2>&1 || die "no Docker engine reachable (scripts/ensure_docker.sh starts one)"
+now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
+seconds_since() {
+    local us=$(($(now_us) - $1))
+    printf '%d.%d' $((us / 1000000)) $((us % 1000000 / 100000))
+}
+close_line() { if ((STEP_OPEN)); then printf '\n' >&2; STEP_OPEN=0; fi; }
+say() { close_line; printf 'build_image: %s\n' "$*" >&2; }
+note() { close_line; printf '      %s\n' "$*" >&2; }
+step() {
+    STEP_NO=$((STEP_NO + 1))
+    STEP_NAME=$1
+    STEP_START=$(now_us)
+    printf '[%d/%d] %s ... ' "$STEP_NO" "$STEPS" "$STEP_NAME" >&2
+    STEP_OPEN=1
+}
+step_done() {
+    local took
+    took=$(seconds_since "$STEP_START")
+    if ((STEP_OPEN)); then
+        printf '%s s (%s)\n' "$took" "$1" >&2
+        STEP_OPEN=0
+    else
+        printf '[%d/%d] %s: %s s (%s)\n' "$STEP_NO" "$STEPS" "$STEP_NAME" "$took" "$1" >&2
+    fi
+}
+# For `make run` a failure is news, not an error: the host starts anyway and says the same.
+die() {
+    if ((STEP_NO)); then step_done failed; fi
+    if ((FOR_RUN)); then
+        say "$*: $UNISOLATED until \`make image\` succeeds"
+        exit 0
+    fi
+    say "error: $*"
+    exit 1
+}
+START_ONE="scripts/ensure_docker.sh installs and starts one, as root"
+no_engine() {
+    step_done failed
+    if ((FOR_RUN)); then
+        say "$*: $UNISOLATED; \`make image\` after starting one ($START_ONE)"
+        exit 0
+    fi
+    say "error: $*; $START_ONE"
+    exit 1
+}
 
-mkdir -p "$CACHE"
-case $(uname -m) in
-    x86_64) ARCH=amd64 ;;
-    aarch64 | arm64) ARCH=arm64 ;;
-    *) die "unsupported machine $(uname -m)" ;;
-esac
+# Each `Step i/n : ...` line of the classic builder's output, with the time it took; what
+# the engine says otherwise stays in the build log.
+build_steps() {
+    local line number text began=0 open=0 cached=
+    while IFS= read -r line; do
+        if [[ $line == "Step "* ]]; then
+            ((open)) && printf '%5s s%s\n' "$(seconds_since "$began")" "$cached" >&2
+            text=${line#Step }
+            number=${text%% : *}
+            text=${text#* : }
+            ((${#text} > 66)) && text="${text:0:63}..."
+            printf '      %5s %-66s ' "$number" "$text" >&2
+            began=$(now_us)
+            open=1
+            cached=
+        elif [[ $line == " ---> Using cache" ]]; then
+            cached=" (cached)"
+        fi
+    done
+    ((open)) && printf '%5s s%s\n' "$(seconds_since "$began")" "$cached" >&2
+    return 0
+}
+
+configured_runtime() {
+    # The host's own reading of the environment and .env; a broken setting is the host's to
+    # report, and building as for `auto` is then the useful guess.
+    (cd "$REPO" && "$PYTHON" -c 'from actors.config import load_config; print(load_config([]).runtime)' 2>/dev/null) \
+        || echo auto
+}
+
+check_engine() {
+    step "engine $ENDPOINT"
+    if ! command -v docker >/dev/null; then
+        no_engine "no docker command on this machine"
+    fi
+    local answer errors
+    errors=$(mktemp "${TMPDIR:-/tmp}/hutch-engine.XXXXXX")
+    TEMPS+=("$errors")
+    # Bounded: a socket whose engine hangs must not hang `make run`.
+    if ! answer=$(timeout 20 docker info --format '{{.ServerVersion}}' 2>"$errors"); then
+        answer=$(grep -v '^[[:space:]]*$' "$errors" | tail -n 1)
+        no_engine "no Docker engine reachable at $ENDPOINT (${answer:-no answer within 20 s})"
+    fi
+    step_done "Docker $answer"
+}
 
 build_base() {
+    step "base image $BASE_IMAGE"
     if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-        say "$BASE_IMAGE exists, kept"
+        step_done cached
         return
     fi
     local tarball=$CACHE/rootfs-bookworm-$ARCH.tar
     if [[ ! -s $tarball ]]; then
         [[ $(id -u) -eq 0 ]] || die "debootstrap needs root to build $tarball"
         if ! command -v debootstrap >/dev/null; then
-            say "installing debootstrap"
+            note "installing debootstrap"
             { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } \
                 >"$CACHE/apt.log" 2>&1 || die "could not install debootstrap, see $CACHE/apt.log"
         fi
         local root
         root=$(mktemp -d "$CACHE/rootfs.XXXXXX")
         TEMPS+=("$root")
-        say "debootstrap bookworm ($ARCH) from $MIRROR"
+        note "debootstrap bookworm ($ARCH) from $MIRROR (log: $CACHE/debootstrap.log)"
         debootstrap --variant=minbase --arch="$ARCH" --include="$BASE_PACKAGES" bookworm "$root" "$MIRROR" \
             >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed, see $CACHE/debootstrap.log"
         rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
@@ -75,70 +177,54 @@ build_base() {
         mv "$tarball.part" "$tarball"
         rm -rf "$root"
     fi
-    say "importing $tarball as $BASE_IMAGE"
+    note "importing $tarball"
     docker import --change 'LABEL hutch.project=hutch' --change 'ENV LANG=C.UTF-8' \
-        "$tarball" "$BASE_IMAGE" >/dev/null
+        "$tarball" "$BASE_IMAGE" >/dev/null || die "docker import of $tarball failed"
+    step_done built
 }
 
 build_wheels() {
     local wheels=$1
+    step "wheels"
     "$PYTHON" - "$IMAGE_PYTHON" <<'PY' || die "$PYTHON is not Python $IMAGE_PYTHON: its wheels would not fit the image"
 import sys
 sys.exit(f"{sys.version_info[0]}.{sys.version_info[1]}" != sys.argv[1])
 PY
+    # The runner's requirements and all they need, pinned to the versions the host's tests run
+    # with: the list the image's hash covers.
     local wanted=$CACHE/requirements.txt
-    # The runtime requirements are setup.cfg's install_requires minus the host-only ones.
-    "$PYTHON" - "$REPO/setup.cfg" "$HOST_ONLY" >"$wanted.new" <<'PY'
-import configparser, re, sys
-config = configparser.ConfigParser()
-config.read(sys.argv[1])
-host_only = set(sys.argv[2].split())
-for line in config["options"]["install_requires"].split("\n"):
-    line = line.strip()
-    name = re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0] if line else ""
-    if name and name.lower() not in host_only:
-        print(line)
-PY
-    # Pin every package to the version the host's tests run with, when there is a venv.
-    local pins=$CACHE/constraints.txt
-    "$PYTHON" -m pip freeze --exclude-editable 2>/dev/null | grep -v '^-e ' >"$pins.new" || true
-    if [[ -f $wheels/requirements.txt ]] && cmp -s "$wanted.new" "$wanted" && cmp -s "$pins.new" "$pins"; then
-        say "wheels are up to date"
-        rm -f "$wanted.new" "$pins.new"
+    (cd "$REPO" && "$PYTHON" -m actors.runtime.image requirements) >"$wanted.new" \
+        || die "could not list the image's requirements (is hutch installed in $PYTHON's environment? make does it)"
+    if [[ -f $wheels/requirements.txt ]] && cmp -s "$wanted.new" "$wheels/requirements.txt"; then
+        rm -f "$wanted.new"
+        step_done cached
         return
     fi
     mv "$wanted.new" "$wanted"
-    mv "$pins.new" "$pins"
-    say "building wheels with $PYTHON"
+    note "building $(wc -l <"$wanted") wheels with $PYTHON (log: $CACHE/wheels.log)"
     rm -rf "$wheels.new"
-    if ! "$PYTHON" -m pip wheel --wheel-dir "$wheels.new" -c "$pins" -r "$wanted" >"$CACHE/wheels.log" 2>&1; then
+    if ! "$PYTHON" -m pip wheel --wheel-dir "$wheels.new" -r "$wanted" >"$CACHE/wheels.log" 2>&1; then
         tail -n 30 "$CACHE/wheels.log" >&2
         die "pip wheel failed, see $CACHE/wheels.log"
     fi
     cp "$wanted" "$wheels.new/requirements.txt"
     rm -rf "$wheels"
     mv "$wheels.new" "$wheels"
-}
-
-# Everything the agent image is made of; the image carries it as a label, so a build with
-# nothing changed is skipped without even sending a context to the engine.
-source_hash() {
-    {
-        cd "$REPO"
-        find agent-image/Dockerfile protocol container_runner -type f ! -path '*/__pycache__/*' -print0 \
-            | LC_ALL=C sort -z | xargs -0 sha256sum
-        cat "$CACHE/wheels/requirements.txt" "$CACHE/constraints.txt"
-    } | sha256sum | cut -c1-16
+    step_done built
 }
 
 build_agent() {
-    local version source context
+    local version source base context
     version=$(sed -n 's/^version[[:space:]]*=[[:space:]]*//p' "$REPO/setup.cfg" | head -n1)
     [[ -n $version ]] || die "no version in setup.cfg"
-    source=$(source_hash)
-    if [[ $(docker image inspect -f '{{index .Config.Labels "hutch.source"}}' "$IMAGE:latest" 2>/dev/null) == "$source" ]] \
+    step "agent image $IMAGE:$version"
+    # The hash the host compares with the label (actors/runtime/image.py): one definition.
+    source=$(cd "$REPO" && "$PYTHON" -m actors.runtime.image hash) || die "could not hash the image's sources"
+    base=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+    if [[ $(docker image inspect -f '{{index .Config.Labels "hutch.source"}}/{{index .Config.Labels "hutch.base"}}' \
+        "$IMAGE:latest" 2>/dev/null) == "$source/$base" ]] \
         && docker image inspect "$IMAGE:$version" >/dev/null 2>&1; then
-        say "$IMAGE:$version is up to date"
+        step_done "current, source $source"
         return
     fi
     # A small context of exactly what the image needs: the repo itself holds .venv and data.
@@ -149,17 +235,42 @@ build_agent() {
         cp -r "$REPO/$package" "$context/$package"
     done
     find "$context" -name __pycache__ -type d -prune -exec rm -rf {} +
-    say "building $IMAGE:$version"
+    note "docker build, source $source (log: $CACHE/build.log)"
     if ! docker build --network none \
         --label hutch.project=hutch --label "hutch.version=$version" --label "hutch.source=$source" \
-        -f "$REPO/agent-image/Dockerfile" -t "$IMAGE:$version" -t "$IMAGE:latest" "$context" \
-        >"$CACHE/build.log" 2>&1; then
+        --label "hutch.base=$base" \
+        -f "$REPO/agent-image/Dockerfile" -t "$IMAGE:$version" -t "$IMAGE:latest" "$context" 2>&1 \
+        | tee "$CACHE/build.log" | build_steps; then
         tail -n 30 "$CACHE/build.log" >&2
         die "docker build failed, see $CACHE/build.log"
     fi
-    say "built $IMAGE:$version and $IMAGE:latest"
+    step_done "built, tagged $IMAGE:$version and $IMAGE:latest"
 }
 
+if ((FOR_RUN)); then
+    RUNTIME=$(configured_runtime)
+    if [[ $RUNTIME == process ]]; then
+        say "HUTCH_RUNTIME=process: no agent image needed; $UNISOLATED"
+        exit 0
+    fi
+    if [[ $RUNTIME == docker ]]; then
+        UNISOLATED="HUTCH_RUNTIME=docker, so the host will not start without an engine and an image"
+    fi
+fi
+
+case $(uname -m) in
+    x86_64) ARCH=amd64 ;;
+    aarch64 | arm64) ARCH=arm64 ;;
+    *) die "unsupported machine $(uname -m)" ;;
+esac
+
+check_engine
+mkdir -p "$CACHE"
 build_base
 build_wheels "$CACHE/wheels"
 build_agent
+if ((FOR_RUN)); then
+    say "$IMAGE:latest ready in $(seconds_since "$START") s: agents run isolated, each in a container of it"
+else
+    say "$IMAGE:latest ready in $(seconds_since "$START") s"
+fi

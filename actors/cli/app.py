@@ -27,7 +27,11 @@ from actors.cli.common import (
     load,
     one_line,
 )
+from actors.cli.doctor import doctor
+from actors.cli.logs import logs
+from actors.cli.onboard import onboard
 from actors.cli.status import status
+from actors.cli.usage import usage
 from actors.store.db import StoreError
 
 
@@ -62,13 +66,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(groups.app)
-app.add_typer(sessions.app)
-app.add_typer(senders.app)
-app.add_typer(tasks.app)
-app.command("wire")(wiring.wire)
-app.command("unwire")(wiring.unwire)
-app.command("status")(status)
 
 
 def package_version() -> str:
@@ -145,3 +142,17 @@ def chat(
     if name is not None:
         argv.append(f"--name={name}")
     raise typer.Exit(run_chat(argv))
+
+
+# After `run` and `chat`, so `--help` lists them first, in the order a person meets them.
+app.command("onboard")(onboard)
+app.command("doctor")(doctor)
+app.command("status")(status)
+app.command("logs")(logs)
+app.command("usage")(usage)
+app.command("wire")(wiring.wire)
+app.command("unwire")(wiring.unwire)
+app.add_typer(groups.app)
+app.add_typer(sessions.app)
+app.add_typer(tasks.app)
+app.add_typer(senders.app)

@@ -88,8 +88,10 @@ def remove(
     data_dir: DataDirOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
 ) -> None:
-    """Remove an agent group with its wirings and sessions (its running agents are stopped
-    first); its files stay on disk."""
+    """Remove an agent group with its wirings and sessions; its files stay on disk.
+
+    Its running agents are stopped first.
+    """
     config = load(HostFlags(data_dir=data_dir))
     if not yes:
         typer.confirm(f"Remove agent group {name!r}, its wirings and its sessions?", abort=True)

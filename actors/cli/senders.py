@@ -21,7 +21,7 @@ from actors.control.requests import AllowSender, BlockSender, DecidePairing
 from actors.store import messaging_groups, pairing_requests
 from protocol.timeutil import utc_now
 
-app = typer.Typer(name="senders", help="Pairing requests from people an agent does not know yet.")
+app = typer.Typer(name="senders", help="Who may talk to a chat's agents: pairing requests, allow and block.")
 
 CodeArgument = Annotated[str, typer.Argument(metavar="CODE", help="The pairing code the sender was given.")]
 

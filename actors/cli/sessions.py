@@ -121,15 +121,19 @@ def find(store: Store, wanted: str) -> Session:
 
 @app.command("stop")
 def stop(session_id: SessionArgument, data_dir: DataDirOption = None) -> None:
-    """Stop the session's agent now (after its stop grace); its work stays, and the next
-    message starts it again."""
+    """Stop the session's agent now; its work stays.
+
+    The agent gets its stop grace (HUTCH_STOP_GRACE) to finish a turn; the next message starts it again.
+    """
     control.run(load(HostFlags(data_dir=data_dir)), StopSession(session=session_id))
 
 
 @app.command("clear")
 def clear(session_id: SessionArgument, data_dir: DataDirOption = None) -> None:
-    """Make the session's agent forget the conversation, as the owner's /clear in the chat
-    does; its answer goes to the chat."""
+    """Make the session's agent forget the conversation.
+
+    As the owner's /clear in the chat does; the agent's answer goes to the chat.
+    """
     control.run(load(HostFlags(data_dir=data_dir)), ClearSession(session=session_id))
 
 

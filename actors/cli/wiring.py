@@ -59,8 +59,10 @@ def wire(
         typer.Option(help="Strangers in this chat: dropped, or offered a pairing code.", show_default="unchanged"),
     ] = None,
 ) -> None:
-    """Wire a chat to an agent group (making the chat if hutch has not seen it), or change
-    how an existing wiring answers."""
+    """Wire a chat to an agent group, or change how an existing wiring answers.
+
+    A chat hutch has not seen yet is made, so a group can be wired before anyone writes there.
+    """
     request = Wire(
         chat=chat,
         group=group,

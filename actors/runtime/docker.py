@@ -36,9 +36,9 @@ from docker.types import LogConfig, Mount
 
 from actors.runtime.base import AgentLimits, AgentSpec, RuntimeStartError
 from protocol.layout import OUT_DIR
+from protocol.logs import AgentOutput
 
 log = logging.getLogger("hutch.runtime.docker")
-agent_log = logging.getLogger("hutch.agent")
 
 DEFAULT_IMAGE: Final = "hutch-agent:latest"
 
@@ -172,7 +172,7 @@ class DockerRuntime:
         except BaseException:
             self._release(name)
             raise
-        log.info("started agent %s in container %s (%s)", spec.tag, name, container.short_id)
+        log.info("[%s] started the agent in container %s (%s)", spec.tag, name, container.short_id)
         return DockerHandle(container, spec.tag, on_exit, release=lambda: self._release(name))
 
     def cleanup_orphans(self) -> list[str]:
@@ -237,7 +237,7 @@ class DockerRuntime:
     def _container_env(self, spec: AgentSpec) -> dict[str, str]:
         env = dict(spec.env)
         for key in sorted(_CREDENTIAL_ENV & env.keys()):
-            log.warning("not passing %s to agent %s: credentials never reach an agent", key, spec.tag)
+            log.warning("[%s] not passing %s to the agent: credentials never reach an agent", spec.tag, key)
             del env[key]
         env["HUTCH_SESSION_DIR"] = SESSION_MOUNT
         env["HUTCH_AGENT_DIR"] = AGENT_MOUNT
@@ -338,7 +338,7 @@ class DockerRuntime:
                 f"cannot start agent {spec.tag}: container name {name} is taken by a container "
                 f"of {'installation ' + repr(owner) if owner else 'no hutch installation'}; not touching it"
             )
-        log.warning("removing leftover container %s (%s) of agent %s", name, old.short_id, spec.tag)
+        log.warning("[%s] removing the agent's leftover container %s (%s)", spec.tag, name, old.short_id)
         try:
             old.remove(force=True)
         except NotFound:
@@ -354,7 +354,7 @@ class DockerHandle:
 
     def __init__(self, container: Any, tag: str, on_exit: Callable[[int], None], release: Callable[[], None]) -> None:
         self._container = container
-        self._tag = tag
+        self._tag = f"[{tag}]"  # the session's, as every log line names it (protocol.logs)
         self._on_exit = on_exit
         self._release = release
         self._code: int | None = None
@@ -387,10 +387,10 @@ class DockerHandle:
             except NotFound:
                 pass  # already gone: the waiter has or will have the code
             except (DockerException, OSError) as exc:
-                log.warning("stopping agent %s failed (%s); killing it", self._tag, exc)
+                log.warning("%s stopping the agent failed (%s); killing it", self._tag, exc)
                 self.kill()
         if not self._exited.wait(timeout_s + _EXIT_WAIT_S):
-            log.error("agent %s (container %s) could not be confirmed ended", self._tag, self.name)
+            log.error("%s the agent (container %s) could not be confirmed ended", self._tag, self.name)
             return None
         return self._code
 
@@ -401,9 +401,9 @@ class DockerHandle:
             pass
         except APIError as exc:
             if exc.status_code != 409:  # 409: not running any more, which is what we wanted
-                log.warning("killing agent %s failed: %s", self._tag, exc)
+                log.warning("%s killing the agent failed: %s", self._tag, exc)
         except (DockerException, OSError) as exc:
-            log.warning("killing agent %s failed: %s", self._tag, exc)
+            log.warning("%s killing the agent failed: %s", self._tag, exc)
 
     def _wait(self) -> None:
         code = self._wait_for_end()
@@ -416,15 +416,15 @@ class DockerHandle:
         except NotFound:
             pass
         except (DockerException, OSError) as exc:
-            log.warning("could not remove container %s of agent %s: %s", self.name, self._tag, exc)
+            log.warning("%s could not remove the agent's container %s: %s", self._tag, self.name, exc)
         self._release()
         self._code = code
-        log.info("agent %s exited with code %d", self._tag, code)
+        log.info("%s the agent's container exited with code %d", self._tag, code)
         self._exited.set()
         try:
             self._on_exit(code)
         except Exception:
-            log.exception("on_exit callback for agent %s failed", self._tag)
+            log.exception("%s on_exit callback for the agent failed", self._tag)
 
     def _finish_output(self) -> None:
         for follower in self._followers:
@@ -438,15 +438,15 @@ class DockerHandle:
                 result = self._container.wait(timeout=None)
                 return int(result.get("StatusCode", LOST_EXIT_CODE))
             except NotFound:
-                log.error("container %s of agent %s disappeared; its exit code is unknown", self.name, self._tag)
+                log.error("%s the agent's container %s disappeared; its exit code is unknown", self._tag, self.name)
                 return LOST_EXIT_CODE
             except Exception as exc:
                 failures += 1
                 if failures > _WAIT_RETRIES:
-                    log.error("gave up waiting for agent %s: %s", self._tag, exc)
+                    log.error("%s gave up waiting for the agent: %s", self._tag, exc)
                     return LOST_EXIT_CODE
                 delay = min(2.0**failures, _WAIT_BACKOFF_MAX_S)
-                log.warning("waiting for agent %s failed (%s); retrying in %.0fs", self._tag, exc, delay)
+                log.warning("%s waiting for the agent failed (%s); retrying in %.0fs", self._tag, exc, delay)
                 time.sleep(delay)
 
 
@@ -494,7 +494,8 @@ class _LogFollower:
 
     def __init__(self, container: Any, tag: str, stream: str, left: threading.Event) -> None:
         self._container = container
-        self._tag = tag
+        self._tag = f"[{tag}]"
+        self._output = AgentOutput(self._tag)
         self._which = {"stdout": stream == "stdout", "stderr": stream == "stderr"}
         self._left = left
         self._stream: Any = None
@@ -513,7 +514,7 @@ class _LogFollower:
         except NotFound:
             return  # ended and removed before we got here; nothing left to read
         except Exception as exc:  # a thread's last stop: never die silently
-            log.warning("cannot follow the output of agent %s: %s", self._tag, exc)
+            log.warning("%s cannot follow the agent's output: %s", self._tag, exc)
             return
         with self._stream_lock:
             self._stream = stream
@@ -523,14 +524,14 @@ class _LogFollower:
                 self._emit(self._lines.feed(chunk))
         except Exception as exc:  # the engine went away, or finish() closed the stream
             if not self._left.is_set():
-                log.warning("lost the output of agent %s: %s", self._tag, exc)
+                log.warning("%s lost the agent's output: %s", self._tag, exc)
         finally:
             with contextlib.suppress(Exception):
                 stream.close()
 
     def _emit(self, lines: list[bytes]) -> None:
         for line in lines:
-            agent_log.info("[%s] %s", self._tag, line.decode("utf-8", errors="replace").rstrip("\r"))
+            self._output.line(line.decode("utf-8", errors="replace").rstrip("\r"))
 
     def finish(self) -> None:
         """Log what the live stream missed: often the last words of an agent that crashed.
@@ -550,7 +551,7 @@ class _LogFollower:
         try:
             stored = self._container.logs(**self._which)
         except Exception as exc:  # gone, or the engine is: what was logged is all there is
-            log.debug("no stored output of agent %s to catch up with: %s", self._tag, exc)
+            log.debug("%s no stored output of the agent to catch up with: %s", self._tag, exc)
         else:
             # Shorter than what was received: rotation dropped the start, offsets are lost.
             if isinstance(stored, bytes) and len(stored) > self._received:

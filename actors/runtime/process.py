@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO, Final
 
 from actors.runtime.base import AgentHandle, AgentSpec, AgentUser, RuntimeStartError
+from protocol.logs import AgentOutput
 
 log = logging.getLogger("hutch.runtime.process")
-agent_log = logging.getLogger("hutch.agent")
 
 # The runner is started by module name, so the repo root must be importable whatever the
 # host's working directory is (actors/runtime/process.py -> repo root).
@@ -116,7 +116,8 @@ class ProcessRuntime:
             )
         except OSError as exc:
             raise RuntimeStartError(f"cannot start agent {spec.tag}: {exc}") from exc
-        log.info("started agent %s as pid %d (uid %d)", spec.tag, proc.pid, os.getuid() if user is None else user.uid)
+        uid = os.getuid() if user is None else user.uid
+        log.info("[%s] started the agent as pid %d (uid %d)", spec.tag, proc.pid, uid)
         return ProcessHandle(proc, spec.tag, on_exit)
 
     def _prefix(self, user: AgentUser | None) -> tuple[str, ...]:
@@ -137,7 +138,7 @@ class ProcessRuntime:
             return None
         if os.geteuid() != 0 or self._setpriv is None:
             log.warning(
-                "agent %s runs as uid %d: only a host run as root with setpriv can drop to %s",
+                "[%s] the agent runs as uid %d: only a host run as root with setpriv can drop to %s",
                 spec.tag,
                 os.getuid(),
                 user,
@@ -181,7 +182,7 @@ class ProcessRuntime:
         env.update(self._extra_env)
         env.update(spec.env)
         for key in _CREDENTIAL_ENV & env.keys():
-            log.warning("not passing %s to agent %s: credentials never reach an agent", key, spec.tag)
+            log.warning("[%s] not passing %s to the agent: credentials never reach an agent", spec.tag, key)
             del env[key]
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         # A pipe makes Python block-buffer stdout; log lines should arrive as they happen.
@@ -218,7 +219,7 @@ class ProcessHandle:
 
     def __init__(self, proc: subprocess.Popen[bytes], tag: str, on_exit: Callable[[int], None]) -> None:
         self._proc = proc
-        self._tag = tag
+        self._tag = f"[{tag}]"  # the session's, as every log line names it (protocol.logs)
         self._on_exit = on_exit
         # Held while signalling the group and while reaping the leader, so a signal is never
         # sent to a process group id the kernel may already have handed to someone else.
@@ -245,10 +246,10 @@ class ProcessHandle:
     def stop(self, timeout_s: float = 10) -> int | None:
         self._signal_group(signal.SIGTERM)
         if not self._exited.wait(timeout_s):
-            log.warning("agent %s ignored SIGTERM for %.1fs; killing it", self._tag, timeout_s)
+            log.warning("%s the agent ignored SIGTERM for %.1fs; killing it", self._tag, timeout_s)
             self._signal_group(signal.SIGKILL)
             if not self._exited.wait(_KILL_WAIT_S):
-                log.error("agent %s (pid %s) did not end after SIGKILL", self._tag, self.ident)
+                log.error("%s the agent (pid %s) did not end after SIGKILL", self._tag, self.ident)
                 return None
         return self._proc.returncode
 
@@ -267,10 +268,10 @@ class ProcessHandle:
             os.killpg(self._proc.pid, sig)
 
     def _pump_output(self, stream: IO[bytes]) -> None:
+        output = AgentOutput(self._tag)
         with stream:
             for raw in iter(lambda: stream.readline(_MAX_LINE_BYTES), b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                agent_log.info("[%s] %s", self._tag, line)
+                output.line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
 
     def _wait(self) -> None:
         self._wait_for_leader()
@@ -281,12 +282,12 @@ class ProcessHandle:
             code = self._proc.wait()
             self._reaped = True
         self._reader.join(_READER_JOIN_S)
-        log.info("agent %s exited with code %d", self._tag, code)
+        log.info("%s the agent's process exited with code %d", self._tag, code)
         self._exited.set()
         try:
             self._on_exit(code)
         except Exception:
-            log.exception("on_exit callback for agent %s failed", self._tag)
+            log.exception("%s on_exit callback for the agent failed", self._tag)
 
     def _wait_for_leader(self) -> None:
         """Block until the leader has ended, leaving it a zombie where the OS allows.

@@ -84,6 +84,7 @@ from protocol.content import ChatIn, ContentError, Notice, SeriesChange, SystemA
 from protocol.db import read_transaction, write_transaction
 from protocol.filewatch import commit_may_have_finished
 from protocol.layout import HEARTBEAT, OUTBOUND_DB, UnsafePathError
+from protocol.logs import tag_thread
 from protocol.rows import Delivery, MessageIn, ProcessingAck, Routing
 from protocol.timers import ActorTimer
 from protocol.timeutil import now_ts, utc_now
@@ -170,6 +171,9 @@ class SessionActor(pykka.ThreadingActor):
     # --- lifecycle ------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        # pykka runs this actor's start, messages and stop in this one thread: every line it
+        # logs, whoever's code logs it, is about this session.
+        tag_thread(self._info.tag)
         try:
             self._device = prepare_session_folder(self._layout, self._info.agent_dir, self._info.user)
             with read_transaction(self._layout.inbound_db) as conn:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from actors.runtime.base import AgentLimits, AgentUser
 from protocol.layout import SessionLayout
+from protocol.logs import session_tag
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class SessionInfo:
 
     @property
     def tag(self) -> str:
-        return f"[{self.agent_group}/{self.session_id[:8]}]"
+        """`[main/1a2b3c4d]`: how the host's log lines name this session (protocol.logs)."""
+        return session_tag(self.session_id, self.agent_group)
 
 
 class ProxySockets(Protocol):

@@ -172,7 +172,17 @@ class ClaudeProvider:
             ) as stream:
                 message: Message = stream.get_final_message()
         except anthropic.APIStatusError as exc:
-            raise ProviderError(_status_message(exc)) from exc
+            if _retrying_may_help(exc):
+                raise ProviderError(_status_message(exc)) from exc
+            # The person is told it will not pass by itself; the log keeps the API's own words.
+            log.error(
+                "the model API refused a request for model %s (HTTP %d, %s), and retrying will not help: %s",
+                settings.model,
+                exc.status_code,
+                exc.type or "no error type",
+                _api_message(exc),
+            )
+            raise ProviderError(_refusal_message(exc)) from exc
         except (anthropic.APITimeoutError, httpx2.TimeoutException) as exc:
             # The SDK's own retries cover a stall before the headers; a stall mid-stream ends here.
             raise ProviderError(STALLED) from exc
@@ -261,26 +271,60 @@ def _make_client(settings: ClaudeSettings) -> anthropic.Anthropic:
     )
 
 
+# What a refusal's error type is when the body names none.
+_REFUSAL_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+}
+# What the operator (or the person) can do instead of retrying, by error type.
+_REFUSAL_HINTS: Final = {
+    "authentication_error": "The operator needs to check the host's credentials (ANTHROPIC_API_KEY).",
+    "permission_error": "The operator needs to check what the API key may use.",
+    "not_found_error": "The operator needs to check the model name (HUTCH_MODEL, or the agent group's model).",
+    "request_too_large": "The conversation is too large for the model; try /clear.",
+}
+_API_MESSAGE_CHARS: Final = 300
+
+
+def _retrying_may_help(exc: anthropic.APIStatusError) -> bool:
+    """As the SDK judges a status (it retries 408, 409, 429 and 5xx itself). A mid-stream
+    `error` event arrives on a 200 response, so there the body's error type decides."""
+    status = exc.status_code
+    if 400 <= status < 500:
+        return status in (408, 409, 429)
+    return status >= 500 or exc.type not in (*_REFUSAL_TYPES.values(), "billing_error")
+
+
 def _status_message(exc: anthropic.APIStatusError) -> str:
-    # A mid-stream `error` event arrives on a 200 response, so its body type decides first.
+    """For an error a later try may get past."""
     kind = exc.type
     status = exc.status_code
     if kind == "overloaded_error" or status == 529:
         return "The model is overloaded right now; please try again in a little while."
     if kind == "rate_limit_error" or status == 429:
         return "The model API's rate limit was reached; please try again in a minute."
-    if kind == "authentication_error" or status == 401:
-        return "The model API rejected our credentials; the operator needs to check the API key."
-    if kind == "permission_error" or status == 403:
-        return "The model API refused this request (permission denied)."
-    if status == 413:
-        return "The conversation is too large for the model; try /clear."
-    if kind == "invalid_request_error" or status == 400:
-        detail = (exc.api_message or "").strip()[:200]
-        return f"The model API rejected the request: {detail}" if detail else "The model API rejected the request."
     if status >= 500 or kind in ("api_error", "timeout_error"):
         return "The model API had an internal error; please try again."
     return f"The model API returned an error ({status}); please try again."
+
+
+def _refusal_message(exc: anthropic.APIStatusError) -> str:
+    """For an error the same request will meet again: the API's reason and what to do."""
+    kind = exc.type or _REFUSAL_TYPES.get(exc.status_code, "")
+    hint = _REFUSAL_HINTS.get(kind)
+    told = f"The model API refused the request, and retrying will not help: {_api_message(exc).rstrip('.')}."
+    return f"{told} {hint}" if hint else told
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    """The API's own explanation, on one line and bounded (a proxy's HTML page is no message)."""
+    text = " ".join((exc.api_message or "").split())
+    if not text:
+        return f"HTTP {exc.status_code} {exc.response.reason_phrase}".strip()
+    return text if len(text) <= _API_MESSAGE_CHARS else f"{text[:_API_MESSAGE_CHARS]}..."
 
 
 # -- building requests ---------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from actors.config import ConfigError, HostConfig, load_config
+from actors import config as config_module
+from actors.config import OTHER_PROGRAMS_KEYS, ConfigError, HostConfig, host_keys, load_config
 from actors.host import session_settings
 from actors.runtime.base import AgentLimits
 from actors.store.agent_uids import UidRange
@@ -277,3 +279,202 @@ def test_telegram_polls_unless_a_webhook_url_is_given() -> None:
         [], {"HUTCH_TELEGRAM_WEBHOOK_URL": "https://bot.example.test/tg", "HUTCH_TELEGRAM_WEBHOOK_PORT": "9000"}
     )
     assert (config.telegram_webhook_url, config.telegram_webhook_port) == ("https://bot.example.test/tg", 9000)
+
+
+# -- strictness: unknown names and malformed lines say where they are -------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("HUTCH_MAX_CONTAINER", "did you mean HUTCH_MAX_CONTAINERS?"),
+        ("HUTCH_MODLE", "did you mean HUTCH_MODEL?"),
+        # The names without the prefix are candidates too.
+        ("HUTCH_TELEGRAM_TOKEN", "did you mean TELEGRAM_BOT_TOKEN?"),
+        # Environment names are case-sensitive: a lower-case one would be ignored.
+        ("hutch_log_level", "did you mean HUTCH_LOG_LEVEL?"),
+        ("HUTCH_ZZZ", "README.md's Configuration lists the settings"),
+    ],
+)
+def test_an_unknown_name_in_the_environment_is_refused_with_a_guess(name: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {name: "1"})
+    assert str(caught.value) == f"unknown setting {name} in the environment ({hint})"
+
+
+def test_an_unknown_name_in_the_process_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTCH_IDLE_TIMOUT", "60")
+    with pytest.raises(ConfigError, match=r"HUTCH_IDLE_TIMOUT in the environment \(did you mean HUTCH_IDLE_TIMEOUT\?"):
+        load_config([])
+
+
+def test_an_unknown_name_in_dotenv_names_the_file_and_line() -> None:
+    write_dotenv("# settings\nHUTCH_MODEL=claude-opus-4\n\nHUTCH_RUNTIM=docker\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {})
+
+    assert str(caught.value) == ".env line 4: unknown setting HUTCH_RUNTIM (did you mean HUTCH_RUNTIME?)"
+
+
+def test_only_hutch_names_are_checked() -> None:
+    # `.env` and the environment are shared with other programs; their names are theirs.
+    write_dotenv("OTHER_TOOL_TOKEN=x\nDATABASE_URL=postgres://db\n")
+
+    config = load_config([], {"PATH": "/usr/bin", "EDITOR": "vi", "HUTCHINSON": "1"})
+
+    assert config == HostConfig()
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_PROGRAMS_KEYS))
+def test_other_programs_names_pass_in_the_environment_but_not_in_dotenv(name: str) -> None:
+    # A shell that starts a runner by hand or runs the scripts holds them; the host ignores them.
+    assert load_config([], {name: "/somewhere"}) == HostConfig()
+
+    write_dotenv(f"HUTCH_MODEL=m\n{name}=/somewhere\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {})
+    assert str(caught.value).startswith(f".env line 2: {name} is read by ")
+    assert str(caught.value).endswith("not by the host: .env does not reach it")
+
+
+@pytest.mark.parametrize(
+    ("text", "number", "shown"),
+    [
+        ("HUTCH_MODEL=m\n\n# fine so far\nFOO BAR\n", 4, "FOO BAR"),
+        ("HUTCH_MODEL=m\n\n\n   \nFOO BAR\n", 5, "FOO BAR"),
+        ("HUTCH_MODEL=m\r\nHUTCH_RUNTIME docker\r\n", 2, "HUTCH_RUNTIME docker"),
+        ('HUTCH_MODEL="claude\nHUTCH_RUNTIME=docker\n', 1, 'HUTCH_MODEL="claude'),
+        ("=value\n", 1, "=value"),
+        # python-dotenv takes a bare name as "no value": the host would have ignored the line.
+        ("HUTCH_MODEL=m\nHUTCH_RUNTIME\n", 2, "HUTCH_RUNTIME"),
+    ],
+)
+def test_a_malformed_dotenv_line_is_named_by_number(text: str, number: int, shown: str) -> None:
+    write_dotenv(text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {})
+
+    assert str(caught.value) == f".env line {number}: cannot parse {shown!r} (expected KEY=VALUE)"
+
+
+def test_a_malformed_line_does_not_show_a_secret() -> None:
+    write_dotenv("ANTHROPIC_API_KEY='sk-ant-very-secret\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {})
+
+    assert str(caught.value) == ".env line 1: cannot parse 'ANTHROPIC_API_KEY=...' (expected KEY=VALUE)"
+
+
+def test_a_long_malformed_line_is_cut_short() -> None:
+    write_dotenv("x" * 500 + " y\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {})
+
+    assert str(caught.value) == f".env line 1: cannot parse '{'x' * 80}...' (expected KEY=VALUE)"
+
+
+def test_what_dotenv_allows_is_still_read() -> None:
+    write_dotenv(
+        "# comment\n\n  export HUTCH_MODEL=from-export  # trailing comment\n"
+        "HUTCH_ASSISTANT_NAME = 'Andy'\nHUTCH_LOG_LEVEL=\"debug\"\r\n"
+    )
+
+    config = load_config([], {})
+
+    assert (config.model, config.assistant_name, config.log_level) == ("from-export", "Andy", "DEBUG")
+
+
+def test_an_unreadable_dotenv_is_a_config_error() -> None:
+    Path(".env").mkdir()
+    with pytest.raises(ConfigError, match=r"^\.env: cannot be read \(Is a directory\)$"):
+        load_config([], {})
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_config_error() -> None:
+    Path(".env").write_bytes(b"HUTCH_MODEL=caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"^\.env: not UTF-8 text"):
+        load_config([], {})
+
+
+# Every setting given, so a name read only when another setting is given is read too.
+EVERY_SETTING = {
+    "HUTCH_DATA_DIR": "/var/lib/hutch",
+    "HUTCH_RUNTIME": "docker",
+    "HUTCH_PROVIDER": "mock",
+    "HUTCH_MODEL": "claude-opus-4",
+    "HUTCH_IDLE_TIMEOUT": "90",
+    "HUTCH_MAX_CONTAINERS": "3",
+    "TZ": "Europe/Berlin",
+    "HUTCH_LOG_LEVEL": "debug",
+    "ANTHROPIC_API_KEY": "sk-test",
+    "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
+    "HUTCH_ASSISTANT_NAME": "Andy",
+    "HUTCH_SWEEP_INTERVAL": "12",
+    "HUTCH_STOP_GRACE": "12",
+    "HUTCH_TELEGRAM_OWNER": "1001",
+    "HUTCH_DISCORD_OWNER": "2002",
+    "HUTCH_UNKNOWN_SENDERS": "pair",
+    "HUTCH_AGENT_UIDS": "500000-500099",
+    "HUTCH_AGENT_CPUS": "0.5",
+    "HUTCH_AGENT_MEMORY_MB": "512",
+    "HUTCH_AGENT_PIDS": "128",
+    "HUTCH_AGENT_SHM_MB": "4",
+    "HUTCH_WEBHOOK_PORT": "8787",
+    "TELEGRAM_BOT_TOKEN": "123:abc",
+    "HUTCH_TELEGRAM_BASE_URL": "http://127.0.0.1:1/bot",
+    "HUTCH_TELEGRAM_WEBHOOK_URL": "https://bot.example.test/tg",
+    "HUTCH_TELEGRAM_WEBHOOK_PORT": "9000",
+    "DISCORD_BOT_TOKEN": "discord-token",
+    "HUTCH_DISCORD_API_BASE": "http://127.0.0.1:2",
+    "HUTCH_DISCORD_GATEWAY_URL": "ws://127.0.0.1:3",
+}
+
+
+def test_every_name_the_host_reads_is_known() -> None:
+    reads = config_module._Reads(EVERY_SETTING)
+    config_module._from_env(reads)
+
+    assert reads.names <= host_keys()
+    assert set(EVERY_SETTING) <= host_keys()
+    assert load_config([], EVERY_SETTING).webhook_port == 8787  # and all of them pass the check
+
+
+def test_the_known_names_are_not_other_programs_names() -> None:
+    assert host_keys().isdisjoint(OTHER_PROGRAMS_KEYS)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+_NAME = re.compile(r"\bHUTCH_[A-Z0-9_]*[A-Z0-9]\b")  # not "HUTCH_AGENT_*", a family in prose
+
+
+def test_every_hutch_name_in_the_code_is_the_hosts_or_another_programs() -> None:
+    """A HUTCH_* name set or read anywhere (the host, the runner, the scripts) or documented as
+    a setting (README's tables) must not make the host refuse an environment that holds it.
+    Tests' own names never reach it; actors/config.py reads only its own (and its comments
+    and the README's prose show misspellings)."""
+    code = [REPO / folder for folder in ("actors", "container_runner", "protocol", "scripts")]
+    sources = [path for folder in code for path in folder.rglob("*.[ps][yh]") if path.is_file()]
+    sources.remove(REPO / "actors" / "config.py")
+    texts = [path.read_text(errors="replace") for path in sources]
+    texts += [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("|")]
+
+    unknown = {name for text in texts for name in _NAME.findall(text)} - host_keys() - set(OTHER_PROGRAMS_KEYS)
+
+    assert not unknown, f"add these to actors/config.py (a setting, or OTHER_PROGRAMS_KEYS): {sorted(unknown)}"
+
+
+def test_the_runners_own_names_are_listed_as_another_programs(tmp_path: Path) -> None:
+    from container_runner.config import RunnerConfig
+
+    reads = config_module._Reads({"HUTCH_SESSION_DIR": str(tmp_path), "HUTCH_AGENT_DIR": str(tmp_path)})
+    RunnerConfig._from_env(reads)
+
+    runner_only = {name for name in reads.names if name.startswith("HUTCH_")} - host_keys()
+    assert runner_only
+    assert runner_only <= set(OTHER_PROGRAMS_KEYS)

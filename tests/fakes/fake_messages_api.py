@@ -311,7 +311,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         request = self._record()
         try:
-            if request.path.split("?")[0] != "/v1/messages":
+            path = request.path.split("?")[0]
+            if path == "/v1/messages/count_tokens":
+                self._count_tokens(self._next_reply(request))
+                return
+            if path != "/v1/messages":
                 self._send_error_json(404, f"no such path: {request.path}")
                 return
             reply = self._next_reply(request)
@@ -418,6 +422,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _end_chunks(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _count_tokens(self, reply: FakeReply) -> None:
+        """A scripted error is answered as is; anything else counts `input_tokens` of its usage."""
+        if reply.kind == "error":
+            self._send_error_json(reply.status, reply.error_message, dict(reply.headers))
+            return
+        usage = reply.usage or self._shared.default_usage
+        self._send_json(200, {"input_tokens": usage.input_tokens})
 
     def _send_error_json(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         error_type = _ERROR_TYPES.get(status, "api_error")

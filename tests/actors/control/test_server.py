@@ -151,3 +151,21 @@ def test_a_live_socket_in_the_way_is_not_taken_over(server: ControlServer, recor
     with pytest.raises(ControlServerError, match="already listens"):
         ControlServer(server.path, recorder).start()
     assert submit(server.path, StopSession(session="x")).ok
+
+
+def test_a_host_whose_control_socket_cannot_listen_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.main import main
+
+    for name in list(os.environ):
+        if name.startswith("HUTCH_"):
+            monkeypatch.delenv(name)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "control.sock").write_text("somebody's file")
+    assert main(["--data-dir", str(data), "--provider", "mock", "--runtime", "process"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"hutch: cannot listen for control requests on {data.absolute() / 'control.sock'}")
+    assert "Traceback" not in "\n".join(lines)
+    assert (data / "control.sock").read_text() == "somebody's file"
