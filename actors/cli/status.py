@@ -165,7 +165,9 @@ def _docker_agents(config: HostConfig) -> str:
         client = docker.from_env(timeout=DOCKER_TIMEOUT_S)
         try:
             client.ping()
-            running = client.containers.list(filters={"label": f"{LABEL_INSTALLATION}={installation}"})
+            running = client.containers.list(
+                filters={"label": f"{LABEL_INSTALLATION}={installation}"}, ignore_removed=True
+            )
         finally:
             client.close()
     except (DockerException, OSError) as exc:  # requests' connection errors are OSErrors

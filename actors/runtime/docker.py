@@ -184,7 +184,9 @@ class DockerRuntime:
         """
         try:
             client = self._get_client()
-            found = client.containers.list(all=True, filters={"label": f"{LABEL_INSTALLATION}={self._installation_id}"})
+            found = client.containers.list(
+                all=True, filters={"label": f"{LABEL_INSTALLATION}={self._installation_id}"}, ignore_removed=True
+            )
         except (RuntimeStartError, DockerException, OSError) as exc:
             log.warning("orphan clean-up skipped: %s", exc)
             return []

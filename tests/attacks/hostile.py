@@ -340,7 +340,7 @@ class AttackRun:
         if session_id is not None:
             labels.append(f"{LABEL_SESSION}={session_id}")
         filters: dict[str, Any] = {"label": labels} | ({"status": "running"} if running else {})
-        return list(self.docker.containers.list(all=not running, filters=filters))
+        return list(self.docker.containers.list(all=not running, filters=filters, ignore_removed=True))
 
     def container(self, session_id: str) -> Any:
         """The session's live container, once there is one."""

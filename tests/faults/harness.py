@@ -187,7 +187,8 @@ def docker_containers(data_dir: Path, session_id: str | None = None) -> list[Any
         labels.append(f"{LABEL_SESSION}={session_id}")
     client = docker.from_env()
     try:
-        return list(client.containers.list(all=True, filters={"label": labels}))
+        # A container removed between the engine's list and its inspect is not an error.
+        return list(client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))
     finally:
         client.close()
 

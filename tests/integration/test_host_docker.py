@@ -93,7 +93,7 @@ def test_agents_run_as_their_groups_own_uid_within_its_limits(docker_host: Host)
     try:
         assert isinstance(docker_host.runtime, DockerRuntime)
         ours = [f"{LABEL_AGENT_GROUP}=main", f"{LABEL_INSTALLATION}={docker_host.runtime.installation_id}"]
-        (container,) = client.containers.list(filters={"label": ours})
+        (container,) = client.containers.list(filters={"label": ours}, ignore_removed=True)
         assert container.attrs["Config"]["User"] == f"{uid}:{uid}"
         limits = container.attrs["HostConfig"]
         assert limits["NanoCpus"] == 500_000_000

@@ -72,7 +72,9 @@ def client(_engine: None, installation: str) -> Iterator[Any]:
     """An engine connection that, at the end, removes whatever the test left behind."""
     client = docker.from_env()
     yield client
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_INSTALLATION}={installation}"}):
+    for container in client.containers.list(
+        all=True, filters={"label": f"{LABEL_INSTALLATION}={installation}"}, ignore_removed=True
+    ):
         container.remove(force=True)
     client.close()
 
