@@ -270,7 +270,7 @@ build_base
 build_wheels "$CACHE/wheels"
 build_agent
 if ((FOR_RUN)); then
-    say "$IMAGE:latest ready in $(seconds_since "$START") s: agents run isolated, each in a container of it"
+    say "$IMAGE:latest ready in $(seconds_since "$START") s: agents run isolated, each in a container of its own"
 else
     say "$IMAGE:latest ready in $(seconds_since "$START") s"
 fi
