@@ -130,6 +130,12 @@ def _channels(config: HostConfig, store: Store | None) -> list[tuple[str, str]]:
         rows.append(("channel webhooks", f"on: 127.0.0.1:{config.webhook_port}{routes}"))
     else:
         rows.append(("channel webhooks", "off (HUTCH_WEBHOOK_PORT not set)"))
+    if config.control_port is not None:
+        # The token is new at each start and printed only by the host: never shown here.
+        port = "a free port (see the host's output)" if config.control_port == 0 else str(config.control_port)
+        rows.append(("control page", f"on: http://127.0.0.1:{port}/ (the login token is in the host's output)"))
+    else:
+        rows.append(("control page", "off (HUTCH_CONTROL_PORT not set)"))
     rows.append(("unknown senders", config.unknown_senders))
     return rows
 

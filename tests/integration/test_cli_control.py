@@ -177,3 +177,7 @@ def test_every_reading_subcommand_answers_against_a_running_host(
     assert "cli:local (local chat)" in ok(data_dir, "sessions", "show", session_id[:8])
     assert ok(data_dir, "tasks", "list").strip() == "no scheduled tasks"
     assert ok(data_dir, "senders", "pending").strip() == "no open pairing requests"
+    assert ok(data_dir, "usage").strip() == "no usage recorded yet"  # the mock provider costs nothing
+    assert f"[main/{session_id[:8]}]" in ok(data_dir, "logs", "--session", session_id[:8])
+    doctor = hutch(data_dir, "doctor")
+    assert f"held by a running host, pid {host.pid}" in doctor.stdout  # COLUMNS is wide: no wrapping

@@ -97,6 +97,12 @@ def test_channels_are_shown_without_their_tokens(data: Folder) -> None:
             assert secret not in result.output
 
 
+def test_the_control_page_row_names_the_port_never_the_token(data: Folder) -> None:
+    assert _rows(data.path)["control page"] == "off (HUTCH_CONTROL_PORT not set)"
+    shown = _rows(data.path, {"HUTCH_CONTROL_PORT": "8766"})["control page"]
+    assert shown == "on: http://127.0.0.1:8766/ (the login token is in the host's output)"
+
+
 def test_without_a_key_the_provider_row_says_the_host_uses_mock(data: Folder) -> None:
     assert _rows(data.path)["provider"] == "claude (no ANTHROPIC_API_KEY: the host uses mock)"
     assert _rows(data.path, {"HUTCH_PROVIDER": "mock"})["provider"] == "mock"
