@@ -10,8 +10,6 @@ import typer
 from actors.cli.common import CliError, open_central
 from actors.config import HostConfig
 from actors.control.client import ControlSocketError, submit
-from actors.control.offline import OfflineSessions
-from actors.control.operations import Operations
 from actors.control.requests import Reply, Request
 from actors.data_lock import DataFolderBusy, DataFolderLock
 
@@ -24,6 +22,11 @@ def carry_out(config: HostConfig, request: Request) -> Reply:
         except DataFolderBusy:
             lock = None
         if lock is not None:
+            # Imported here: they pull in the session code, which a command sent to a
+            # running host never needs (a third of the command's start-up time).
+            from actors.control.offline import OfflineSessions
+            from actors.control.operations import Operations
+
             try:
                 return Operations(store, config, OfflineSessions(store), config.owners).execute(request)
             finally:
