@@ -23,6 +23,7 @@ from actors.store.agent_uids import UidRange
 from actors.store.messaging_groups import UNKNOWN_SENDER_POLICIES
 from protocol.envnum import EnvNumberError, env_number, env_whole_number
 from protocol.logs import level_name
+from protocol.models import DEFAULT_MODEL
 
 RUNTIMES = ("process", "docker", "auto")
 PROVIDERS = ("claude", "mock")
@@ -37,7 +38,7 @@ class HostConfig(DataFolder):
     data_dir: Path = Path("data")
     runtime: str = "auto"
     provider: str = "claude"
-    model: str = "claude-sonnet-4-5"
+    model: str = DEFAULT_MODEL
     idle_timeout_s: float = 1800.0
     max_containers: int = 5
     timezone: str = "UTC"

@@ -27,13 +27,16 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 import httpx2
 
 from actors.runtime.base import AgentUser
 from actors.socket_file import clear_for_bind, identity, remove_if_ours
 from actors.usage_meter import UsageBook, UsageMeter
+
+if TYPE_CHECKING:
+    from actors.budget_gate import BudgetRefusal
 
 log = logging.getLogger("hutch.credentials")
 
@@ -284,6 +287,13 @@ class _SessionServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
             return None
         return UsageMeter(response.headers.get("content-type"), response.headers.get("content-encoding"))
 
+    def budget_refusal(self, target: str) -> BudgetRefusal | None:
+        """A Messages request of a group whose budget is spent; counting tokens costs nothing
+        and passes."""
+        if self._usage is None or target.partition("?")[0] != "/v1/messages":
+            return None
+        return self._usage.refusal(self.session_id, self.agent_group)
+
     def record_usage(self, meter: UsageMeter) -> None:
         if self._usage is not None:
             self._usage.record(self.session_id, self.agent_group, self.tag, meter.finish())
@@ -372,6 +382,19 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if not session.upstream.has_credentials:
             self._send_error_json(401, "authentication_error", "the host has no Anthropic API credentials configured")
+            return
+        refusal = session.budget_refusal(target)
+        if refusal is not None:
+            # Before the body is read or anything goes upstream: a spent budget costs nothing.
+            # `x-should-retry: false` keeps the SDK from retrying what only time or the owner
+            # changes; the agent hands its batch back instead (docs/ARCHITECTURE.md, "Budgets").
+            log.info("[%s] %s %s -> 429 budget: %s", session.tag, self.command, target, refusal.message)
+            self._send_error_json(
+                429,
+                "budget_exceeded",
+                refusal.message,
+                [("retry-after", str(refusal.retry_after_s)), ("x-should-retry", "false")],
+            )
             return
         try:
             body, length = self._body()
@@ -509,10 +532,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         return "raw"
 
-    def _send_error_json(self, status: int, error_type: str, message: str) -> None:
+    def _send_error_json(
+        self, status: int, error_type: str, message: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
         self.send_response_only(status)
         self.send_header("Content-Type", "application/json")
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         # Whatever of the request body is still unread would be taken for the next request.
         self.send_header("Connection", "close")

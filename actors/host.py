@@ -24,8 +24,9 @@ from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
 from actors.group_folder import seed_group_folder
 from actors.inotify_limits import inotify_shortfall
+from actors.messages import Notify
 from actors.ownership import EVERYONE_READS, can_give_away, secure_data_folder, set_mode
-from actors.pricing import PricesError, load_prices
+from actors.pricing import PricesError, PriceTable, load_prices
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentRuntime
 from actors.runtime.process import ProcessRuntime
@@ -156,7 +157,7 @@ class Host:
         if removed:
             log.info("ended %d agent(s) left by an earlier run", len(removed))
         if proxy is None and provider == "claude":
-            owned = _credential_proxy(config, self.store)
+            owned = _credential_proxy(config, self.store, self.prices, self._tell_owner)
             self._on_stop("credential proxy", owned.stop)
             proxy = owned
         self.proxy = proxy
@@ -218,6 +219,16 @@ class Host:
             self._on_stop("control page", page.stop)
             self.control_page = page
         log.info("host started: data=%s runtime=%s provider=%s", config.data_dir, self.runtime.name, provider)
+
+    def _tell_owner(self, text: str) -> None:
+        """A budget notice (actors/budget_gate.py); the DeliveryActor starts after the proxy."""
+        from actors.budget_gate import owner_chats
+
+        delivery = getattr(self, "delivery", None)
+        if delivery is None:
+            return
+        for routing in owner_chats(self.store, self.config.owners):
+            delivery.tell(Notify(routing=routing, text=text))
 
     def _on_stop(self, name: str, stop: Callable[[], object]) -> None:
         self._stops.append((name, stop))
@@ -310,6 +321,8 @@ def session_settings(config: HostConfig, provider: str) -> SessionSettings:
             "HUTCH_MODEL": config.model,
             "HUTCH_ASSISTANT_NAME": config.assistant_name,
             "HUTCH_LOG_LEVEL": config.log_level,
+            # How long the agent may idle: it decides the cached prefix's lifetime (1 h past 5 min).
+            "HUTCH_IDLE_TIMEOUT": f"{config.idle_timeout_s:g}",
         },
     )
 
@@ -323,8 +336,12 @@ def start_host(
     return Host.start(config, runtime, settings, proxy)
 
 
-def _credential_proxy(config: HostConfig, store: Store) -> CredentialProxy:
+def _credential_proxy(
+    config: HostConfig, store: Store, prices: PriceTable, tell_owner: Callable[[str], None]
+) -> CredentialProxy:
+    from actors.budget_gate import BudgetGate
     from actors.credentials import CredentialProxy
     from actors.usage_meter import UsageBook
 
-    return CredentialProxy(config.base_url, config.api_key, usage=UsageBook(store))
+    usage = UsageBook(store, BudgetGate(store, prices, tell_owner))
+    return CredentialProxy(config.base_url, config.api_key, usage=usage)

@@ -17,6 +17,7 @@ from actors.access import TRUSTED_CHANNELS, Admitted, Dropped, OwnerCommand, Pai
 from actors.channels.base import InboundAnswer, InboundChat, InboundWebhook
 from actors.messages import WriteInbound
 from actors.routing import Target, targets
+from actors.session_commands import Answerer, parse_command, refusal
 from actors.store import (
     agent_groups,
     members,
@@ -65,7 +66,9 @@ class InboundRouter:
         notify: Notify,
         unknown_senders: UnknownSenders = "drop",
         touch: Callable[[str], None] = lambda _session_id: None,
+        commands: Answerer | None = None,
     ) -> None:
+        self._commands = commands
         self._store = store
         self._owners = dict(owners)
         self._notify = notify
@@ -105,6 +108,12 @@ class InboundRouter:
         wirings = messaging_group_agents.wirings_for(self._store, chat.id)
         if not wirings and not chat.is_group and role == "owner":
             wirings = [self._wire_to_main(chat)]
+        asked = None if self._commands is None else parse_command(event.text)
+        if asked is not None and self._commands is not None:
+            # `/cost` and `/model` need the central DB, so the host answers them; never an agent.
+            answer = refusal(asked, role) or self._commands.answer(asked, chat, event.thread_id, wirings)
+            self._notify(_routing(event), answer)
+            return []
         if not wirings:
             raise RoutingError(f"no agent is wired to chat {event.platform_id!r} on {event.channel_type}")
         return [self._to_session(target, chat, event, role) for target in targets(self._store, wirings, event)]

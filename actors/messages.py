@@ -271,9 +271,27 @@ class StopSession(msgspec.Struct, frozen=True):
     session_id: str
 
 
+class RestartGroupAgents(msgspec.Struct, frozen=True):
+    """Supervisor: stop every live session of the group, as `StopSession` does, so the next
+    message starts each with what the group now says (its model). Answers the ids stopped."""
+
+    agent_group_id: str
+
+
 class RemoveAgentGroup(msgspec.Struct, frozen=True):
     """Supervisor: stop every session of the group, then delete it (its wirings and sessions
     with it) in the same turn of the Supervisor, so no message can open a session between
     the two. Answers the ids of the sessions that were running."""
 
     agent_group_id: str
+
+
+class RecheckBudget(msgspec.Struct, frozen=True):
+    """Supervisor: the group's budget was raised or removed; tell its live sessions
+    `BudgetRaised`. Answers how many were told."""
+
+    agent_group_id: str
+
+
+class BudgetRaised(msgspec.Struct, frozen=True):
+    """SessionActor: rows waiting for the budget are due now (the proxy decides again)."""

@@ -23,6 +23,7 @@ from actors.data_folder import DataFolder
 from actors.inbound_router import InboundRouter, RoutingError
 from actors.messages import AskQuestion as AskQuestionAction
 from actors.messages import (
+    BudgetRaised,
     DeliveryFailed,
     Drain,
     EnsureSession,
@@ -33,7 +34,9 @@ from actors.messages import (
     Notify,
     OpenQuestion,
     OpenSession,
+    RecheckBudget,
     RemoveAgentGroup,
+    RestartGroupAgents,
     SessionFailed,
     SessionIdle,
     StopIfIdle,
@@ -41,9 +44,11 @@ from actors.messages import (
     Tellable,
     WriteInbound,
 )
+from actors.pricing import PricesError, PriceTable, default_prices, load_prices
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentLimits, AgentRuntime, AgentUser
 from actors.session import ProxySockets, SessionActor, SessionInfo, SessionSettings
+from actors.session_commands import Answerer
 from actors.slots import ContainerSlots
 from actors.store import agent_groups, agent_uids, pending_questions, sessions
 from actors.store.agent_uids import UidRange
@@ -54,6 +59,7 @@ from actors.stored import split
 from actors.watch import Subscriptions
 from protocol.layout import SessionLayout
 from protocol.logs import session_tag
+from protocol.models import DEFAULT_MODEL
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.supervisor")
@@ -121,9 +127,16 @@ class Supervisor(pykka.ThreadingActor):
         # Routed but not yet handed to their sessions: session id -> (its actor, requests).
         self._routed_since: dict[str, tuple[pykka.ActorRef[SessionActor], list[WriteInbound]]] = {}
         self._closing = False
-        self._router = InboundRouter(
-            store, setup.owners, self._notify, unknown_senders=setup.unknown_senders, touch=self._touch
+        commands = Answerer(
+            store,
+            setup.session_settings.agent_env.get("HUTCH_MODEL", DEFAULT_MODEL),
+            restart_group=lambda agent_group_id: self.actor_ref.tell(RestartGroupAgents(agent_group_id)),
+            prices=lambda: _prices(setup.data_dir),
         )
+        self._router = InboundRouter(
+            store, setup.owners, self._notify, unknown_senders=setup.unknown_senders, touch=self._touch,
+            commands=commands,
+        )  # fmt: skip
 
     def on_stop(self) -> None:
         self._closing = True
@@ -197,6 +210,10 @@ class Supervisor(pykka.ThreadingActor):
                 return self._stop_now(session_id)
             case RemoveAgentGroup(agent_group_id=agent_group_id):
                 return self._remove_group(agent_group_id)
+            case RecheckBudget(agent_group_id=agent_group_id):
+                return self._recheck_budget(agent_group_id)
+            case RestartGroupAgents(agent_group_id=agent_group_id):
+                return self._restart_group(agent_group_id)
             case _:
                 return super().on_receive(message)
         return None
@@ -306,6 +323,7 @@ class Supervisor(pykka.ThreadingActor):
             global_dir=self._setup.groups_dir / GLOBAL_GROUP,
             user=self._agent_user(group.folder),
             limits=group.limits(self._setup.agent_limits),
+            model=group.model,
         )
 
     def _agent_user(self, folder: str) -> AgentUser | None:
@@ -351,6 +369,16 @@ class Supervisor(pykka.ThreadingActor):
         self._touched.pop(session_id, None)
         return running
 
+    def _recheck_budget(self, agent_group_id: str) -> int:
+        """The group's live sessions run what waits for its budget now (`hutch budget set`)."""
+        told = 0
+        for session in sessions.list_all(self._store, agent_group_id=agent_group_id):
+            ref = self._registry.get(session.id)
+            if ref is not None:
+                ref.tell(BudgetRaised())
+                told += 1
+        return told
+
     def _remove_group(self, agent_group_id: str) -> list[str]:
         ids = [session.id for session in sessions.list_all(self._store, agent_group_id=agent_group_id)]
         running = [session_id for session_id in ids if self._registry.get(session_id) is not None]
@@ -360,6 +388,19 @@ class Supervisor(pykka.ThreadingActor):
         for session_id in ids:
             self._touched.pop(session_id, None)
         log.info("agent group %s removed; %d session(s) stopped", agent_group_id[:8], len(running))
+        return running
+
+    def _restart_group(self, agent_group_id: str) -> list[str]:
+        """As `_stop_now` for each of the group's live sessions: an agent reads its settings
+        (HUTCH_MODEL) only when it starts, so a changed group takes effect on the next message."""
+        ids = [session.id for session in sessions.list_all(self._store, agent_group_id=agent_group_id)]
+        running = [session_id for session_id in ids if self._registry.get(session_id) is not None]
+        self._hand_over()
+        self._stop_sessions(running)
+        for session_id in running:
+            self._touched.pop(session_id, None)
+        if running:
+            log.info("agent group %s changed; %d session(s) stopped", agent_group_id[:8], len(running))
         return running
 
     def _on_failed(self, session_id: str, error: str, restart: bool) -> None:
@@ -377,3 +418,12 @@ class Supervisor(pykka.ThreadingActor):
             return
         log.warning("%s session failed (%s); restarting it from disk", session_tag(session_id), error)
         self._session_ref(session)
+
+
+def _prices(data_dir: Path) -> PriceTable:
+    """The host checked prices.toml at start; one edited badly since costs at list prices."""
+    try:
+        return load_prices(data_dir)
+    except PricesError as exc:
+        log.warning("%s; /cost uses the list prices", exc)
+        return default_prices()

@@ -10,7 +10,8 @@ model and the input side (input, cache reads, cache writes) with the output so f
 it belonged to one of those two events. A whole JSON answer is kept up to `MAX_JSON_BODY`,
 then decoded; past that it is let through unread and its usage is unknown.
 
-`UsageBook` is where the proxy puts what a meter read: the central DB's `token_usage`.
+`UsageBook` is where the proxy puts what a meter read: the central DB's `token_usage`; with
+a `BudgetGate` it is also what the proxy asks whether a group may spend (actors/budget_gate.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import logging
 import re
 import sqlite3
 import threading
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import msgspec
 
 from actors.pricing import Tokens
 from actors.store import agent_groups, sessions, usage
 from actors.store.db import Store, StoreError
+
+if TYPE_CHECKING:
+    from actors.budget_gate import BudgetGate, BudgetRefusal
 
 log = logging.getLogger("hutch.credentials")
 
@@ -293,8 +297,9 @@ class UsageBook:
     """Records each metered response in the central DB, per agent group, session, model and
     UTC day. Called from the proxy's connection threads; the Store serialises its own use."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, budgets: BudgetGate | None = None) -> None:
         self._store = store
+        self._budgets = budgets
         self._lock = threading.Lock()
         self._groups: dict[str, str] = {}  # session id -> agent group id, once found
         self._warned: set[tuple[str, str]] = set()  # (session, what) already warned about
@@ -321,6 +326,20 @@ class UsageBook:
             # A group deleted meanwhile, a store closed by a stopping host: the response
             # itself went through, only its count is lost.
             log.warning("[%s] token usage not recorded: %s", tag, exc)
+            return
+        if self._budgets is not None:
+            self._budgets.after_use(group_id)
+
+    def refusal(self, session_id: str, agent_folder: str) -> BudgetRefusal | None:
+        """Why the session's group may not spend now (its budget is spent), or None."""
+        if self._budgets is None:
+            return None
+        try:
+            group_id = self._group_of(session_id, agent_folder)
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("budget not checked: %s", exc)
+            return None
+        return None if group_id is None else self._budgets.refusal(group_id)
 
     def _group_of(self, session_id: str, agent_folder: str) -> str | None:
         with self._lock:

@@ -11,18 +11,31 @@ its rows stay claimed for the next start instead of ending in an error the stop 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import math
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 import pykka
 
+from container_runner.context import ContextControl
 from container_runner.formatting import Formatter
 from container_runner.lifecycle import Lifecycle, RunnerActor, tell_quietly
-from container_runner.messages import AgentIdle, Beat, ConnectInbox, Finish, TakeFollowUps, Work, WriteMessage
-from container_runner.providers.base import Provider, ProviderError
+from container_runner.messages import (
+    AgentIdle,
+    Beat,
+    ConnectInbox,
+    Finish,
+    HandBack,
+    TakeFollowUps,
+    Work,
+    WriteMessage,
+)
+from container_runner.providers.base import Provider, ProviderDeferredError, ProviderError
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
 from container_runner.turn import TurnContext
 from protocol.content import ChatIn, ChatOut, ContentError
 from protocol.rows import AckStatus, MessageIn
+from protocol.timeutil import format_ts, utc_now
 
 if TYPE_CHECKING:
     from container_runner.heartbeat import HeartbeatActor
@@ -104,8 +117,12 @@ class AgentActor(RunnerActor):
         self._taken = list(batch)
         status: AckStatus = "completed"
         reply: str | None = None
+        deferred: ProviderDeferredError | None = None
         try:
             reply = self._handle(batch)
+        except ProviderDeferredError as exc:
+            # Not this turn's failure: the batch goes back to the host, to run again later.
+            status, deferred = "deferred", exc
         except ProviderError as exc:
             status, reply = "failed", f"Sorry, I could not answer: {exc}"
         except Exception as exc:
@@ -113,7 +130,7 @@ class AgentActor(RunnerActor):
             status = "failed"
             reply = f"Sorry, something went wrong on my side ({type(exc).__name__}). Please try again."
         finally:
-            self._finish(status, reply)
+            self._finish(status, reply, deferred)
 
     def _handle(self, batch: tuple[MessageIn, ...]) -> str | None:
         """The batch's final reply, if it has one."""
@@ -124,10 +141,24 @@ class AgentActor(RunnerActor):
                 return None
             if name == "/clear":
                 return self._clear(role)
+            if name in CONTEXT_COMMANDS:
+                return self._context_command(name, role)
         result = self._provider.run(
             self._formatter.batch(batch), self._tools, self._follow_ups, self._formatter.attachments(batch)
         )
         return result.text if result.text.strip() else None
+
+    def _context_command(self, name: str, role: str | None) -> str:
+        """`/compact` and `/context`: for the same people as `/clear` (they cost a model call,
+        and show what the conversation holds)."""
+        if role not in ADMIN_ROLES:
+            return f"Only the chat's owner or an admin can use {name}."
+        provider = self._provider
+        if not isinstance(provider, ContextControl):
+            return f"{name} is not available with this model provider."
+        if name == "/compact":
+            return provider.compact_now(self._tools)
+        return provider.context_report(self._tools)
 
     def _clear(self, role: str | None) -> str:
         # The role is the host's word, written where the agent cannot write (inbound.db).
@@ -152,10 +183,17 @@ class AgentActor(RunnerActor):
         self._context.begin(tuple(self._taken))
         return self._formatter.batch(rows)
 
-    def _finish(self, status: AckStatus, reply: str | None) -> None:
+    def _finish(self, status: AckStatus, reply: str | None, deferred: ProviderDeferredError | None = None) -> None:
         """The final reply and the acks of every row taken, written together."""
-        ids = tuple(row.id for row in self._taken)
+        taken = self._taken
+        ids = tuple(row.id for row in taken)
         self._taken = []
+        retry_at: str | None = None
+        if deferred is not None:
+            delay_s = _deferral_delay_s(deferred, taken)
+            retry_at = format_ts(utc_now() + timedelta(seconds=delay_s))
+            reply = _deferral_notice(deferred, delay_s)
+            log.warning("agent: %s; %d message(s) handed back for %.0f s", deferred, len(ids), delay_s)
         write = (
             None
             if reply is None
@@ -168,7 +206,10 @@ class AgentActor(RunnerActor):
                 log.warning("agent: turn outlived the stop's grace period; %d message(s) left claimed", len(ids))
                 return
             try:
-                self._outbox.ask(Finish(ids, status, write))
+                reason = None if deferred is None else deferred.reason
+                self._outbox.ask(Finish(ids, status, write, retry_after=retry_at, reason=reason))
+                if deferred is not None and self._inbox is not None:
+                    tell_quietly(self._inbox, HandBack(tuple((row.id, row.process_after) for row in taken)))
             except pykka.ActorDeadError:
                 if not self.abandoned:
                     raise  # the outbox died under a running runner: ours to report, by dying
@@ -179,8 +220,39 @@ class AgentActor(RunnerActor):
                 tell_quietly(self._inbox, AgentIdle())
 
 
+# A deferred batch waits at least this long (the SDK has just retried), and a busy model's
+# backoff, without a `retry-after`, starts here and doubles per try the host counted.
+DEFER_MIN_S: Final = 1.0
+BUSY_BACKOFF_S: Final = 30.0
+BUSY_MAX_S: Final = 15 * 60.0
+# A spent budget with no end given is looked at again this often (the host bounds it too).
+BUDGET_RECHECK_S: Final = 3600.0
+
+
+def _deferral_delay_s(deferred: ProviderDeferredError, taken: list[MessageIn]) -> float:
+    if deferred.retry_after_s is not None:
+        return max(DEFER_MIN_S, float(deferred.retry_after_s))
+    if deferred.reason == "budget":
+        return BUDGET_RECHECK_S
+    tries = max((row.tries for row in taken), default=0)
+    return min(BUSY_MAX_S, BUSY_BACKOFF_S * 2.0 ** min(tries, 16))
+
+
+def _deferral_notice(deferred: ProviderDeferredError, delay_s: float) -> str:
+    """What the person is told, once per batch, instead of an answer."""
+    if deferred.reason == "budget":
+        return (
+            f"I can't answer yet: {str(deferred).rstrip('.')}. Your message will be answered then, "
+            "or sooner if the owner raises the limit."
+        )
+    when = "in a minute or so" if delay_s < 90 else f"in about {math.ceil(delay_s / 60)} minutes"
+    return f"The model is busy right now; I'll answer {when}."
+
+
 # Who may run session commands; the host says who is who in each message.
 ADMIN_ROLES = frozenset({"owner", "admin"})
+# Session commands about the model's context, run by the provider (container_runner.context).
+CONTEXT_COMMANDS = frozenset({"/compact", "/context"})
 
 
 def _command(batch: tuple[MessageIn, ...]) -> tuple[str, str | None] | None:

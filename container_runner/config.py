@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocol.envnum import EnvNumberError, env_number
 from protocol.logs import level_name
+from protocol.models import DEFAULT_MODEL
 
 
 class ConfigError(ValueError):
@@ -22,7 +23,7 @@ class RunnerConfig:
     agent_dir: Path
     global_dir: Path | None = None
     provider: str = "mock"
-    model: str = "claude-sonnet-4-5"
+    model: str = DEFAULT_MODEL
     proxy_socket: Path | None = None
     base_url: str | None = None
     assistant_name: str = "Assistant"
@@ -35,6 +36,9 @@ class RunnerConfig:
     # and the next start runs it again.
     stop_grace_s: float = 30.0
     stop_timeout_s: float = 20.0
+    # How long the host lets the agent idle before it stops it (the host's default): past
+    # the cache's 5 minutes, the stable prompt prefix is cached for an hour.
+    idle_timeout_s: float = 1800.0
     log_level: str = "INFO"
 
     @classmethod
@@ -73,6 +77,7 @@ class RunnerConfig:
             question_timeout_s=env_number(env, "HUTCH_QUESTION_TIMEOUT", cls.question_timeout_s, positive=True),
             stall_timeout_s=env_number(env, "HUTCH_STALL_TIMEOUT", cls.stall_timeout_s, positive=True),
             stop_grace_s=env_number(env, "HUTCH_STOP_GRACE", cls.stop_grace_s, positive=True),
+            idle_timeout_s=env_number(env, "HUTCH_IDLE_TIMEOUT", cls.idle_timeout_s, positive=True),
             log_level=_log_level(env),
         )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
+from container_runner.attachments import file_type, human_size
 from protocol.content import ChatIn, ContentError, Notice, QuestionAnswer, TaskIn, WebhookIn
 from protocol.layout import SessionLayout
 from protocol.rows import MessageIn
@@ -53,7 +54,7 @@ class Formatter:
 
     def attachments(self, rows: Sequence[MessageIn]) -> list[Path]:
         """The files people sent with these rows, oldest first (the provider shows the
-        pictures among them as pictures)."""
+        pictures and PDFs among them as such: container_runner.attachments)."""
         found: list[Path] = []
         for row in sorted(rows, key=lambda row: row.seq):
             try:
@@ -67,8 +68,7 @@ class Formatter:
     def _chat(self, row: MessageIn, content: ChatIn, when: str) -> str:
         body = escape(content.text)
         for name in content.files:
-            path = self._layout.root / "inbox" / row.id / name
-            body += f"\n<attachment name={quoteattr(name)} path={quoteattr(str(path))}/>"
+            body += "\n" + _attachment(name, self._layout.root / "inbox" / row.id / name)
         return f"<message {_attrs(id=row.seq, sender=content.sender, time=when)}>{body}</message>"
 
     def _local_time(self, stamp: str) -> str:
@@ -80,6 +80,16 @@ class Formatter:
 
     def local(self, moment: datetime) -> str:
         return moment.astimezone(self._zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _attachment(name: str, path: Path) -> str:
+    """A file by path, with what the model needs to decide whether and how to open it."""
+    try:
+        size = human_size(path.stat().st_size)
+    except OSError:
+        size = "missing"
+    attrs = _attrs(name=name, path=path, size=size, type=file_type(path))
+    return f"<attachment {attrs}/>"
 
 
 def _attrs(**values: object) -> str:

@@ -27,7 +27,7 @@ import pykka
 from watchdog.observers.api import BaseObserver
 
 from container_runner.lifecycle import Lifecycle, RunnerActor
-from container_runner.messages import Ack, AgentIdle, InboundChanged, TakeFollowUps, Work
+from container_runner.messages import Ack, AgentIdle, HandBack, InboundChanged, TakeFollowUps, Work
 from container_runner.questions import QuestionBoard
 from protocol import outbound
 from protocol.content import ContentError, QuestionAnswer
@@ -85,6 +85,9 @@ class InboxActor(RunnerActor):
         # inbox handed out, so after one read of processing_ack at start this set knows every
         # acked row without reading outbound.db again.
         self._handled: set[str] = set()
+        # Rows the agent deferred, with the `process_after` they were claimed with: until the
+        # host mirrors the deferral (a new `process_after`) they are not offered again.
+        self._deferred: dict[str, str | None] = {}
         self._agent_busy = False
         # A read is needed only when inbound.db may have changed since the last one began:
         # a commit seen by the watcher (stamped on its thread) or a timer that fired.
@@ -131,6 +134,10 @@ class InboxActor(RunnerActor):
             case AgentIdle():
                 self._agent_busy = False
                 self._check()
+            case HandBack(claimed=claimed):
+                for message_id, process_after in claimed:
+                    self._handled.discard(message_id)
+                    self._deferred[message_id] = process_after
             case TakeFollowUps():
                 return self._take_follow_ups()
             case _:
@@ -146,7 +153,8 @@ class InboxActor(RunnerActor):
     def _acked_earlier(self) -> set[str]:
         try:
             with read_transaction(self._layout.outbound_db) as conn:
-                return set(outbound.acks(conn))
+                # A deferred row is the host's again to schedule: it is not finished.
+                return {key for key, ack in outbound.acks(conn).items() if ack.status != "deferred"}
         except FileNotFoundError:
             return set()
 
@@ -175,7 +183,15 @@ class InboxActor(RunnerActor):
             self._read_at = time.monotonic()
             self._found = self._read()
             self._schedule(self._found.next_due)
-        return [row for row in self._found.due if row.id not in self._handled]
+        return [row for row in self._found.due if row.id not in self._handled and not self._waits_for_host(row)]
+
+    def _waits_for_host(self, row: MessageIn) -> bool:
+        if row.id not in self._deferred:
+            return False
+        if self._deferred[row.id] == row.process_after:
+            return True  # the host has not mirrored the deferral yet
+        del self._deferred[row.id]
+        return False
 
     def _new_work(self, due: list[MessageIn]) -> list[MessageIn]:
         """Due rows, once one of them triggers a turn; context-only rows wait for one."""

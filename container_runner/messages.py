@@ -62,6 +62,18 @@ class Finish(msgspec.Struct, frozen=True):
     message_ids: tuple[str, ...]
     status: AckStatus
     reply: WriteMessage | None = None
+    # A `deferred` batch: when to try again (UTC, ISO) and why (`busy` or `budget`). Its
+    # reply is written only when some row was not already deferred for the same reason, so
+    # the person is told once per batch, however often it is tried.
+    retry_after: str | None = None
+    reason: str | None = None
+
+
+class HandBack(msgspec.Struct, frozen=True):
+    """Tell the InboxActor: these rows were deferred; offer them again once the host has
+    mirrored that (their `process_after` differs from the one they were claimed with)."""
+
+    claimed: tuple[tuple[str, str | None], ...]  # (message id, process_after when claimed)
 
 
 class SaveState(msgspec.Struct, frozen=True):

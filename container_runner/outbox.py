@@ -114,8 +114,17 @@ class OutboxActor(RunnerActor):
         reply = request.reply
         highest_inbound = self._highest_inbound_seq() if reply is not None else 0
         with self._transaction() as conn:
+            if request.status == "deferred":
+                stamp = now_ts()
+                told = [
+                    outbound.defer_ack(conn, message_id, request.retry_after or stamp, request.reason or "busy", stamp)
+                    for message_id in request.message_ids
+                ]
+                if told and all(told):
+                    reply = None  # each row's person heard why it waits already
+            else:
+                _set_acks(conn, request.message_ids, request.status)
             written = None if reply is None else self._insert(conn, reply, highest_inbound)
-            _set_acks(conn, request.message_ids, request.status)
         return written
 
     def _clear_stale_claims(self) -> list[str]:

@@ -3,6 +3,7 @@ first, once it has finished the turn in flight or the grace period is over."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Literal, Protocol, TypeVar
 
@@ -10,13 +11,14 @@ import pykka
 
 from container_runner.agent import AgentActor
 from container_runner.config import RunnerConfig
+from container_runner.context import COMPACTIONS_DIR
 from container_runner.formatting import Formatter
 from container_runner.heartbeat import HeartbeatActor
 from container_runner.inbox import InboxActor
 from container_runner.lifecycle import Lifecycle
 from container_runner.messages import ClearStaleClaims, ConnectInbox
 from container_runner.outbox import OutboxActor
-from container_runner.prompt import system_prompt
+from container_runner.prompt import instructions, memory
 from container_runner.providers.base import Provider, StateStore
 from container_runner.questions import QuestionBoard
 from container_runner.state import SessionState
@@ -26,6 +28,7 @@ from container_runner.tools.scheduling import scheduling_tools
 from container_runner.tools.workspace import workspace_tools
 from container_runner.turn import TurnContext
 from protocol.layout import SessionLayout
+from protocol.models import features
 
 log = logging.getLogger("container_runner")
 
@@ -47,10 +50,15 @@ def build_provider(config: RunnerConfig, state: StateStore) -> Provider:
 
     settings = ClaudeSettings(
         model=config.model,
-        system_prompt=system_prompt(config.assistant_name, config.agent_dir, config.timezone, config.global_dir),
+        system_prompt=instructions(config.assistant_name, config.agent_dir, config.timezone),
+        memory=functools.partial(memory, config.agent_dir, config.global_dir),
         base_url=config.base_url,
         proxy_socket=config.proxy_socket,
         stall_timeout=config.stall_timeout_s,
+        context_window=features(config.model).context_window,
+        agent_lifetime_s=config.idle_timeout_s,
+        # The agent's own part of the session folder; the host never reads it.
+        archive_dir=SessionLayout(config.session_dir).out / COMPACTIONS_DIR,
     )
     return ClaudeProvider(settings, state)
 

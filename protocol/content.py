@@ -135,9 +135,20 @@ class ResumeTask(_Content, frozen=True, tag="resume_task", tag_field="action"):
     task_id: Short
 
 
+class UpdateTask(_Content, frozen=True, tag="update_task", tag_field="action"):
+    """Change what a task series does next: its prompt, its time (UTC), its recurrence.
+    Only its pending and paused occurrences change; what ran or runs stays as it was."""
+
+    task_id: Short
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS)] | None = None
+    process_after: Short | None = None
+    recurrence: Short | None = None
+    clear_recurrence: bool = False
+
+
 # What changes a task series that exists: every occurrence of it.
 SeriesChange = CancelTask | PauseTask | ResumeTask
-SystemAction = ScheduleTask | SeriesChange
+SystemAction = ScheduleTask | UpdateTask | SeriesChange
 
 OutboundKind = Literal["chat", "edit", "reaction", "ask_question", "card", "system"]
 OUTBOUND_TYPES: dict[str, Any] = {

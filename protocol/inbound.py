@@ -156,6 +156,13 @@ def schedule_retry(conn: sqlite3.Connection, message_id: str, process_after: str
     return int(row[0]) if row else 0
 
 
+def hold_until(conn: sqlite3.Connection, message_id: str, process_after: str) -> None:
+    """Move a pending row's `process_after` without counting a try (a deferral for budget)."""
+    conn.execute(
+        "UPDATE messages_in SET process_after = ? WHERE id = ? AND status = 'pending'", (process_after, message_id)
+    )
+
+
 def get_delivery(conn: sqlite3.Connection, message_out_id: str) -> Delivery | None:
     row = conn.execute("SELECT * FROM delivered WHERE message_out_id = ?", (message_out_id,)).fetchone()
     return from_row(Delivery, row) if row else None

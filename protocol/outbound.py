@@ -63,12 +63,26 @@ def get_by_seq(conn: sqlite3.Connection, seq: int) -> MessageOut | None:
 
 
 def set_ack(conn: sqlite3.Connection, message_id: str, status: str, timestamp: str) -> None:
+    """A claim or an end. A deferral's time and reason stay as they were (`defer_ack`)."""
     conn.execute(
         "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (?, ?, ?)"
         " ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,"
         " status_changed = excluded.status_changed",
         (message_id, status, timestamp),
     )
+
+
+def defer_ack(conn: sqlite3.Connection, message_id: str, retry_after: str, reason: str, timestamp: str) -> bool:
+    """Hand the row back to be tried at `retry_after`. True when the row was deferred for the
+    same reason before (its person has been told already)."""
+    before = conn.execute("SELECT reason FROM processing_ack WHERE message_id = ?", (message_id,)).fetchone()
+    conn.execute(
+        "INSERT INTO processing_ack (message_id, status, status_changed, retry_after, reason)"
+        " VALUES (?, 'deferred', ?, ?, ?) ON CONFLICT(message_id) DO UPDATE SET status = 'deferred',"
+        " status_changed = excluded.status_changed, retry_after = excluded.retry_after, reason = excluded.reason",
+        (message_id, timestamp, retry_after, reason),
+    )
+    return before is not None and before[0] == reason
 
 
 def acks(conn: sqlite3.Connection) -> dict[str, ProcessingAck]:

@@ -12,7 +12,11 @@ from protocol.content import decode_content
 from protocol.timeutil import parse_ts
 
 InStatus = Literal["pending", "completed", "failed", "paused", "cancelled"]
-AckStatus = Literal["processing", "completed", "failed"]
+# `deferred`: handed back unanswered, to be tried again at `retry_after` (a busy model, a spent
+# budget); the host mirrors it as `pending` with that `process_after` (docs/ARCHITECTURE.md).
+AckStatus = Literal["processing", "completed", "failed", "deferred"]
+# Why a batch was deferred; the host counts a try for `busy` only.
+DeferReason = Literal["busy", "budget"]
 DeliveryStatus = Literal["delivered", "retrying", "failed"]
 
 
@@ -89,6 +93,10 @@ class ProcessingAck(msgspec.Struct, frozen=True):
     message_id: str
     status: str
     status_changed: str
+    # Of the latest deferral; a later claim leaves them as they were, so the agent can tell
+    # whether the person already heard why their message waits.
+    retry_after: str | None = None
+    reason: str | None = None
 
 
 RowT = TypeVar("RowT", bound=msgspec.Struct)

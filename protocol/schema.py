@@ -99,6 +99,9 @@ PROCESSING_ACK = Table(
     columns=(
         Column("status", "TEXT NOT NULL DEFAULT 'processing'"),
         Column("status_changed", "TEXT NOT NULL DEFAULT ''"),
+        # A `deferred` ack's retry time and reason (`busy` or `budget`); added on open to older files.
+        Column("retry_after", "TEXT"),
+        Column("reason", "TEXT"),
     ),
 )
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from actors.cli import control
 from actors.cli.common import DataDirOption, HostFlags, console, load, open_central
-from actors.control.requests import AddGroup, RemoveGroup
+from actors.control.requests import AddGroup, RemoveGroup, SetGroupModel
 from actors.runtime.base import AgentLimits
 from actors.store import agent_groups, sessions
 from actors.store.agent_groups import AgentGroup
@@ -80,6 +80,18 @@ def add(
 ) -> None:
     """Add an agent group: a new agent identity with its own folder and memory."""
     control.run(load(HostFlags(data_dir=data_dir)), AddGroup(name=name, folder=folder, model=model))
+
+
+@app.command("set")
+def set_group(
+    name: NameArgument,
+    model: Annotated[
+        str, typer.Option(help="Its model; `default` for the host's (HUTCH_MODEL). Running agents restart with it.")
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Change an agent group: its model, from its next message on."""
+    control.run(load(HostFlags(data_dir=data_dir)), SetGroupModel(name=name, model=model))
 
 
 @app.command("remove")

@@ -9,7 +9,17 @@ from typing import Any
 import pykka
 
 from actors.control.operations import OperationError
-from actors.messages import ChangeSeries, Notify, OpenSession, RemoveAgentGroup, StopSession, Tellable, WriteInbound
+from actors.messages import (
+    ChangeSeries,
+    Notify,
+    OpenSession,
+    RecheckBudget,
+    RemoveAgentGroup,
+    RestartGroupAgents,
+    StopSession,
+    Tellable,
+    WriteInbound,
+)
 from actors.store.agent_groups import AgentGroup
 from actors.store.sessions import Session
 from protocol.content import ChatIn, SeriesChange
@@ -58,6 +68,14 @@ class HostSessions:
     def remove_group(self, group: AgentGroup) -> list[str]:
         stopped: list[str] = self._ask(self._supervisor, RemoveAgentGroup(group.id), self._stop_timeout_s)
         return stopped
+
+    def restart_group(self, group: AgentGroup) -> list[str]:
+        stopped: list[str] = self._ask(self._supervisor, RestartGroupAgents(group.id), self._stop_timeout_s)
+        return stopped
+
+    def recheck_budget(self, group: AgentGroup) -> int:
+        told: int = self._ask(self._supervisor, RecheckBudget(group.id), self._timeout_s)
+        return told
 
     def tell(self, routing: Routing, text: str) -> bool:
         if routing.channel_type not in self._channels:

@@ -46,6 +46,12 @@ class OfflineSessions:
         agent_groups.delete(self._store, group.id)
         return []
 
+    def restart_group(self, group: AgentGroup) -> list[str]:
+        return []  # no host, no agent: the next one starts with the group's model
+
+    def recheck_budget(self, group: AgentGroup) -> int:
+        return 0  # rows waiting for a budget are looked at again within the hour of a start
+
     def tell(self, routing: Routing, text: str) -> bool:
         return False  # the channels are the host's
 

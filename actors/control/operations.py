@@ -24,6 +24,8 @@ from actors.control.requests import (
     RemoveGroup,
     Reply,
     Request,
+    SetBudget,
+    SetGroupModel,
     StopSession,
     Unwire,
     Wire,
@@ -32,13 +34,23 @@ from actors.control.tasks import TaskSeries, read_tasks
 from actors.data_folder import DataFolder
 from actors.group_folder import seed_group_folder
 from actors.inbound_router import MAIN_GROUP, decide_pairing
-from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pairing_requests, sessions
+from actors.session_commands import choose_model
+from actors.store import (
+    agent_groups,
+    budgets,
+    members,
+    messaging_group_agents,
+    messaging_groups,
+    pairing_requests,
+    sessions,
+)
 from actors.store.agent_groups import AgentGroup
 from actors.store.db import Store, StoreError
 from actors.store.messaging_groups import MessagingGroup
 from actors.store.sessions import Session
 from protocol.content import CancelTask, ChatIn, PauseTask, ResumeTask, SeriesChange
 from protocol.layout import SessionLayout
+from protocol.models import UnusableModelError
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.control")
@@ -85,8 +97,16 @@ class SessionControl(Protocol):
         """Stop the group's sessions and delete it; the ids of those that ran."""
         ...
 
+    def restart_group(self, group: AgentGroup) -> list[str]:
+        """Stop the group's running agents, so the next message starts them as it now is."""
+        ...
+
     def tell(self, routing: Routing, text: str) -> bool:
         """Send a person a line on their channel; False if nobody can now."""
+        ...
+
+    def recheck_budget(self, group: AgentGroup) -> int:
+        """Have the group's live sessions run what waits for its budget; how many were told."""
         ...
 
 
@@ -121,6 +141,10 @@ class Operations:
                 return self._add_group(request)
             case RemoveGroup(name=name):
                 return self._remove_group(name)
+            case SetGroupModel(name=name, model=model):
+                return self._set_model(name, model)
+            case SetBudget():
+                return self._set_budget(request)
             case Wire():
                 return self._wire(request)
             case Unwire(chat=chat, group=group):
@@ -218,6 +242,37 @@ class Operations:
             f"agent group {group.name!r} removed with its wirings and sessions{ran}; "
             f"its files stay in groups/{group.folder} and sessions/{group.folder}"
         )
+
+    def _set_model(self, name: str, wanted: str) -> str:
+        group = self._group_named(name)
+        try:
+            model, warning = choose_model(wanted)
+        except UnusableModelError as exc:
+            raise OperationError(str(exc)) from None
+        agent_groups.update(self._store, group.id, model=model)
+        stopped = self._control.restart_group(group)
+        uses = model or "the host's model (HUTCH_MODEL)"
+        ran = f"; {len(stopped)} running agent(s) stopped, the next message starts them with it" if stopped else ""
+        note = "" if warning is None else f" (note: {warning})"
+        return f"agent group {group.name!r} uses {uses}{ran}{note}"
+
+    def _set_budget(self, request: SetBudget) -> str:
+        group = self._group_named(request.group)
+        wanted = budgets.Budget(
+            agent_group_id=group.id,
+            daily_usd=request.daily_usd,
+            monthly_usd=request.monthly_usd,
+            daily_tokens=request.daily_tokens,
+            monthly_tokens=request.monthly_tokens,
+        )
+        stored = budgets.put(self._store, wanted)
+        # Whatever changed, the proxy decides again on the next request; what waits for the
+        # budget is tried now rather than at its next look (docs/ARCHITECTURE.md, "Budgets").
+        told = self._control.recheck_budget(group) if self._control.host_runs else 0
+        waiting = f"; {told} running session(s) try what waited for it now" if told else ""
+        if stored is None:
+            return f"agent group {group.name!r} has no budget{waiting}"
+        return f"agent group {group.name!r}: {budgets.describe(stored)}{waiting}"
 
     def _group_named(self, name: str) -> AgentGroup:
         """By name, or by folder (the name's lower-case form, unless one was given)."""

@@ -51,6 +51,24 @@ class AddGroup(_Request, frozen=True, tag="groups.add"):
     model: str | None = None
 
 
+class SetGroupModel(_Request, frozen=True, tag="groups.set_model"):
+    """Set a group's model (`default`: the host's); its running agents restart with it."""
+
+    name: Name
+    model: str
+
+
+class SetBudget(_Request, frozen=True, tag="budget.set"):
+    """Set a group's daily and monthly limits, all at once: a limit not given is removed
+    (`hutch budget set` fills in the ones it keeps). All None: the group has no budget."""
+
+    group: Name
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+
+
 class RemoveGroup(_Request, frozen=True, tag="groups.remove"):
     name: Name
 
@@ -94,6 +112,8 @@ Request = (
     | ChangeTask
     | AddGroup
     | RemoveGroup
+    | SetBudget
+    | SetGroupModel
     | Wire
     | Unwire
     | DecidePairing

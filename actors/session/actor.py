@@ -34,6 +34,7 @@ import pykka
 
 from actors.messages import (
     AskQuestion,
+    BudgetRaised,
     ChangeSeries,
     CommitInbound,
     ContainerExited,
@@ -73,7 +74,7 @@ from actors.session.outbound_reader import ReadRow, RejectedRow, Snapshot, read_
 from actors.session.pending import PendingRows
 from actors.session.plan import DeliveryRejected, References, attach_files, plan_action, referenced_seq, target_of
 from actors.session.recurrence import SeriesStep, continue_series, recurs
-from actors.session.retries import retry_later
+from actors.session.retries import defer, retry_later
 from actors.session.send_rate import SendRate
 from actors.session.system_actions import ActionRejected, apply_action
 from actors.session.typing import TypingHints
@@ -87,7 +88,7 @@ from protocol.layout import HEARTBEAT, OUTBOUND_DB, UnsafePathError
 from protocol.logs import tag_thread
 from protocol.rows import Delivery, MessageIn, ProcessingAck, Routing
 from protocol.timers import ActorTimer
-from protocol.timeutil import now_ts, utc_now
+from protocol.timeutil import format_ts, now_ts, utc_now
 
 log = logging.getLogger("hutch.session")
 
@@ -156,6 +157,9 @@ class SessionActor(pykka.ThreadingActor):
         # The agent's claims (processing acks) as last read, and those already retried once.
         self._claims: dict[str, ProcessingAck] = {}
         self._counted_claims: set[tuple[str, str]] = set()
+        # Deferred acks already mirrored, and the rows that wait for the group's budget.
+        self._mirrored_deferrals: set[tuple[str, str]] = set()
+        self._budget_waits: set[str] = set()
         # The chats this session has heard from: the only ones the agent may write to.
         self._routes: set[tuple[str, str]] = set()
         self._last_activity = clock()
@@ -275,6 +279,8 @@ class SessionActor(pykka.ThreadingActor):
                 return self._deliveries.drain()
             case ChangeSeries(action=action):
                 return self._change_series(action)
+            case BudgetRaised():
+                self._budget_raised()
             case _:
                 return super().on_receive(message)
         return None
@@ -477,6 +483,14 @@ class SessionActor(pykka.ThreadingActor):
             if not self._deliveries.knows(item.row.id):
                 (settled if item.row.kind == "system" else chats).append(item)
         self._defer_finished(finished)
+        deferrals = {
+            key: ack
+            for key, ack in snapshot.acks.items()
+            if ack.status == "deferred" and key in self._pending
+            and (key, ack.status_changed) not in self._mirrored_deferrals
+        }  # fmt: skip
+        if deferrals:
+            self._mirror_deferrals(deferrals)
         if settled:
             self._write_settlements(settled)
         for chat in chats:
@@ -582,6 +596,40 @@ class SessionActor(pykka.ThreadingActor):
             if recurs(row):
                 steps.append(continue_series(conn, row, self._clock(), self._settings.timezone))
         return steps
+
+    def _mirror_deferrals(self, acks: dict[str, ProcessingAck]) -> None:
+        """The agent handed rows back (docs/ARCHITECTURE.md, "Deferral"): they stay pending,
+        due at its retry time; a busy model's counts a try, a spent budget's does not."""
+        with self._writing() as conn:
+            outcome = defer(conn, acks, self._clock(), self._settings)
+            self._pending.replace(inbound.messages_with_status(conn, "pending"))
+        self._mirrored_deferrals.update((key, ack.status_changed) for key, ack in acks.items())
+        for item in outcome.deferred:
+            if item.reason == "budget":
+                self._budget_waits.add(item.row.id)
+            else:
+                self._budget_waits.discard(item.row.id)
+            log.info("%s message seq=%d deferred (%s) until %s", self._info.tag, item.row.seq, item.reason, item.until)
+        for step in outcome.continued:
+            self._log_series(step)
+        for row in outcome.given_up:
+            log.error("%s message seq=%d failed: the model stayed busy for %d tries", self._info.tag, row.seq,
+                      row.tries + 1)  # fmt: skip
+            self._notify(row, "Sorry, the model stayed too busy to answer your message. Please try again later.")
+        self._schedule_wake()
+
+    def _budget_raised(self) -> None:
+        """Rows waiting for the budget are due now; the proxy decides again when they run."""
+        waiting = [key for key in self._budget_waits if key in self._pending]
+        self._budget_waits.clear()
+        if not waiting:
+            return
+        with self._writing() as conn:
+            for key in waiting:
+                inbound.hold_until(conn, key, format_ts(self._clock()))
+            self._pending.replace(inbound.messages_with_status(conn, "pending"))
+        log.info("%s budget changed: %d waiting message(s) are due now", self._info.tag, len(waiting))
+        self._refresh()
 
     def _settle_failed(self, key: str, reason: str) -> None:
         log.warning("%s rejected outbound row %s: %s", self._info.tag, key, reason)

@@ -51,6 +51,9 @@ class SessionInfo:
     # defaults); the Supervisor fills both in from the agent group.
     user: AgentUser | None = None
     limits: AgentLimits | None = None
+    # The agent group's own model (None: the host's HUTCH_MODEL in `agent_env`). Read when
+    # the session starts: a group's model change stops its sessions (`RestartGroupAgents`).
+    model: str | None = None
 
     @property
     def tag(self) -> str:

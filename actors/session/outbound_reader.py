@@ -73,13 +73,20 @@ def _acks_of(conn: sqlite3.Connection, ids: list[str]) -> dict[str, ProcessingAc
     for start in range(0, len(ids), _ACK_CHUNK):
         chunk = ids[start : start + _ACK_CHUNK]
         marks = ", ".join("?" for _ in chunk)
-        for message_id, status, changed in conn.execute(
-            f"SELECT message_id, status, status_changed FROM processing_ack WHERE message_id IN ({marks})", chunk
-        ):
+        # `*`: a file the agent has not opened since the deferral columns came has none yet.
+        for row in conn.execute(f"SELECT * FROM processing_ack WHERE message_id IN ({marks})", chunk):
+            message_id, status, changed = row["message_id"], row["status"], row["status_changed"]
             # Typed by hand: the container may have stored anything in these columns.
             if isinstance(message_id, str) and isinstance(status, str) and isinstance(changed, str):
-                found[message_id] = ProcessingAck(message_id, status, changed)
+                retry_after = _short_text(row, "retry_after")
+                reason = _short_text(row, "reason")
+                found[message_id] = ProcessingAck(message_id, status, changed, retry_after, reason)
     return found
+
+
+def _short_text(row: sqlite3.Row, column: str) -> str | None:
+    value = row[column] if column in row.keys() else None  # noqa: SIM118 - sqlite3.Row
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 def _check(raw: dict[str, Any]) -> ReadRow | RejectedRow:

@@ -18,6 +18,8 @@ def agent_spec(info: SessionInfo, settings: SessionSettings, proxy_socket: Path 
         "TZ": settings.timezone,
         "HUTCH_STOP_GRACE": f"{settings.stop_grace_s:g}",
     }
+    if info.model is not None:
+        env["HUTCH_MODEL"] = info.model
     if info.global_dir is not None:
         env["HUTCH_GLOBAL_DIR"] = str(info.global_dir)
     if proxy_socket is not None:

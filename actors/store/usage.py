@@ -176,6 +176,34 @@ def totals_for(
     return totals(daily_by_group(store, since_day, until_day, agent_group_id=agent_group_id, prices=prices))
 
 
+def session_totals(store: Store, session_id: str, since_day: str, *, prices: PriceTable | None = None) -> UsageTotals:
+    """One session's use from `since_day` on (`/cost`)."""
+    table = prices or default_prices()
+    _check_day(since_day)
+    query = f"""
+        SELECT model, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
+               SUM(cache_write_tokens), SUM(cache_write_1h_tokens)
+        FROM {TABLE} WHERE session_id = ? AND day >= ? GROUP BY model"""
+    with store.read() as conn:
+        rows = conn.execute(query, (session_id, since_day)).fetchall()
+    total = UsageTotals()
+    for row in rows:
+        tokens = Tokens(
+            input=int(row[2]), output=int(row[3]), cache_read=int(row[4]), cache_write=int(row[5]),
+            cache_write_1h=int(row[6]),
+        )  # fmt: skip
+        cost = table.cost(str(row[0]), tokens)
+        total = UsageTotals(
+            requests=total.requests + int(row[1]),
+            input_tokens=total.input_tokens + tokens.input,
+            output_tokens=total.output_tokens + tokens.output,
+            cache_read_tokens=total.cache_read_tokens + tokens.cache_read,
+            cache_write_tokens=total.cache_write_tokens + tokens.cache_write,
+            cost_usd=None if cost is None or total.cost_usd is None else total.cost_usd + cost,
+        )
+    return total
+
+
 def any_recorded(store: Store) -> bool:
     """Whether any use was ever recorded (what an empty window is told apart by)."""
     with store.read() as conn:

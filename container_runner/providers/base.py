@@ -15,6 +15,19 @@ class ProviderError(Exception):
     """A turn that could not be completed. The message is shown to the user as it is."""
 
 
+class ProviderDeferredError(ProviderError):
+    """A turn that a later try will likely get through: the model API stayed busy (429, 529,
+    overloaded) past the SDK's own retries, or the agent group's budget is spent. The batch
+    is handed back rather than failed (docs/ARCHITECTURE.md, "Deferral"). `retry_after_s` is
+    the API's or the proxy's `retry-after`, None when it gave none; `reason` is `busy` or
+    `budget`."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None, reason: str = "busy") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+
+
 class TurnResult(msgspec.Struct, frozen=True):
     """The model's final text of a query (may be empty when it only used tools)."""
 

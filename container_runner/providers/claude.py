@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -15,8 +15,18 @@ import httpx2
 import msgspec
 from anthropic.types import Message, MessageParam, TextBlockParam, ToolUnionParam, Usage
 
-from container_runner.images import image_blocks, without_images
-from container_runner.providers.base import FollowUps, ProviderError, StateStore, TurnResult
+from container_runner import tokens
+from container_runner.attachments import attachment_blocks
+from container_runner.context import (
+    CONTEXT_MANAGEMENT_BETA,
+    MAX_TOOL_RESULT_CHARS,
+    ContextPolicy,
+    archive_transcript,
+    cap_text,
+    clear_old_tool_results,
+)
+from container_runner.images import without_images
+from container_runner.providers.base import FollowUps, ProviderDeferredError, ProviderError, StateStore, TurnResult
 from container_runner.tools.base import ToolBox, ToolCall, ToolOutcome
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,14 @@ SUMMARY_REQUEST: Final = (
 )
 SUMMARY_PREFIX: Final = "Summary of our earlier conversation (older messages were condensed to save space):\n\n"
 SUMMARY_ACK: Final = "Understood. I will continue from that summary."
+# A long text in the turns being summarised is cut to this: the gist is what counts there.
+SUMMARY_TEXT_CHARS: Final = 8_000
+MINIMAL_PROMPT_CHARS: Final = 100_000
+MINIMAL_NOTICE: Final = (
+    "(Our conversation had grown too long for the model even after summarising it, so I set it "
+    "aside and kept only your latest message. Earlier context may be missing.)"
+)
+TOO_LONG: Final = "Your message is too long for the model even on its own; please send a shorter one."
 
 Conversation = list[dict[str, Any]]
 
@@ -62,6 +80,14 @@ class ClaudeSettings:
     max_retries: int = 2
     context_window: int = 200_000
     compaction_threshold: float = 0.8
+    # The memory file (CLAUDE.md), read at the start of every turn.
+    memory: Callable[[], str] | None = None
+    # How long the agent waits idle before it stops: past 5 minutes the stable prefix is
+    # cached for an hour.
+    agent_lifetime_s: float | None = None
+    # Where the transcript before each compaction is kept (the agent's own `out/`).
+    archive_dir: Path | None = None
+    max_tool_result_chars: int = MAX_TOOL_RESULT_CHARS
 
     def __post_init__(self) -> None:
         if self.proxy_socket is not None and self.api_key is not None:
@@ -79,13 +105,29 @@ class ClaudeProvider:
         self._settings = settings
         self._state = state
         self._client = _make_client(settings)
+        self._policy = ContextPolicy(
+            model=settings.model,
+            window=settings.context_window,
+            threshold=settings.compaction_threshold,
+            agent_lifetime_s=settings.agent_lifetime_s,
+        )
         self._messages: Conversation = _decode_conversation(state.load(STATE_KEY))
         # What is persisted; a failed run returns to it, so memory never runs ahead of disk.
         self._saved: Conversation = list(self._messages)
         # Where the previous request's last breakpoint sat: marking it again guarantees a cache
         # hit on what that request wrote, whatever the API's breakpoint look-back window.
         self._anchor: int | None = None
-        self._context_tokens = 0
+        # What the API measured: the first `count` messages and the reply to them took
+        # `tokens`. Reset whenever the history is rewritten (cleared, compacted, rolled back).
+        self._measured: tuple[int, int] | None = None
+        self._last_usage: Usage | None = None
+        # After a failed summary, not again before the API has answered once more.
+        self._compaction_blocked = False
+        # The request's fixed parts for the running turn: the memory file is read per turn.
+        self._system: list[dict[str, Any]] = []
+        self._tool_definitions: list[dict[str, Any]] = []
+        self._prompt = ""
+        self._notices: list[str] = []
 
     # -- Provider --------------------------------------------------------------------
 
@@ -106,33 +148,95 @@ class ClaudeProvider:
         self._messages = []
         self._saved = []
         self._anchor = None
-        self._context_tokens = 0
+        self._measured = None
 
     def close(self) -> None:
         """Releases the HTTP connections."""
         self._client.close()
 
+    # -- ContextControl (the /compact and /context commands) -------------------------
+
+    def compact_now(self, tools: ToolBox) -> str:
+        self._prepare(tools)
+        if not self._messages:
+            return "Nothing to compact: the conversation is empty."
+        # Counted, as /context counts: the two figures can be compared.
+        before = self._size(count=True)
+        if not self._compact("asked for with /compact", force=True):
+            return f"Nothing was compacted; {before.total} tokens in use."
+        after = self._size(count=True)
+        return f"Compacted the conversation: {before.total} tokens before, {after.total} after."
+
+    def context_report(self, tools: ToolBox) -> str:
+        self._prepare(tools)
+        size = self._size(count=True)
+        policy = self._policy
+        memory = tokens.estimate_system(self._system[1:])
+        lines = [
+            f"Context: {size.total} of {policy.window} tokens ({size.method}); "
+            f"the history is shrunk past {policy.limit}.",
+            f"- tools: {size.tools}",
+            f"- system instructions: {size.system - memory}",
+            f"- memory file (CLAUDE.md): {memory}",
+            f"- conversation: {size.messages} in {len(self._messages)} messages",
+            f"Cache: tools and instructions kept {policy.prefix_ttl}, the conversation 5m. The memory file is "
+            f"read every turn and sent after the cached instructions: an edit re-sends it and the conversation "
+            f"uncached once (about {memory + size.messages} tokens), the tools and instructions stay cached.",
+        ]
+        usage = self._last_usage
+        if usage is not None:
+            lines.append(
+                f"Last request: {usage.input_tokens} input, {usage.cache_read_input_tokens or 0} read from the cache, "
+                f"{usage.cache_creation_input_tokens or 0} written to it, {usage.output_tokens} output."
+            )
+        lines.append(
+            "Old tool results are cleared by the API (context management)."
+            if policy.server_clearing
+            else "Old tool results are cleared here, then older turns summarised."
+        )
+        return "\n".join(lines)
+
     # -- the tool loop ---------------------------------------------------------------
 
     def _run(self, prompt: str, tools: ToolBox, follow_ups: FollowUps, images: Sequence[Path]) -> TurnResult:
-        definitions = _cached_tools(tools.definitions())
-        self._compact_if_due(definitions)
-        self._append_user([*image_blocks(images), _text(prompt)])
+        self._prepare(tools)
+        self._prompt = prompt
+        self._notices = []
+        # Before the prompt joins, on what the API measured: the prompt's own exchange is then
+        # kept whole. The request's own check (with the prompt, counted if need be) follows.
+        self._fit(counting=False)
+        self._append_user([*attachment_blocks(images), _text(prompt)])
         for turn in range(1, MAX_MODEL_TURNS + 1):
-            message = self._model_turn(self._messages, definitions, self._settings.max_tokens)
+            message = self._model_turn(self._settings.max_tokens)
             content = _assistant_content(message)
             calls = _tool_calls(message) if message.stop_reason == "tool_use" else []
             if not calls:
                 return self._finish(content, turn)
             self._messages.append({"role": "assistant", "content": content})
-            results: list[dict[str, Any]] = [_tool_result(call, _run_tool(tools, call)) for call in calls]
+            results: list[dict[str, Any]] = [
+                _tool_result(call, _run_tool(tools, call), self._settings.max_tool_result_chars) for call in calls
+            ]
             if extra := follow_ups():
                 results.append(_text(extra))
             self._messages.append({"role": "user", "content": results})
             # The tool_use has its results now, so this is a state a restart can resume from.
             self._save()
-            self._compact_if_due(definitions)
         raise ProviderError(f"I stopped after {MAX_MODEL_TURNS} steps without finishing; ask me to continue.")
+
+    def _prepare(self, tools: ToolBox) -> None:
+        """The turn's tools and system blocks. The memory file is read here, once a turn: an
+        edit reaches the next turn, and a turn's own requests share one prefix."""
+        settings = self._settings
+        prefix = self._policy.prefix_cache_control()
+        self._tool_definitions = _cached_tools(tools.definitions(), prefix)
+        system: list[dict[str, Any]] = []
+        if settings.system_prompt:
+            system.append({"type": "text", "text": settings.system_prompt, "cache_control": prefix})
+        memory = settings.memory() if settings.memory is not None else ""
+        if memory:
+            # After the prefix's breakpoint, so an edit leaves the tools and instructions cached.
+            system.append({"type": "text", "text": memory})
+        self._system = system
 
     def _finish(self, content: list[dict[str, Any]], turns: int) -> TurnResult:
         # A reply cut off mid-call (max_tokens) leaves tool_use blocks nobody will answer.
@@ -145,6 +249,8 @@ class ClaudeProvider:
         # leave a conversation that holds an answer the batch never completed with.
         self._save(staged=True)
         text = "".join(block["text"] for block in content if block["type"] == "text")
+        if self._notices:
+            text = "\n\n".join([*self._notices, text]) if text else "\n\n".join(self._notices)
         return TurnResult(text=text, model_turns=turns)
 
     def _append_user(self, blocks: list[dict[str, Any]]) -> None:
@@ -152,28 +258,59 @@ class ClaudeProvider:
 
     # -- one model call --------------------------------------------------------------
 
-    def _model_turn(self, messages: Conversation, tools: list[dict[str, Any]], max_tokens: int) -> Message:
+    def _model_turn(self, max_tokens: int) -> Message:
+        """One request, sized first; a "prompt is too long" all the same compacts and retries
+        once, and a second one leaves a minimal history, so it is never met twice."""
+        self._fit()
+        try:
+            return self._request(max_tokens)
+        except PromptTooLongError as exc:
+            log.warning("the model API found the prompt too long (%s); compacting and retrying once", exc)
+        self._compact("the model API said the prompt is too long", force=True)
+        try:
+            return self._request(max_tokens)
+        except PromptTooLongError as exc:
+            log.warning("still too long after compacting (%s); keeping only the latest message", exc)
+        self._keep_minimal()
+        try:
+            return self._request(max_tokens)
+        except PromptTooLongError as exc:
+            raise ProviderError(TOO_LONG) from exc
+
+    def _request(self, max_tokens: int) -> Message:
+        messages = self._messages
         request = _marked_messages(messages, self._anchor)
         self._anchor = len(messages) - 1
-        message = self._stream(request, tools, max_tokens)
-        self._context_tokens = _context_tokens(message.usage)
+        message = self._stream(request, self._tool_definitions, max_tokens)
+        self._last_usage = message.usage
+        self._compaction_blocked = False
+        # The reply is in the usage (output) and, once stored, estimated again: errs high.
+        self._measured = (len(messages), _context_tokens(message.usage))
         return message
 
     def _stream(self, messages: Conversation, tools: list[dict[str, Any]], max_tokens: int) -> Message:
         settings = self._settings
-        system = [{"type": "text", "text": settings.system_prompt, "cache_control": _EPHEMERAL}]
+        system = self._system
+        # Decided by the policy, with the model: sent only where the model has it.
+        managed = self._policy.context_management()
+        thinking = self._policy.thinking(max_tokens)
         try:
             with self._client.messages.stream(
                 model=settings.model,
                 max_tokens=max_tokens,
                 messages=cast("list[MessageParam]", messages),
-                system=cast("list[TextBlockParam]", system) if settings.system_prompt else anthropic.omit,
+                system=cast("list[TextBlockParam]", system) if system else anthropic.omit,
                 tools=cast("list[ToolUnionParam]", tools) if tools else anthropic.omit,
+                thinking=thinking if thinking is not None else anthropic.omit,
+                extra_headers={"anthropic-beta": CONTEXT_MANAGEMENT_BETA} if managed is not None else None,
+                extra_body={"context_management": managed} if managed is not None else None,
             ) as stream:
                 message: Message = stream.get_final_message()
         except anthropic.APIStatusError as exc:
+            if _is_prompt_too_long(exc):
+                raise PromptTooLongError(_api_message(exc)) from exc
             if _retrying_may_help(exc):
-                raise ProviderError(_status_message(exc)) from exc
+                raise _retryable_error(exc) from exc
             # The person is told it will not pass by itself; the log keeps the API's own words.
             log.error(
                 "the model API refused a request for model %s (HTTP %d, %s), and retrying will not help: %s",
@@ -205,42 +342,206 @@ class ClaudeProvider:
 
     def _rollback(self) -> None:
         self._messages = list(self._saved)
+        self._measured = None
         if self._anchor is not None and self._anchor >= len(self._messages):
             self._anchor = None
 
-    # -- compaction ------------------------------------------------------------------
+    # -- sizing and compaction -------------------------------------------------------
 
-    def _compact_if_due(self, tools: list[dict[str, Any]]) -> None:
-        limit = self._settings.compaction_threshold * self._settings.context_window
-        if self._context_tokens <= limit:
+    def _size(self, *, count: bool = False, counting: bool = True) -> _Size:
+        """What the next request takes, by part. The parts are estimates; the total is the
+        larger of the estimate and the last measured usage plus an estimate of what came
+        since, and near the limit (or when `count`) the API's own count."""
+        tools_tokens = tokens.estimate_tools(self._tool_definitions)
+        system_tokens = tokens.estimate_system(self._system)
+        messages_tokens = tokens.estimate_messages(self._messages)
+        estimated = tools_tokens + system_tokens + messages_tokens
+        total, method, settled = estimated, tokens.METHOD, False
+        measured = self._measured
+        if measured is not None and measured[0] <= len(self._messages):
+            since = tokens.estimate_messages(self._messages[measured[0] :])
+            if measured[1] + since >= estimated:
+                total = measured[1] + since
+                method = "measured by the API for the last request, plus an estimate of what came since"
+                # Mostly the API's own figure: a count would add little.
+                settled = since * 10 < self._policy.limit
+        if count or (counting and total >= self._policy.near and not settled):
+            counted = self._count_tokens()
+            if counted is not None:
+                total, method = counted, "counted by the API (count_tokens); the parts estimated"
+        return _Size(
+            tools=tools_tokens,
+            system=system_tokens,
+            messages=messages_tokens,
+            total=total,
+            method=method,
+            settled=settled,
+        )
+
+    def _count_tokens(self) -> int | None:
+        settings = self._settings
+        tools = self._tool_definitions
+        try:
+            counted = self._client.messages.count_tokens(
+                model=settings.model,
+                messages=cast("list[MessageParam]", self._messages),
+                system=cast("list[TextBlockParam]", self._system) if self._system else anthropic.omit,
+                tools=cast("list[ToolUnionParam]", tools) if tools else anthropic.omit,
+            )
+        except (anthropic.APIError, httpx2.HTTPError) as exc:
+            # The estimate stands; it errs high.
+            log.info("count_tokens failed, going by the estimate: %s", exc)
+            return None
+        return counted.input_tokens
+
+    def _fit(self, *, counting: bool = True) -> None:
+        """Before a request: over the limit, clear old tool results first, then compact.
+        Without `counting`, only on the measured size (no count_tokens round trip)."""
+        if not self._messages:
             return
-        # Re-armed by the next response's usage, so a failed attempt is not retried every turn.
-        self._context_tokens = 0
-        cut = _compaction_cut(self._messages)
+        limit = self._policy.limit
+        size = self._size(counting=counting)
+        if not counting and not size.settled:
+            return
+        if size.total <= limit:
+            return
+        cleared, count = clear_old_tool_results(self._messages, self._policy.keep_tool_results)
+        if count:
+            self._messages = cleared
+            self._rewritten()
+            log.info("cleared %d old tool result(s): %d tokens in use", count, size.total)
+            size = self._size()
+            if size.total <= limit:
+                return
+        if not self._compaction_blocked:
+            self._compact(f"{size.total} tokens in use, over the limit of {limit}")
+
+    def _compact(self, reason: str, *, force: bool = False) -> bool:
+        """Summarises the older turns and keeps the recent ones verbatim; the conversation as
+        it was is archived first. False when there was nothing to compact or the summary
+        failed (then not tried again before the API has answered once more)."""
+        messages = self._messages
+        if force:
+            messages, cleared = clear_old_tool_results(messages, self._policy.keep_tool_results)
+            if cleared:
+                self._messages = messages
+                self._rewritten()
+        cut = self._compaction_cut(messages)
         if cut is None:
-            return
-        summary = self._summarise(self._messages[:cut], tools)
+            return False
+        if self._settings.archive_dir is not None:
+            archive_transcript(self._settings.archive_dir, self._messages, reason)
+        summary = self._summarise(messages[:cut])
         if not summary:
-            return
+            self._compaction_blocked = True
+            return False
         head: Conversation = [{"role": "user", "content": [_text(SUMMARY_PREFIX + summary)]}]
-        if self._messages[cut]["role"] == "user":
+        if messages[cut]["role"] == "user":
             head.append({"role": "assistant", "content": [_text(SUMMARY_ACK)]})
-        self._messages = head + self._messages[cut:]
-        self._anchor = None
-        self._save()
-        log.info("conversation compacted: %d messages summarised", cut)
+        self._messages = head + messages[cut:]
+        self._rewritten()
+        log.info("conversation compacted (%s): %d messages summarised", reason, cut)
+        return True
 
-    def _summarise(self, older: Conversation, tools: list[dict[str, Any]]) -> str:
+    def _compaction_cut(self, messages: Conversation) -> int | None:
+        """Where the kept tail starts: the latest exchange, or, when that is the whole
+        conversation or too big to keep, its latest model turn."""
+        cut = _compaction_cut(messages)
+        too_big = cut is not None and tokens.estimate_messages(messages[cut:]) > self._policy.limit // 2
+        if cut is not None and too_big and messages[cut]["role"] == "user":
+            latest = _latest_assistant(messages)
+            if latest is not None and latest > cut:
+                return latest
+        return cut
+
+    def _summarise(self, older: Conversation) -> str:
         """A model call over the older messages, same tools and system, so it reads the cache."""
-        request = _with_user_blocks(older, [_text(SUMMARY_REQUEST)])
+        budget = self._policy.limit - tokens.estimate_tools(self._tool_definitions)
+        budget -= tokens.estimate_system(self._system) + tokens.estimate_text(SUMMARY_REQUEST)
+        request = _with_user_blocks(_summary_input(older, budget), [_text(SUMMARY_REQUEST)])
         max_tokens = min(self._settings.max_tokens, SUMMARY_MAX_TOKENS)
         try:
-            message = self._stream(_marked_messages(request, self._anchor), tools, max_tokens)
+            message = self._stream(_marked_messages(request, self._anchor), self._tool_definitions, max_tokens)
         except ProviderError as exc:
             # Not fatal: the query itself may still fit; compaction is tried again later.
             log.warning("conversation summary failed: %s", exc)
             return ""
         return "".join(block.text for block in message.content if block.type == "text").strip()
+
+    def _keep_minimal(self) -> None:
+        """The last resort: only the running query, and the person is told."""
+        if self._settings.archive_dir is not None:
+            archive_transcript(self._settings.archive_dir, self._messages, "too long even after compacting")
+        self._messages = [{"role": "user", "content": [_text(cap_text(self._prompt, MINIMAL_PROMPT_CHARS))]}]
+        self._rewritten()
+        self._save()
+        self._notices.append(MINIMAL_NOTICE)
+
+    def _rewritten(self) -> None:
+        # The cached prefix and the measured size no longer describe what is sent.
+        self._anchor = None
+        self._measured = None
+
+
+@dataclass(frozen=True)
+class _Size:
+    tools: int
+    system: int
+    messages: int
+    total: int
+    method: str
+    # Mostly the API's own measure, no count needed.
+    settled: bool = False
+
+
+def _summary_input(older: Conversation, budget: int) -> Conversation:
+    """The older turns as the summary request takes them: tool results cleared, long texts
+    cut, and the oldest turns left out while it does not fit (it is a summary either way)."""
+    shrunk, _ = clear_old_tool_results(older, 0)
+    shrunk = [_with_short_texts(message) for message in shrunk]
+    start = 0
+    while tokens.estimate_messages(shrunk[start:]) > budget:
+        later = next(
+            (
+                index
+                for index in range(start + 1, len(shrunk))
+                if shrunk[index]["role"] == "user" and not _has_tool_results(shrunk[index])
+            ),
+            None,
+        )
+        if later is None:
+            break
+        start = later
+    return shrunk[start:]
+
+
+def _with_short_texts(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    if not any(block.get("type") == "text" and len(block["text"]) > SUMMARY_TEXT_CHARS for block in content):
+        return message
+    blocks = [
+        {**block, "text": cap_text(block["text"], SUMMARY_TEXT_CHARS)}
+        if block.get("type") == "text" and len(block["text"]) > SUMMARY_TEXT_CHARS
+        else block
+        for block in content
+    ]
+    return {**message, "content": blocks}
+
+
+def _latest_assistant(messages: Conversation) -> int | None:
+    for index in range(len(messages) - 1, 0, -1):
+        if messages[index]["role"] == "assistant":
+            return index
+    return None
+
+
+class PromptTooLongError(ProviderError):
+    """The API's 400 "prompt is too long": the provider shrinks and retries. (A 413 is about
+    bytes, not tokens; it is refused as before.)"""
+
+
+def _is_prompt_too_long(exc: anthropic.APIStatusError) -> bool:
+    return exc.status_code == 400 and "prompt is too long" in (exc.api_message or "").lower()
 
 
 # -- the SDK client ------------------------------------------------------------------
@@ -298,6 +599,38 @@ def _retrying_may_help(exc: anthropic.APIStatusError) -> bool:
     return status >= 500 or exc.type not in (*_REFUSAL_TYPES.values(), "billing_error")
 
 
+# The credential proxy's refusal once the agent group's budget is spent (actors/budget_gate.py).
+BUDGET_EXCEEDED: Final = "budget_exceeded"
+# Beyond this a `retry-after` is not believed as given; the host bounds a deferral again.
+_MAX_RETRY_AFTER_S: Final = 40 * 24 * 3600.0
+
+
+def _retryable_error(exc: anthropic.APIStatusError) -> ProviderError:
+    """A busy model (429, 529, overloaded) that outlived the SDK's retries, and a spent
+    budget, hand the batch back to be tried later (`ProviderDeferredError`); other errors a later
+    try may get past (a 500) end the turn with a message, as before."""
+    # Not among the SDK's error types: the proxy's own, so compared as a plain string.
+    if str(exc.type) == BUDGET_EXCEEDED:
+        return ProviderDeferredError(_api_message(exc), _retry_after_s(exc), reason="budget")
+    if exc.type in ("overloaded_error", "rate_limit_error") or exc.status_code in (429, 529):
+        return ProviderDeferredError(_status_message(exc), _retry_after_s(exc), reason="busy")
+    return ProviderError(_status_message(exc))
+
+
+def _retry_after_s(exc: anthropic.APIStatusError) -> float | None:
+    """The answer's `retry-after-ms` or `retry-after` (seconds; an HTTP date is not worth
+    parsing here: the agent falls back to its own backoff)."""
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name, "")) * scale
+        except ValueError:
+            continue
+        if 0 <= value <= _MAX_RETRY_AFTER_S:
+            return value
+    return None
+
+
 def _status_message(exc: anthropic.APIStatusError) -> str:
     """For an error a later try may get past."""
     kind = exc.type
@@ -330,11 +663,11 @@ def _api_message(exc: anthropic.APIStatusError) -> str:
 # -- building requests ---------------------------------------------------------------
 
 
-def _cached_tools(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _cached_tools(definitions: list[dict[str, Any]], cache_control: dict[str, str]) -> list[dict[str, Any]]:
     # One breakpoint after the last tool caches the whole (stable) tool list.
     if not definitions:
         return []
-    return [*definitions[:-1], {**definitions[-1], "cache_control": _EPHEMERAL}]
+    return [*definitions[:-1], {**definitions[-1], "cache_control": cache_control}]
 
 
 def _marked_messages(messages: Conversation, anchor: int | None) -> Conversation:
@@ -414,11 +747,12 @@ def _run_tool(tools: ToolBox, call: ToolCall) -> ToolOutcome:
         return ToolOutcome(f"The tool failed unexpectedly: {type(exc).__name__}: {exc}", is_error=True)
 
 
-def _tool_result(call: ToolCall, outcome: ToolOutcome) -> dict[str, Any]:
+def _tool_result(call: ToolCall, outcome: ToolOutcome, cap: int) -> dict[str, Any]:
+    # Whatever the tool: one result must never be able to fill the window.
     return {
         "type": "tool_result",
         "tool_use_id": call.id,
-        "content": outcome.content or "(no output)",
+        "content": cap_text(outcome.content, cap) if outcome.content else "(no output)",
         "is_error": outcome.is_error,
     }
 

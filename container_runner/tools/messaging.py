@@ -18,7 +18,18 @@ from container_runner.tools.base import Tool, ToolError, ToolOutcome
 from container_runner.tools.function import FunctionTool
 from container_runner.turn import TurnContext
 from protocol import inbound, outbound
-from protocol.content import AskQuestionOut, ChatOut, EditOut, OutboundContent, ReactionOut, encode_content
+from protocol.content import (
+    MAX_CONTENT_BYTES,
+    MAX_TEXT_CHARS,
+    AskQuestionOut,
+    CardField,
+    CardOut,
+    ChatOut,
+    EditOut,
+    OutboundContent,
+    ReactionOut,
+    encode_content,
+)
 from protocol.db import read_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageOut
@@ -174,6 +185,52 @@ class AskUserQuestion(FunctionTool[AskUserQuestionInput]):
         return ToolOutcome(f"the user chose: {answer}")
 
 
+# CardOut's own caps: a card the tool accepts is a row the host accepts.
+_CARD_SHORT = 256
+_CARD_FIELDS = 25
+
+
+class CardFieldInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=_CARD_SHORT)]
+    value: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
+
+
+class SendCardInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=_CARD_SHORT, description="The card's title.")]
+    text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS, description="The body, in Markdown.")] = ""
+    fields: Annotated[
+        list[CardFieldInput],
+        msgspec.Meta(max_length=_CARD_FIELDS, description="Label/value pairs shown under the text, in order."),
+    ] = []
+
+
+class SendCard(FunctionTool[SendCardInput]):
+    name = "send_card"
+    description = (
+        "Send the user a card: a title, a short text and labelled fields (a status, a summary, a forecast). "
+        "Channels that cannot show cards get it as text. For choices to click, use ask_user_question."
+    )
+    input_type = SendCardInput
+
+    def __init__(self, sender: _Sender) -> None:
+        self._sender = sender
+
+    def call(self, arguments: SendCardInput) -> ToolOutcome:
+        if not arguments.title.strip():
+            raise ToolError("title must not be blank")
+        card = CardOut(
+            title=arguments.title,
+            text=arguments.text,
+            fields=[CardField(label=item.label, value=item.value) for item in arguments.fields],
+        )
+        # The host refuses a row past this size; say so here, where the model can shorten it.
+        size = len(encode_content(card).encode())
+        if size > MAX_CONTENT_BYTES:
+            raise ToolError(f"the card is {size} bytes, more than {MAX_CONTENT_BYTES}: shorten its text or fields")
+        row = self._sender.send(card)
+        return ToolOutcome(f"card sent as message {row.seq}")
+
+
 def messaging_tools(
     outbox: pykka.ActorRef[OutboxActor],
     context: TurnContext,
@@ -185,6 +242,7 @@ def messaging_tools(
     sender = _Sender(outbox, context)
     return [
         SendMessage(sender),
+        SendCard(sender),
         SendFile(sender, layout, workspace),
         EditMessage(sender, layout),
         AddReaction(sender, layout),

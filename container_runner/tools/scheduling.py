@@ -25,6 +25,7 @@ from protocol.content import (
     ScheduleTask,
     SystemAction,
     TaskIn,
+    UpdateTask,
     encode_content,
 )
 from protocol.cron import CronError, check_cron
@@ -115,6 +116,71 @@ class ScheduleTaskTool(FunctionTool[ScheduleTaskInput]):
         return ToolOutcome(f"task {task_id} scheduled for {local}{late}")
 
 
+class UpdateTaskInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    task_id: Annotated[str, msgspec.Meta(min_length=1, description="The task_id from schedule_task or list_tasks.")]
+    prompt: Annotated[str | None, msgspec.Meta(description="A new prompt; leave out to keep it.")] = None
+    process_after: Annotated[
+        str | None,
+        msgspec.Meta(description="A new time for its next run, as in schedule_task; leave out to keep it."),
+    ] = None
+    recurrence: Annotated[
+        str | None, msgspec.Meta(description="A new cron expression, in local time; leave out to keep it.")
+    ] = None
+    clear_recurrence: Annotated[bool, msgspec.Meta(description="True to make a recurring task run only once more.")] = (
+        False
+    )
+
+
+class UpdateTaskTool(FunctionTool[UpdateTaskInput]):
+    name = "update_task"
+    description = (
+        "Change a scheduled task's prompt, next time or recurrence (all its pending and paused runs); "
+        "give only what changes."
+    )
+    input_type = UpdateTaskInput
+
+    def __init__(self, requester: _Requester, zone: str) -> None:
+        self._requester = requester
+        self._zone = zone
+
+    def call(self, arguments: UpdateTaskInput) -> ToolOutcome:
+        said: list[str] = []
+        when = None
+        if arguments.prompt is not None:
+            if not arguments.prompt.strip():
+                raise ToolError("prompt must not be empty; leave it out to keep it")
+            said.append("prompt")
+        if arguments.process_after is not None:
+            try:
+                when = parse_user_time(arguments.process_after, self._zone)
+            except ValueError as exc:
+                raise ToolError(str(exc)) from None
+            said.append(when.astimezone(ZoneInfo(self._zone)).strftime("time %Y-%m-%d %H:%M %Z"))
+        recurrence = arguments.recurrence or None
+        if recurrence is not None:
+            if arguments.clear_recurrence:
+                raise ToolError("give either a recurrence or clear_recurrence, not both")
+            try:
+                check_cron(recurrence)
+            except CronError as exc:
+                raise ToolError(f"recurrence {exc}") from None
+            said.append(f"recurrence {recurrence!r}")
+        if arguments.clear_recurrence:
+            said.append("no more recurrence")
+        if not said:
+            raise ToolError("nothing to change: give a prompt, process_after, recurrence or clear_recurrence")
+        action = UpdateTask(
+            arguments.task_id,
+            prompt=arguments.prompt,
+            process_after=format_ts(when) if when is not None else None,
+            recurrence=recurrence,
+            clear_recurrence=arguments.clear_recurrence,
+        )
+        # Under the turn's effect id, as pause and cancel: a retried turn asks for it once.
+        self._requester.request_once(action)
+        return ToolOutcome(f"update of task {arguments.task_id} requested: {', '.join(said)}")
+
+
 class ListTasksInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: Literal["pending", "paused", "completed", "failed", "cancelled"] | None = None
 
@@ -195,6 +261,7 @@ def scheduling_tools(
     requester = _Requester(outbox, context)
     return [
         ScheduleTaskTool(requester, zone),
+        UpdateTaskTool(requester, zone),
         ListTasks(layout, zone),
         CancelTaskTool(requester),
         PauseTaskTool(requester),

@@ -183,9 +183,12 @@ class TextEditorTool:
     _DIRECTORY_DEPTH = 2
     _DIRECTORY_ENTRIES = 1_000
 
-    def __init__(self, workspace: Path, max_file_bytes: int = 2_000_000) -> None:
+    def __init__(self, workspace: Path, max_file_bytes: int = 2_000_000, view_cap: int = 30_000) -> None:
         self._root = workspace.resolve()
         self._max_file_bytes = max_file_bytes
+        # What one view shows at most, in characters (as bash's output cap): a file of up to
+        # `max_file_bytes` can be edited whole, but it is read a window at a time.
+        self._view_cap = view_cap
 
     def definition(self) -> dict[str, Any]:
         return {"type": TEXT_EDITOR_TOOL_TYPE, "name": self.name}
@@ -223,7 +226,7 @@ class TextEditorTool:
             return ToolOutcome(self._list_directory(path, raw))
         lines = _split_lines(self._read(path, raw))
         start, end = _line_window(view_range, len(lines))
-        return ToolOutcome(_numbered(lines[start - 1 : end], start) or f"{raw} is empty")
+        return ToolOutcome(_capped_view(lines, start, end, self._view_cap) or f"{raw} is empty")
 
     def _list_directory(self, directory: Path, raw: str) -> str:
         entries = _walk(directory, self._DIRECTORY_DEPTH)
@@ -231,7 +234,7 @@ class TextEditorTool:
         header = f"files and directories up to {self._DIRECTORY_DEPTH} levels deep in {raw}, excluding hidden items:"
         more = len(entries) - len(shown)
         footer = [f"[... {more} more entries not shown ...]"] if more else []
-        return "\n".join([header, *shown, *footer])
+        return _cut(self._view_cap, "\n".join([header, *shown, *footer]))
 
     def _create(self, path: Path, raw: str, file_text: str) -> ToolOutcome:
         if path.is_dir():
@@ -259,7 +262,7 @@ class TextEditorTool:
         path.write_text(updated, encoding="utf-8")
         first = text.count("\n", 0, index) + 1
         last = first + new_str.count("\n")
-        return ToolOutcome(f"edited {raw}:\n{_snippet(updated, first, last)}")
+        return ToolOutcome(_cut(self._view_cap, f"edited {raw}:\n{_snippet(updated, first, last)}"))
 
     def _insert(self, path: Path, raw: str, after_line: int, insert_text: str) -> ToolOutcome:
         lines = _split_lines(self._read(path, raw))
@@ -272,7 +275,8 @@ class TextEditorTool:
         updated = "".join(lines)
         path.write_text(updated, encoding="utf-8")
         last = after_line + block.count("\n")
-        return ToolOutcome(f"inserted after line {after_line} of {raw}:\n{_snippet(updated, after_line + 1, last)}")
+        snippet = _snippet(updated, after_line + 1, last)
+        return ToolOutcome(_cut(self._view_cap, f"inserted after line {after_line} of {raw}:\n{snippet}"))
 
     def _read(self, path: Path, raw: str) -> str:
         if not path.exists():
@@ -321,6 +325,35 @@ def _split_lines(text: str) -> list[str]:
 def _numbered(lines: list[str], first: int) -> str:
     """The `cat -n` layout the model knows: the number right-aligned in 6 columns, then a tab."""
     return "\n".join(f"{number:6}\t{line.rstrip(_NEWLINE)}" for number, line in enumerate(lines, first))
+
+
+def _capped_view(lines: list[str], start: int, end: int, cap: int) -> str:
+    """Lines `start`..`end` numbered, as many whole lines as fit in `cap` characters, and
+    where the rest is: the model asks for it with a view_range."""
+    shown: list[str] = []
+    used = 0
+    for number in range(start, end + 1):
+        line = f"{number:6}\t{lines[number - 1].rstrip(_NEWLINE)}"
+        if used + len(line) + 1 > cap:
+            following = number
+            if not shown:
+                # One line longer than a whole view: its start, so the view says something.
+                shown.append(line[: max(0, cap - 200)] + f" [... line {number} cut: {len(line)} characters]")
+                following = number + 1
+            rest = f"[lines {start}-{following - 1} of {len(lines)} shown: a view shows at most {cap} characters; "
+            if following <= end:
+                rest += f"see more with view_range [{following}, {min(end, following + 200)}], or "
+            rest += "search with bash (grep -n)]"
+            return "\n".join([*shown, rest])
+        shown.append(line)
+        used += len(line) + 1
+    return "\n".join(shown)
+
+
+def _cut(cap: int, text: str) -> str:
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap]}\n[... {len(text) - cap} more characters not shown]"
 
 
 def _snippet(text: str, first: int, last: int, context: int = 3) -> str:

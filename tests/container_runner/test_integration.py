@@ -181,7 +181,9 @@ def test_build_provider_follows_the_config(host: Host) -> None:
     settings = provider._settings
     assert settings.model == "claude-test" and settings.stall_timeout == 7
     assert settings.proxy_socket == host.layout.proxy_socket and settings.api_key is None
-    assert "Always answer in French." in settings.system_prompt
+    # The memory file is read each turn, a system block of its own after the cached instructions.
+    assert settings.memory is not None and "Always answer in French." in settings.memory()
+    assert "Always answer in French." not in settings.system_prompt
     provider.close()
 
 

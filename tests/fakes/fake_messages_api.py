@@ -8,14 +8,16 @@ exercised through the same code paths as production. Replies are taken from a qu
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import itertools
 import json
 import os
+import socket
 import socketserver
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -163,6 +165,8 @@ class _Shared:
     replies: deque[FakeReply] = field(default_factory=deque)
     requests: list[RecordedRequest] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    context: FakeContext | None = None
+    responder: Callable[[Any], FakeReply | None] | None = None
 
 
 class FakeMessagesAPI:
@@ -177,8 +181,12 @@ class FakeMessagesAPI:
         *,
         unix_socket: str | os.PathLike[str] | None = None,
         default_usage: FakeUsage | None = None,
+        context: FakeContext | None = None,
+        responder: Callable[[Any], FakeReply | None] | None = None,
     ) -> None:
-        self._shared = _Shared(default_usage=default_usage or FakeUsage())
+        """`responder` answers (from the request body) when no scripted reply is queued, for
+        sessions too long to script; None from it means the default echo."""
+        self._shared = _Shared(default_usage=default_usage or FakeUsage(), context=context, responder=responder)
         self._shared.replies.extend(replies)
         self._socket_path = None if unix_socket is None else str(unix_socket)
         self._servers: list[socketserver.BaseServer] = []
@@ -302,6 +310,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         shared: _Shared = getattr(self.server, "shared")  # noqa: B009 - set by both server classes
         return shared
 
+    def setup(self) -> None:
+        # Headers and body go out as separate writes: with Nagle's algorithm on, the client's
+        # delayed ACK holds every answer back some 40 ms, which long sessions add up.
+        super().setup()
+        if getattr(self.server, "transport", "tcp") == "tcp":
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: test output stays readable (and Unix-socket peers have no address)."""
 
@@ -312,6 +327,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         request = self._record()
         try:
             path = request.path.split("?")[0]
+            context = self._shared.context
+            if context is not None and path in ("/v1/messages", "/v1/messages/count_tokens"):
+                refusal = context.refusal(request.body)
+                if refusal is not None:
+                    self._send_error_json(400, refusal)
+                    return
+                if path == "/v1/messages/count_tokens":
+                    self._send_json(200, {"input_tokens": context.tokens(request.body)})
+                    return
             if path == "/v1/messages/count_tokens":
                 self._count_tokens(self._next_reply(request))
                 return
@@ -350,8 +374,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self._shared.lock:
             if self._shared.replies:
                 return self._shared.replies.popleft()
-            usage = self._shared.default_usage
-        return FakeReply("message", content=({"type": "text", "text": _echo(request.body)},), usage=usage)
+            responder = self._shared.responder
+        if responder is not None and (answer := responder(request.body)) is not None:
+            return answer
+        # No usage of its own: the default, or what a FakeContext works out.
+        return FakeReply("message", content=({"type": "text", "text": _echo(request.body)},))
 
     # -- response side ---------------------------------------------------------------
 
@@ -371,6 +398,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _message(self, request: RecordedRequest, reply: FakeReply) -> dict[str, Any]:
         usage = reply.usage
+        if usage is None and self._shared.context is not None:
+            usage = self._shared.context.usage(request.body)
         if usage is None:
             with self._shared.lock:
                 usage = self._shared.default_usage
@@ -490,3 +519,94 @@ def _echo(body: Any) -> str:
         if texts:
             return f"echo: {texts[-1]}"
     return "echo"
+
+
+class FakeContext:
+    """Opt-in (`FakeMessagesAPI(context=...)`): the size of a request and the prompt cache,
+    modelled. Tokens are characters / 4 of the request's JSON. A request over `window`
+    tokens is refused as the API does ("prompt is too long", not consuming a scripted
+    reply); `count_tokens` answers the count; a reply without scripted usage reports cache
+    reads and writes: each `cache_control` breakpoint caches the request up to it (its
+    `cache_control` left out, as the API keys the cache) for its TTL on `clock` (seconds),
+    and a later request reads the longest live prefix it shares."""
+
+    CHARS_PER_TOKEN = 4
+
+    def __init__(self, *, window: int | None = None, clock: Callable[[], float] | None = None) -> None:
+        self.window = window
+        self._clock = clock or (lambda: 0.0)
+        self._lock = threading.Lock()
+        self._expiry: dict[str, float] = {}
+
+    def tokens(self, body: Any) -> int:
+        return sum(len(text) for text, _ in _segments(body)) // self.CHARS_PER_TOKEN
+
+    def refusal(self, body: Any) -> str | None:
+        """The API's error for a request it would refuse, or None."""
+        ttls = [ttl for _, ttl in _segments(body) if ttl is not None]
+        if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
+            return "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block"
+        size = self.tokens(body)
+        if self.window is not None and size > self.window:
+            return f"prompt is too long: {size} tokens > {self.window} maximum"
+        return None
+
+    def usage(self, body: Any) -> FakeUsage:
+        now = self._clock()
+        digest = hashlib.sha256()
+        chars = 0
+        breakpoints: list[tuple[str, int, float]] = []  # (prefix hash, tokens up to it, TTL seconds)
+        for text, ttl in _segments(body):
+            digest.update(text.encode())
+            chars += len(text)
+            if ttl is not None:
+                lifetime = 3600.0 if ttl == "1h" else 300.0
+                breakpoints.append((digest.hexdigest(), chars // self.CHARS_PER_TOKEN, lifetime))
+        total = chars // self.CHARS_PER_TOKEN
+        with self._lock:
+            read = 0
+            for key, size, _ in breakpoints:
+                if self._expiry.get(key, -1.0) > now:
+                    read = max(read, size)
+            written = 0
+            for key, size, lifetime in breakpoints:
+                # A read refreshes an entry's lifetime; what was not cached is written.
+                self._expiry[key] = max(self._expiry.get(key, -1.0), now + lifetime)
+                written = max(written, size)
+        creation = max(0, written - read)
+        return FakeUsage(
+            input_tokens=max(0, total - read - creation),
+            cache_read_input_tokens=read,
+            cache_creation_input_tokens=creation,
+            output_tokens=5,
+        )
+
+
+def _segments(body: Any) -> Iterator[tuple[str, str | None]]:
+    """The request in cache order (tools, system, messages), a piece per block: its JSON
+    without `cache_control`, and the TTL of its breakpoint (None: not one)."""
+    if not isinstance(body, dict):
+        return
+    system = body.get("system")
+    blocks: list[Any] = list(body.get("tools") or [])
+    blocks += [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+    for tool_or_block in blocks:
+        yield _segment(tool_or_block)
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        role = json.dumps(message.get("role"))
+        if isinstance(content, str):
+            yield role + json.dumps(content), None
+            continue
+        for block in content or []:
+            text, ttl = _segment(block)
+            yield role + text, ttl
+
+
+def _segment(block: Any) -> tuple[str, str | None]:
+    if not isinstance(block, dict):
+        return json.dumps(block), None
+    marker = block.get("cache_control")
+    plain = {key: value for key, value in block.items() if key != "cache_control"}
+    ttl = None if not isinstance(marker, dict) else str(marker.get("ttl") or "5m")
+    return json.dumps(plain, sort_keys=True), ttl

@@ -145,12 +145,13 @@ def test_a_tool_turn_over_several_model_turns_delivers_in_order(
 def test_a_failing_model_api_gets_an_error_reply_and_the_host_keeps_serving(
     claude_host: Host, claude_chat: ChatClient, api: FakeMessagesAPI
 ) -> None:
-    # One attempt and the SDK's retries: every one of them overloaded.
-    api.enqueue(FakeReply.error(529), FakeReply.error(529), FakeReply.error(529))
+    # One attempt and the SDK's retries: every one of them an internal error. (A busy model
+    # is deferred instead: tests/integration/test_deferral_and_budget.py.)
+    api.enqueue(FakeReply.error(500), FakeReply.error(500), FakeReply.error(500))
     claude_chat.send("hello?")
     failed = claude_chat.next_message()
     assert "could not answer" in failed["text"]
-    assert "overloaded" in failed["text"]
+    assert "internal error" in failed["text"]
     assert api.pending == 0  # retried until the script ran out, then gave up
 
     api.enqueue(FakeReply.text("I am back."))

@@ -19,7 +19,7 @@ from tests.integration.conftest import RecordingProcessRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-MODEL = "claude-sonnet-4-5"  # the host's default; the fake answers with the model asked for
+MODEL = "claude-sonnet-4-5"  # set on the host; the fake answers with the model asked for
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from protocol.content import (
     ResumeTask,
     ScheduleTask,
     TaskIn,
+    UpdateTask,
     WebhookIn,
     decode_content,
     encode_content,
@@ -67,6 +68,8 @@ OUTBOUND_SAMPLES: list[tuple[str, OutboundContent]] = [
     ("system", CancelTask(task_id="t1")),
     ("system", PauseTask(task_id="t1")),
     ("system", ResumeTask(task_id="t1")),
+    ("system", UpdateTask(task_id="t1", prompt="sit down", recurrence="0 9 * * *")),
+    ("system", UpdateTask(task_id="t1", process_after="2026-01-02T09:00:00.000000Z", clear_recurrence=True)),
 ]
 
 

@@ -32,6 +32,7 @@ from actors.config import load_config
 from actors.data_lock import DataFolderLock
 from actors.runtime.docker import DockerRuntime
 from actors.runtime.image import inspect_image
+from protocol.models import DEFAULT_MODEL
 from tests.fakes import fake_discord, fake_telegram
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply
@@ -126,7 +127,7 @@ def test_a_good_key_and_good_tokens_pass_with_one_cheap_request_each(
     assert result.exit_code == 0, result.output
     found = rows(tmp_path / "data", env)
     assert found["model key"].verdict == "ok"
-    assert found["model key"].detail == f"accepted by {api.base_url} (model claude-sonnet-4-5)"
+    assert found["model key"].detail == f"accepted by {api.base_url} (model {DEFAULT_MODEL})"
     assert found["telegram token"].verdict == "ok"
     assert found["telegram token"].subject == fake_telegram.BOT_USERNAME
     assert "@hutch_bot" in found["telegram token"].detail

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from actors.store import agent_groups, sessions
+from protocol.models import DEFAULT_MODEL
 from tests.actors.cli.conftest import Folder, hutch, one_error_line
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,7 +23,7 @@ def test_groups_list_shows_folder_model_and_limits_own_or_default(data: Folder) 
     result = hutch("groups", "list", "--data-dir", str(data.path))
     assert result.exit_code == 0, result.output
     rows = _table_rows(result.stdout)
-    assert ["main", "main", "claude-sonnet-4-5", "1", "2048 MB", "512", "16 MB", "2"] in rows
+    assert ["main", "main", DEFAULT_MODEL, "1", "2048 MB", "512", "16 MB", "2"] in rows
     assert ["work", "work", "claude-opus-4 *", "2.5 *", "4096 MB *", "512", "16 MB", "0"] in rows
 
 

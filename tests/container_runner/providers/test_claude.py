@@ -534,7 +534,19 @@ def test_fake_answers_non_streaming_requests(api: FakeMessagesAPI) -> None:
 
 # -- pictures ------------------------------------------------------------------------------
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+def _png() -> bytes:
+    """A real picture: the provider decodes every one before it is sent."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(out, format="PNG")
+    return out.getvalue()
+
+
+PNG = _png()
 
 
 def test_a_picture_sent_with_the_message_is_an_image_block_for_its_turn_only(

@@ -68,6 +68,7 @@ def _only_reply(layout: SessionLayout) -> MessageOut:
 def test_every_definition_names_its_required_fields(setup: Setup) -> None:
     expected = {
         "send_message": ["text"],
+        "send_card": ["title"],
         "send_file": ["path"],
         "edit_message": ["message_id", "text"],
         "add_reaction": ["message_id", "emoji"],

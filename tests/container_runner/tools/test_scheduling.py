@@ -63,6 +63,7 @@ def _task(layout: SessionLayout, prompt: str, status: str = "pending", **fields:
 def test_definitions_name_their_required_fields(setup: Setup) -> None:
     expected = {
         "schedule_task": ["process_after", "prompt"],
+        "update_task": ["task_id"],
         "list_tasks": [],
         "cancel_task": ["task_id"],
         "pause_task": ["task_id"],
