@@ -223,14 +223,20 @@ class Operations:
                 f"folder {folder!r} cannot be used: lower-case letters, digits, '-' and '_', at most 64, "
                 "not 'global' (give one with --folder)"
             )
-        model = None if request.model is None else _text("model", request.model, _MAX_NAME)
+        model, warning = None, None
+        if request.model is not None:
+            try:  # the same rule as `hutch groups set` and /model
+                model, warning = choose_model(request.model)
+            except UnusableModelError as exc:
+                raise OperationError(str(exc)) from None
         if agent_groups.get_by_name(self._store, name) is not None:
             raise OperationError(f"there is already an agent group {name!r}")
         if agent_groups.get_by_folder(self._store, folder) is not None:
             raise OperationError(f"folder {folder!r} is already another agent group's")
         agent_groups.create(self._store, name=name, folder=folder, model=model)
         seed_group_folder(self._folder.groups_dir, folder)
-        return f"agent group {name!r} added (folder groups/{folder}); `hutch wire` connects a chat to it"
+        note = "" if warning is None else f" (note: {warning})"
+        return f"agent group {name!r} added (folder groups/{folder}); `hutch wire` connects a chat to it{note}"
 
     def _remove_group(self, name: str) -> str:
         group = self._group_named(name)

@@ -117,6 +117,7 @@ def test_a_group_is_added_with_a_folder_and_removed_with_its_wiring(world: World
         (AddGroup(name="x", folder="global"), "cannot be used"),
         (AddGroup(name="bad\nname"), "control characters"),
         (AddGroup(name="x" * 101), "longer than 100"),
+        (AddGroup(name="x", model="gpt-5"), "is not a Claude model id"),
         (RemoveGroup(name="main"), "cannot be removed"),
         (RemoveGroup(name="nobody"), "no agent group 'nobody'"),
     ],
