@@ -19,7 +19,17 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors.channels.base import CARD, EDIT, FILES, QUESTION, REACTION, TYPING, ChannelAdapter, ChannelError
+from actors.channels.base import (
+    CARD,
+    EDIT,
+    FILES,
+    QUESTION,
+    REACTION,
+    TYPING,
+    ChannelAdapter,
+    ChannelError,
+    card_as_text,
+)
 from actors.messages import (
     AskQuestion,
     Deliver,
@@ -199,8 +209,7 @@ def _perform(adapter: ChannelAdapter, to: Routing, action: DeliveryAction) -> st
         case SendCard(card=card):
             if CARD in can:
                 return adapter.send_card(to, card)
-            lines = [f"*{card.title}*", card.text, *(f"{label}: {value}" for label, value in card.fields)]
-            return adapter.send_text(to, "\n".join(line for line in lines if line))
+            return adapter.send_text(to, card_as_text(card))
     raise ChannelError(f"unknown action {type(action).__name__}", retryable=False)
 
 

@@ -4,6 +4,7 @@ appear: the agent refers to messages by seq only."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +12,11 @@ from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
 from container_runner.attachments import file_type, human_size
-from protocol.content import ChatIn, ContentError, Notice, QuestionAnswer, TaskIn, WebhookIn
+from protocol import outbound
+from protocol.content import CardOut, ChatIn, ContentError, Notice, QuestionAnswer, TaskIn, WebhookIn
+from protocol.db import read_transaction
 from protocol.layout import SessionLayout
-from protocol.rows import MessageIn
+from protocol.rows import MessageIn, MessageOut
 from protocol.timeutil import parse_ts
 
 
@@ -46,6 +49,9 @@ class Formatter:
                 attrs = _attrs(id=row.seq, source=source, event=event, time=when)
                 return f"<webhook {attrs}>{escape(json.dumps(payload, ensure_ascii=False))}</webhook>"
             case QuestionAnswer(question_id=question_id, answer=answer):
+                card = self._card_asking(question_id)
+                if card is not None:
+                    return self._card_press(row, card, answer, when)
                 attrs = _attrs(id=row.seq, type="question_answer", question=question_id, time=when)
                 return f"<system {attrs}>{escape(answer)}</system>"
             case Notice(text=text):
@@ -70,6 +76,26 @@ class Formatter:
         for name in content.files:
             body += "\n" + _attachment(name, self._layout.root / "inbox" / row.id / name)
         return f"<message {_attrs(id=row.seq, sender=content.sender, time=when)}>{body}</message>"
+
+    def _card_asking(self, question_id: str) -> MessageOut | None:
+        """The card whose buttons this answers: no tool waits for such an answer, so it comes
+        as a message, and the model needs to know which card it is about."""
+        if not self._layout.outbound_db.exists():
+            return None
+        try:
+            with read_transaction(self._layout.outbound_db) as conn:
+                return outbound.card_asking(conn, question_id)
+        except sqlite3.Error:
+            return None  # the answer is still worth showing, as a bare answer
+
+    def _card_press(self, row: MessageIn, card: MessageOut, answer: str, when: str) -> str:
+        try:
+            content = card.decoded()
+        except ContentError:
+            content = None
+        title = content.title if isinstance(content, CardOut) else ""
+        attrs = _attrs(id=row.seq, type="card_button", card=card.seq, time=when)
+        return f'<system {attrs}>pressed "{escape(answer)}" on card {card.seq} ({escape(title)})</system>'
 
     def _local_time(self, stamp: str) -> str:
         try:

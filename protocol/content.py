@@ -108,10 +108,32 @@ class CardField(_Content, frozen=True):
     value: Text
 
 
+# A card's buttons are few and short: a row of them must fit every channel's button bar
+# (Discord labels stop at 80 characters), and a press is asked as a question of its own.
+MAX_CARD_BUTTONS = 8
+MAX_BUTTON_BYTES = 64
+Button = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BUTTON_BYTES)]
+
+
 class CardOut(_Content, frozen=True):
+    """A card; with `buttons` it is delivered as the question `question_id` (its text the
+    card, its options the buttons), so a press comes back as a `QuestionAnswer`."""
+
     title: Short
     text: Text = ""
     fields: Annotated[list[CardField], msgspec.Meta(max_length=25)] = []
+    buttons: Annotated[list[Button], msgspec.Meta(max_length=MAX_CARD_BUTTONS)] = []
+    question_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+
+    def __post_init__(self) -> None:
+        # Runs on decode too, where msgspec reports it as the row's validation error.
+        if self.buttons and self.question_id is None:
+            raise ValueError("a card with buttons needs a question_id")
+        if self.question_id is not None and not self.buttons:
+            raise ValueError("a card without buttons has no question_id")
+        for button in self.buttons:
+            if len(button.encode()) > MAX_BUTTON_BYTES:
+                raise ValueError(f"button {button[:16]!r}... is more than {MAX_BUTTON_BYTES} bytes of UTF-8")
 
 
 class ScheduleTask(_Content, frozen=True, tag="schedule_task", tag_field="action"):

@@ -62,6 +62,16 @@ def get_by_seq(conn: sqlite3.Connection, seq: int) -> MessageOut | None:
     return from_row(MessageOut, row) if row else None
 
 
+def card_asking(conn: sqlite3.Connection, question_id: str) -> MessageOut | None:
+    """The card whose buttons are the question `question_id`, if a card asked it."""
+    row = conn.execute(
+        "SELECT * FROM messages_out WHERE kind = 'card' AND json_valid(content)"
+        " AND json_extract(content, '$.question_id') = ? ORDER BY seq LIMIT 1",
+        (question_id,),
+    ).fetchone()
+    return from_row(MessageOut, row) if row else None
+
+
 def set_ack(conn: sqlite3.Connection, message_id: str, status: str, timestamp: str) -> None:
     """A claim or an end. A deferral's time and reason stay as they were (`defer_ack`)."""
     conn.execute(

@@ -96,6 +96,13 @@ class Card(msgspec.Struct, frozen=True):
     fields: tuple[tuple[str, str], ...] = ()
 
 
+def card_as_text(card: Card) -> str:
+    """A card as one plain message: for a channel without cards, and as the question text of
+    a card with buttons (which is delivered as a question)."""
+    lines = [f"*{card.title}*", card.text, *(f"{label}: {value}" for label, value in card.fields)]
+    return "\n".join(line for line in lines if line)
+
+
 # What an adapter can do beyond plain text; the DeliveryActor degrades gracefully without.
 FILES = "files"
 EDIT = "edit"

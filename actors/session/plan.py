@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from actors.channels.base import Card
+from actors.channels.base import Card, card_as_text
 from actors.messages import AskQuestion, DeliveryAction, EditText, React, SendCard, SendText
 from protocol.content import AskQuestionOut, CardOut, ChatOut, EditOut, ReactionOut
 from protocol.layout import SessionLayout, UnsafePathError
@@ -63,8 +63,15 @@ def plan_action(row: MessageOut, content: object, refs: References) -> DeliveryA
             return React(_sent(seq, refs) if seq % 2 else _received(seq, refs), emoji)
         case AskQuestionOut(question_id=question_id, question=question, options=options):
             return AskQuestion(question_id, question, tuple(options))
-        case CardOut(title=title, text=text, fields=fields):
-            return SendCard(Card(title, text, tuple((item.label, item.value) for item in fields)))
+        case CardOut(title=title, text=text, fields=fields, buttons=buttons, question_id=question_id):
+            card = Card(title, text, tuple((item.label, item.value) for item in fields))
+            if not buttons:
+                return SendCard(card)
+            if question_id is None:  # CardOut refuses this itself; kept so a bug cannot show a dead button
+                raise DeliveryRejected(f"row {row.id!r} is a card with buttons but no question_id")
+            # A question in all but looks: the Supervisor records it and the channel shows the
+            # buttons, so a press comes back the way any answer does.
+            return AskQuestion(question_id, card_as_text(card), tuple(buttons))
     raise DeliveryRejected(f"row {row.id!r} ({row.kind}) is not something a channel delivers")
 
 

@@ -3,8 +3,10 @@ Every one of them is a row the OutboxActor writes; the host delivers it."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,8 @@ from container_runner.tools.function import FunctionTool
 from container_runner.turn import TurnContext
 from protocol import inbound, outbound
 from protocol.content import (
+    MAX_BUTTON_BYTES,
+    MAX_CARD_BUTTONS,
     MAX_CONTENT_BYTES,
     MAX_TEXT_CHARS,
     AskQuestionOut,
@@ -43,15 +47,27 @@ class _Sender:
         self.context = context
 
     def send(self, content: OutboundContent, message_id: str | None = None) -> MessageOut:
-        """Write the row. Without an id of its own it gets the turn's next effect id, so a turn
-        retried after a kill does not send the same thing twice; only the same content counts
-        as the same effect (a retried model may say something else)."""
-        effect_id = None if message_id else self.context.effect_id()
-        request = WriteMessage(content, self.context.routing, self.context.reply_to, message_id or effect_id)
-        written: MessageOut = self.outbox.ask(request, block=True)
+        """Write the row. Without an id of its own it gets the turn's next effect id (see
+        `send_effect`)."""
+        if message_id:
+            return self._write(content, message_id)
+        return self.send_effect(lambda _effect_id: content)
+
+    def send_effect(self, make: Callable[[str | None], OutboundContent]) -> MessageOut:
+        """Write `make(effect id)` under the turn's next effect id, so a turn retried after a
+        kill does not send the same thing twice; content that names itself (a card's question)
+        takes its name from that id. Only the same content counts as the same effect (a retried
+        model may say something else): other content is written anew, as `make(None)`."""
+        effect_id = self.context.effect_id()
+        content = make(effect_id)
+        written = self._write(content, effect_id)
         if effect_id is not None and written.content != encode_content(content):
-            fresh = WriteMessage(content, self.context.routing, self.context.reply_to, None)
-            written = self.outbox.ask(fresh, block=True)
+            written = self._write(make(None), None)
+        return written
+
+    def _write(self, content: OutboundContent, message_id: str | None) -> MessageOut:
+        request = WriteMessage(content, self.context.routing, self.context.reply_to, message_id)
+        written: MessageOut = self.outbox.ask(request, block=True)
         return written
 
 
@@ -202,13 +218,22 @@ class SendCardInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         list[CardFieldInput],
         msgspec.Meta(max_length=_CARD_FIELDS, description="Label/value pairs shown under the text, in order."),
     ] = []
+    buttons: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BUTTON_BYTES)]],
+        msgspec.Meta(
+            max_length=MAX_CARD_BUTTONS,
+            description=f"Optional button labels (at most {MAX_CARD_BUTTONS}, {MAX_BUTTON_BYTES} bytes each). "
+            "A press reaches you later as a message naming the card and the button.",
+        ),
+    ] = []
 
 
 class SendCard(FunctionTool[SendCardInput]):
     name = "send_card"
     description = (
-        "Send the user a card: a title, a short text and labelled fields (a status, a summary, a forecast). "
-        "Channels that cannot show cards get it as text. For choices to click, use ask_user_question."
+        "Send the user a card: a title, a short text, labelled fields (a status, a summary, a forecast) and "
+        "optional buttons. Channels that cannot show cards get it as text. The turn does not wait for a press; "
+        "to wait for a choice before you go on, use ask_user_question."
     )
     input_type = SendCardInput
 
@@ -218,17 +243,36 @@ class SendCard(FunctionTool[SendCardInput]):
     def call(self, arguments: SendCardInput) -> ToolOutcome:
         if not arguments.title.strip():
             raise ToolError("title must not be blank")
-        card = CardOut(
-            title=arguments.title,
-            text=arguments.text,
-            fields=[CardField(label=item.label, value=item.value) for item in arguments.fields],
-        )
+        for button in arguments.buttons:
+            if not button.strip():
+                raise ToolError("a button label must not be blank")
+            if len(button.encode()) > MAX_BUTTON_BYTES:
+                raise ToolError(f"button {button!r} is more than {MAX_BUTTON_BYTES} bytes: shorten it")
+
+        def card(effect_id: str | None) -> CardOut:
+            return CardOut(
+                title=arguments.title,
+                text=arguments.text,
+                fields=[CardField(label=item.label, value=item.value) for item in arguments.fields],
+                buttons=list(arguments.buttons),
+                question_id=card_question_id(effect_id) if arguments.buttons else None,
+            )
+
         # The host refuses a row past this size; say so here, where the model can shorten it.
-        size = len(encode_content(card).encode())
+        size = len(encode_content(card(None)).encode())
         if size > MAX_CONTENT_BYTES:
             raise ToolError(f"the card is {size} bytes, more than {MAX_CONTENT_BYTES}: shorten its text or fields")
-        row = self._sender.send(card)
+        row = self._sender.send_effect(card)
         return ToolOutcome(f"card sent as message {row.seq}")
+
+
+def card_question_id(effect_id: str | None) -> str:
+    """The question a card's buttons answer: named after the row's effect id, so a retried turn
+    names the same question (and writes the same row, once). Hashed short, so Telegram's
+    callback data carries it whole and a press survives a host restart."""
+    if effect_id is None:
+        return "c" + uuid.uuid4().hex
+    return "c" + hashlib.sha256(effect_id.encode()).hexdigest()[:24]
 
 
 def messaging_tools(

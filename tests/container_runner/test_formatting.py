@@ -3,9 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from container_runner.formatting import Formatter
-from protocol.content import ChatIn, Notice, QuestionAnswer, TaskIn, WebhookIn, encode_content
+from protocol import outbound
+from protocol.content import CardOut, ChatIn, Notice, QuestionAnswer, TaskIn, WebhookIn, encode_content
+from protocol.db import write_transaction
 from protocol.layout import SessionLayout
 from protocol.rows import MessageIn
+from tests.fakes.session import make_session
 
 STAMP = "2026-11-25T19:05:00.000000Z"
 
@@ -61,3 +64,19 @@ def test_unreadable_content_is_shown_not_raised(tmp_path: Path) -> None:
     formatter = Formatter(SessionLayout(tmp_path), "UTC")
     row = MessageIn(id="bad", seq=2, kind="chat", timestamp=STAMP, content='{"text": 1}')
     assert formatter.row(row).startswith('<unreadable id="2">')
+
+
+def test_an_answer_to_a_cards_buttons_names_the_button_and_the_card(tmp_path: Path) -> None:
+    layout = make_session(tmp_path / "session")
+    card = CardOut(title="Deploy <v2>", buttons=["Ship it", "Wait"], question_id="c1")
+    with write_transaction(layout.outbound_db) as conn:
+        written = outbound.insert_message(conn, message_id="o1", content=card, timestamp=STAMP, highest_inbound_seq=0)
+    formatter = Formatter(layout, "UTC")
+    pressed = formatter.row(_row(8, QuestionAnswer(question_id="c1", answer="Ship it"), "system"))
+    assert pressed == (
+        f'<system id="8" type="card_button" card="{written.seq}" time="2026-11-25 19:05 UTC">'
+        f'pressed "Ship it" on card {written.seq} (Deploy &lt;v2&gt;)</system>'
+    )
+    # An answer to a question no card asked stays a plain answer.
+    other = formatter.row(_row(10, QuestionAnswer(question_id="q9", answer="Yes"), "system"))
+    assert 'type="question_answer"' in other

@@ -90,3 +90,20 @@ def test_update_task_changes_a_pending_task_and_an_unknown_one_is_refused(host: 
     )
     assert len(refused) == 1
     assert [r.kind for r in _rows(layout)].count("task") == 1
+
+
+def test_a_card_with_buttons_is_a_question_and_a_press_reaches_the_agent(host: Host, chat: ChatClient) -> None:
+    card = {"title": "Deploy?", "text": "v2 is ready", "fields": [{"label": "tests", "value": "412"}]}
+    card["buttons"] = ["Ship it", "Wait"]
+    assert chat.send(f"!tool send_card {json.dumps(card)}")["type"] == "ack"
+    shown = chat.next_message()
+    assert shown["type"] == "question" and shown["options"] == ["Ship it", "Wait"]
+    assert shown["question"] == "*Deploy?*\nv2 is ready\ntests: 412"
+    sent = re.search(r"send_card -> card sent as message (\d+)", chat.next_message()["text"])
+    assert sent is not None
+
+    assert chat.answer(shown["question_id"], "Ship it")["type"] == "ack"
+    reply = chat.next_message()
+    # No tool waits for a card's answer: it comes as a message naming the button and the card.
+    assert reply["type"] == "message"
+    assert f'pressed "Ship it" on card {sent.group(1)} (Deploy?)' in reply["text"]

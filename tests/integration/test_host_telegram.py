@@ -232,6 +232,24 @@ def test_a_pairing_question_lost_to_a_server_error_is_asked_again(data_dir: Path
 # -- questions, long replies, files --------------------------------------------------------------
 
 
+def test_a_card_with_buttons_shows_an_inline_keyboard_and_a_press_reaches_the_agent(
+    data_dir: Path, fake: FakeTelegram
+) -> None:
+    card = {"title": "Deploy", "text": "v2 is ready", "buttons": ["Ship it", "Wait"]}
+    with telegram_host(data_dir, fake):
+        fake.push_text(OWNER_CHAT, OWNER, f"release?\n!tool send_card {json.dumps(card)}")
+        asked = fake.wait_until(
+            lambda: next((c for c in sent(fake, OWNER_ID) if "reply_markup" in c.params), None), WAIT_S
+        )
+        assert "Deploy" in asked.params["text"] and "v2 is ready" in asked.params["text"]
+        keyboard = asked.params["reply_markup"]["inline_keyboard"]
+        assert [row[0]["text"] for row in keyboard] == ["Ship it", "Wait"]
+
+        fake.push_callback(OWNER_CHAT, OWNER, keyboard[0][0]["callback_data"])
+        reply = wait_reply(fake, OWNER_ID, 'pressed "Ship it" on card')
+        assert "(Deploy)" in reply
+
+
 def test_a_question_is_answered_by_a_button(data_dir: Path, fake: FakeTelegram) -> None:
     ask = {"question": "Tea or coffee?", "options": ["tea", "coffee"]}
     with telegram_host(data_dir, fake) as host:

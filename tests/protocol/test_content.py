@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from protocol.content import (
     INBOUND_TYPES,
+    MAX_BUTTON_BYTES,
+    MAX_CARD_BUTTONS,
     MAX_CONTENT_BYTES,
     MAX_FILES,
     MAX_TEXT_CHARS,
@@ -61,6 +63,7 @@ OUTBOUND_SAMPLES: list[tuple[str, OutboundContent]] = [
     ("reaction", ReactionOut(message_seq=2, emoji="👍")),
     ("ask_question", AskQuestionOut(question_id="q1", question="Tea?", options=["yes", "no"])),
     ("card", CardOut(title="Weather", text="sunny", fields=[CardField(label="max", value="21 C")])),
+    ("card", CardOut(title="Deploy?", text="v2 is ready", buttons=["Ship it", "Wait"], question_id="c1")),
     (
         "system",
         ScheduleTask(task_id="t1", prompt="stand up", process_after="2026-01-01T09:00:00.000000Z", recurrence="daily"),
@@ -109,8 +112,32 @@ def test_defaults_are_left_out_of_the_stored_json() -> None:
     assert json.loads(encode_content(CancelTask(task_id="t1"))) == {"action": "cancel_task", "task_id": "t1"}
 
 
+def test_a_card_row_from_before_buttons_decodes_and_encodes_as_it_did() -> None:
+    raw = '{"title":"Weather","text":"sunny","fields":[{"label":"max","value":"21 C"}]}'
+    card = decode_content("messages_out", "o1", "card", raw)
+    assert card == CardOut(title="Weather", text="sunny", fields=[CardField(label="max", value="21 C")])
+    assert (card.buttons, card.question_id) == ([], None)
+    assert encode_content(card) == raw
+
+
+def test_a_card_takes_eight_buttons_of_64_bytes() -> None:
+    buttons = ["é" * 32] * MAX_CARD_BUTTONS  # 64 bytes each
+    assert MAX_CARD_BUTTONS == 8 and MAX_BUTTON_BYTES == 64
+    card = decode_content("messages_out", "o1", "card", _card_buttons(buttons))
+    assert (card.buttons, card.question_id) == (buttons, "c1")
+
+
+def test_a_card_built_in_code_keeps_the_same_rules() -> None:
+    with pytest.raises(ValueError, match="needs a question_id"):
+        CardOut(title="t", buttons=["y"])
+
+
 def _big_text(chars: int) -> str:
     return json.dumps({"text": "a" * chars})
+
+
+def _card_buttons(buttons: list[str]) -> str:
+    return json.dumps({"title": "t", "buttons": buttons, "question_id": "c1"})
 
 
 _CARD_WITH_BAD_FIELD = '{"title": "t", "fields": [{"label": 1, "value": "v"}]}'
@@ -134,6 +161,13 @@ BAD_ROWS: list[tuple[str, str, str, str, str]] = [
     ("no-options", "messages_out", "ask_question", '{"question_id": "q", "question": "?", "options": []}', "$.options"),
     ("bad-action", "messages_out", "system", '{"action": "delete_everything", "task_id": "t1"}', "$.action"),
     ("no-action", "messages_out", "system", '{"task_id": "t1"}', "action"),
+    ("card-buttons-no-question", "messages_out", "card", '{"title": "t", "buttons": ["y"]}', "needs a question_id"),
+    ("card-question-no-buttons", "messages_out", "card", '{"title": "t", "question_id": "c1"}', "without buttons"),
+    ("card-too-many-buttons", "messages_out", "card", _card_buttons(["b"] * 9), "$.buttons"),
+    ("card-button-too-long", "messages_out", "card", _card_buttons(["b" * 65]), "$.buttons[0]"),
+    # 32 characters but 96 bytes: the cap is on UTF-8 bytes.
+    ("card-button-too-many-bytes", "messages_out", "card", _card_buttons(["€" * 32]), "bytes of UTF-8"),
+    ("card-empty-button", "messages_out", "card", _card_buttons([""]), "$.buttons[0]"),
     ("inbound-bad-type-tag", "messages_in", "system", '{"type": "shout", "text": "x"}', "$.type"),
     # A container-only kind is not valid in the host's table.
     ("kind-of-the-other-table", "messages_in", "card", '{"title": "t"}', "unknown kind"),

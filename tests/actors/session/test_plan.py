@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.channels.base import Card
+from actors.channels.base import Card, card_as_text
 from actors.messages import AskQuestion, EditText, React, SendCard, SendText
 from actors.session.plan import DeliveryRejected, References, attach_files, plan_action, referenced_seq, target_of
 from protocol.content import AskQuestionOut, CardField, CardOut, ChatOut, EditOut, ReactionOut, ScheduleTask
@@ -51,6 +51,17 @@ def test_plain_actions_need_nothing_known() -> None:
     )
     card = CardOut(title="T", text="x", fields=[CardField(label="k", value="v")])
     assert plan_action(row(), card, refs) == SendCard(Card("T", "x", (("k", "v"),)))
+
+
+def test_a_card_with_buttons_is_asked_as_a_question_whose_text_is_the_card() -> None:
+    card = CardOut(
+        title="Deploy?", text="v2 is ready", fields=[CardField(label="tests", value="412")],
+        buttons=["Ship it", "Wait"], question_id="c1",
+    )  # fmt: skip
+    action = plan_action(row(), card, References())
+    text = card_as_text(Card("Deploy?", "v2 is ready", (("tests", "412"),)))
+    assert action == AskQuestion("c1", text, ("Ship it", "Wait"))
+    assert action.question == "*Deploy?*\nv2 is ready\ntests: 412"
 
 
 def test_an_empty_message_is_rejected() -> None:

@@ -11,7 +11,7 @@ import pytest
 from container_runner.outbox import OutboxActor
 from container_runner.questions import QuestionBoard
 from container_runner.tools.base import ToolBox, ToolCall
-from container_runner.tools.messaging import messaging_tools
+from container_runner.tools.messaging import card_question_id, messaging_tools
 from container_runner.turn import TurnContext
 from protocol.content import MAX_TEXT_CHARS, CardField, CardOut, ChatIn
 from protocol.layout import SessionLayout
@@ -66,7 +66,11 @@ def test_a_card_is_a_card_row(setup: Setup) -> None:
         ({"title": "t", "fields": [{"label": "l", "value": "v"}] * 26}, "fields"),
         ({"title": "t", "fields": [{"label": "", "value": "v"}]}, "label"),
         ({"title": "t", "fields": [{"label": "l"}]}, "value"),
-        ({"title": "t", "buttons": ["yes"]}, "buttons"),
+        ({"title": "t", "buttons": ["b"] * 9}, "buttons"),
+        ({"title": "t", "buttons": ["b" * 65]}, "buttons"),
+        ({"title": "t", "buttons": ["€" * 22]}, "more than 64 bytes"),
+        ({"title": "t", "buttons": [" "]}, "must not be blank"),
+        ({"title": "t", "colour": "red"}, "colour"),
         # Each part within its cap, the whole past the row's: refused here, not by the host.
         ({"title": "t", "fields": [{"label": "l", "value": "v" * MAX_TEXT_CHARS}] * 5}, "shorten"),
     ],
@@ -83,3 +87,23 @@ def test_a_retried_turn_sends_its_card_once(setup: Setup) -> None:
     again = _card(setup.box(), arguments)
     assert again.content == first.content
     assert len(replies(setup.layout)) == 1
+
+
+def test_a_card_with_buttons_names_its_question_and_a_retried_turn_sends_it_once(setup: Setup) -> None:
+    arguments = {"title": "Deploy?", "text": "v2 is ready", "buttons": ["Ship it", "Wait"]}
+    first = _card(setup.box(), arguments)
+    again = _card(setup.box(), arguments)
+    (row,) = replies(setup.layout)
+    assert not first.is_error and again.content == first.content == f"card sent as message {row.seq}"
+    card = row.decoded()
+    assert card.buttons == ["Ship it", "Wait"] and card.question_id == card_question_id(row.id)
+    # Short enough for Telegram's 64-byte callback data with the option's index.
+    assert len(f"q:{card.question_id}:7".encode()) <= 64
+
+
+def test_a_retried_turn_that_sends_another_card_asks_another_question(setup: Setup) -> None:
+    _card(setup.box(), {"title": "Deploy?", "buttons": ["Ship it"]})
+    _card(setup.box(), {"title": "Deploy now?", "buttons": ["Ship it"]})
+    first, second = (row.decoded() for row in replies(setup.layout))
+    assert first.title == "Deploy?" and second.title == "Deploy now?"
+    assert first.question_id != second.question_id
