@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +28,7 @@ import pykka
 from aiohttp import web
 
 from actors.channels.base import Card, ChannelError, InboundWebhook, OnEvent
+from actors.loop_thread import LoopThread
 from actors.store.webhook_routes import WebhookRoute
 from protocol.content import MAX_CONTENT_BYTES
 from protocol.rows import Routing
@@ -61,9 +61,8 @@ class WebhookChannel:
         self._host = host
         self._port = port
         self._on_event: OnEvent | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopThread | None = None
         self._bound_port: int | None = None
 
     @property
@@ -81,30 +80,15 @@ class WebhookChannel:
 
     def start(self, on_event: OnEvent) -> None:
         self._on_event = on_event
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start(), which raises it
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="webhook", daemon=True)
-        self._thread.start()
-        if not ready.wait(_START_TIMEOUT_S):
-            raise ChannelError("the webhook endpoint did not start", retryable=False)
-        if failure:
+        server = LoopThread("webhook", self._serve, self._shutdown)
+        try:
+            server.start(_START_TIMEOUT_S)
+        except TimeoutError:
+            raise ChannelError("the webhook endpoint did not start", retryable=False) from None
+        except Exception as exc:
             where = f"{self._host}:{self._port}"
-            raise ChannelError(f"cannot listen for webhooks on {where}: {failure[0]}", retryable=False)
+            raise ChannelError(f"cannot listen for webhooks on {where}: {exc}", retryable=False) from exc
+        self._server = server
         log.info("webhooks: listening on http://%s:%d/hooks/<route>", self._host, self.port)
 
     async def _serve(self) -> None:
@@ -121,13 +105,9 @@ class WebhookChannel:
             await self._runner.cleanup()
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(RuntimeError):  # already closed
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(_START_TIMEOUT_S)
-        self._loop = self._thread = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(_START_TIMEOUT_S)
 
     # --- requests ---------------------------------------------------------------------------
 

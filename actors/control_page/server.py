@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -34,6 +33,7 @@ from actors.control_page.auth import Auth
 from actors.control_page.chart import build_chart
 from actors.control_page.reads import Snapshot, Sources, UsageSource, read_snapshot
 from actors.control_page.templates import ENVIRONMENT, SCRIPT, SECTIONS, STYLE
+from actors.loop_thread import LoopThread
 from protocol.timeutil import utc_now
 
 if TYPE_CHECKING:
@@ -119,9 +119,8 @@ class ControlPage:
         # never holds up a render, and neither can take more threads than this.
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="control-page-read")
         self._operations = ThreadPoolExecutor(2, thread_name_prefix="control-page-op")
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopThread | None = None
         self._bound_port: int | None = None
 
     @classmethod
@@ -167,34 +166,16 @@ class ControlPage:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start(), which raises it
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="control-page", daemon=True)
-        self._thread.start()
-        if not ready.wait(_START_TIMEOUT_S):
-            raise ControlPageError("the control page did not start")
-        if failure:
-            self._thread.join(_STOP_TIMEOUT_S)
-            self._loop = self._thread = None
+        server = LoopThread("control-page", self._serve, self._shutdown)
+        try:
+            server.start(_START_TIMEOUT_S)
+        except TimeoutError:
+            raise ControlPageError("the control page did not start") from None
+        except Exception as exc:
             raise ControlPageError(
-                f"cannot serve the control page on {self._host}:{self._port} (HUTCH_CONTROL_PORT): {failure[0]}"
-            )
+                f"cannot serve the control page on {self._host}:{self._port} (HUTCH_CONTROL_PORT): {exc}"
+            ) from exc
+        self._server = server
         log.info("control page: listening on %s", self.url)
 
     async def _serve(self) -> None:
@@ -213,12 +194,9 @@ class ControlPage:
             await self._runner.cleanup()
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            with contextlib.suppress(RuntimeError):  # already closed
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(_STOP_TIMEOUT_S)
-        self._loop = self._thread = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(_STOP_TIMEOUT_S)
         # A control operation still in flight finishes in the host; nobody waits for it here.
         self._operations.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
