@@ -4,18 +4,17 @@ carry the API's own message."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from actors.config import HostConfig
-from actors.host import Host, session_settings, start_host
+from actors.host import Host
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply
 from tests.fakes.probes import LineWaiter
+from tests.integration.claude_support import claude_host as running_claude_host
 from tests.integration.conftest import RecordingProcessRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -31,22 +30,8 @@ def api() -> Iterator[FakeMessagesAPI]:
 
 @pytest.fixture
 def host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
-    config = HostConfig(
-        data_dir=data_dir,
-        runtime="process",
-        provider="claude",
-        model=UNKNOWN_MODEL,
-        api_key="sk-test-real-key",
-        base_url=api.base_url,
-        idle_timeout_s=60,
-        sweep_interval_s=3600,
-    )
-    settings = dataclasses.replace(session_settings(config, "claude"), retry_base_s=0.2, stop_timeout_s=5)
-    started = start_host(config, runtime=runtime, settings=settings)
-    try:
+    with running_claude_host(data_dir, runtime, api, model=UNKNOWN_MODEL, retry_base_s=0.2) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

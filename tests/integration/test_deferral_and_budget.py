@@ -11,7 +11,6 @@ against the fake Messages API.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from actors.cli.budget import app as budget_app
-from actors.config import HostConfig
-from actors.host import Host, session_settings, start_host
+from actors.host import Host
 from actors.store import agent_groups, budgets, sessions
 from protocol import inbound
 from protocol.db import read_transaction
@@ -31,6 +29,7 @@ from protocol.rows import MessageIn
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply, FakeUsage
 from tests.fakes.probes import poll
+from tests.integration.claude_support import claude_host as running_claude_host
 from tests.integration.conftest import RecordingProcessRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -48,22 +47,8 @@ def api() -> Iterator[FakeMessagesAPI]:
 
 @pytest.fixture
 def claude_host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
-    config = HostConfig(
-        data_dir=data_dir,
-        runtime="process",
-        provider="claude",
-        model=MODEL,
-        api_key="sk-test-real-key",
-        base_url=api.base_url,
-        idle_timeout_s=60,
-        sweep_interval_s=3600,
-    )
-    settings = dataclasses.replace(session_settings(config, "claude"), stop_timeout_s=5)
-    started = start_host(config, runtime=runtime, settings=settings)
-    try:
+    with running_claude_host(data_dir, runtime, api, model=MODEL) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def _busy(final_retry_after_ms: int) -> list[FakeReply]:

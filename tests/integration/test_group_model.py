@@ -4,7 +4,6 @@ the next message starts them with the group's model."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from actors.cli.app import app
-from actors.config import HostConfig
-from actors.host import Host, session_settings, start_host
+from actors.host import Host
 from actors.runtime.process import agents_in
 from actors.store import agent_groups
 from actors.store.db import open_store
@@ -23,6 +21,7 @@ from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply
 from tests.fakes.host_process import HostProcess
 from tests.fakes.probes import poll
+from tests.integration.claude_support import claude_host as running_claude_host
 from tests.integration.conftest import RecordingProcessRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -36,16 +35,8 @@ def api() -> Iterator[FakeMessagesAPI]:
 
 @pytest.fixture
 def claude_host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
-    config = HostConfig(
-        data_dir=data_dir, runtime="process", provider="claude", api_key="sk-test-real-key",
-        base_url=api.base_url, idle_timeout_s=60, sweep_interval_s=3600,
-    )  # fmt: skip
-    settings = dataclasses.replace(session_settings(config, "claude"), stop_timeout_s=5)
-    started = start_host(config, runtime=runtime, settings=settings)
-    try:
+    with running_claude_host(data_dir, runtime, api) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

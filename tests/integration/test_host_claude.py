@@ -4,7 +4,6 @@ loopback. Also the ask_user_question round trip through the chat socket (mock pr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from actors.config import HostConfig
-from actors.host import Host, session_settings, start_host
+from actors.host import Host
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply, RecordedRequest
+from tests.integration.claude_support import REAL_KEY
+from tests.integration.claude_support import claude_host as running_claude_host
 from tests.integration.conftest import RecordingProcessRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-REAL_KEY = "sk-test-real-key"
 MEMORY = "# main\n\nRemember: the user's cat is called Pumpernickel-7731.\n"
 
 
@@ -39,22 +38,8 @@ def claude_host(
     memory = data_dir / "groups" / "main" / "CLAUDE.md"
     memory.parent.mkdir(parents=True)
     memory.write_text(MEMORY)
-    config = HostConfig(
-        data_dir=data_dir,
-        runtime="process",
-        provider="claude",
-        api_key=REAL_KEY,
-        base_url=api.base_url,
-        idle_timeout_s=60,
-        sweep_interval_s=3600,
-    )
-    settings = dataclasses.replace(session_settings(config, "claude"), retry_base_s=0.2, stop_timeout_s=5)
-    # No proxy handed in: start_host builds the credential proxy itself for provider "claude".
-    started = start_host(config, runtime=runtime, settings=settings)
-    try:
+    with running_claude_host(data_dir, runtime, api, retry_base_s=0.2) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

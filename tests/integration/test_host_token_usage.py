@@ -3,18 +3,17 @@ up in hutch.db per agent group, session, model and day, through the host's own p
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from actors.config import HostConfig
-from actors.host import Host, session_settings, start_host
+from actors.host import Host
 from actors.store import agent_groups, sessions, usage
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply, FakeUsage
 from tests.fakes.probes import poll
+from tests.integration.claude_support import claude_host as running_claude_host
 from tests.integration.conftest import RecordingProcessRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -30,22 +29,8 @@ def api() -> Iterator[FakeMessagesAPI]:
 
 @pytest.fixture
 def claude_host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
-    config = HostConfig(
-        data_dir=data_dir,
-        runtime="process",
-        provider="claude",
-        model=MODEL,
-        api_key="sk-test-real-key",
-        base_url=api.base_url,
-        idle_timeout_s=60,
-        sweep_interval_s=3600,
-    )
-    settings = dataclasses.replace(session_settings(config, "claude"), stop_timeout_s=5)
-    started = start_host(config, runtime=runtime, settings=settings)
-    try:
+    with running_claude_host(data_dir, runtime, api, model=MODEL) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def test_each_model_answer_is_recorded_for_the_group_and_session(claude_host: Host, api: FakeMessagesAPI) -> None:
