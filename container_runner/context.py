@@ -5,7 +5,9 @@ The order, cheapest first (issue 11, "A conversation can always continue"):
 1. Every tool result is capped when it is made (`cap_text`), so no single result can fill
    the window.
 2. Where the model supports the API's own context management, the API clears old tool uses
-   itself (`context_management`), and the prompt cache is spent only when it must be.
+   itself (`context_management`), and the prompt cache is spent only when it must be; where
+   it supports server-side compaction, the API summarises the history itself before the
+   client-side limit is reached, and the client keeps the conversation from that summary on.
 3. Before every request the provider knows its size: the last response's usage plus an
    estimate of what was added since, or an estimate alone, checked with `count_tokens` near
    the limit. Over the limit, old tool results are cleared (oldest first, the last few
@@ -27,7 +29,11 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 from anthropic.types import ThinkingConfigParam
-from anthropic.types.beta import BetaContextManagementConfigParam
+from anthropic.types.beta import (
+    BetaClearToolUses20250919EditParam,
+    BetaCompact20260112EditParam,
+    BetaContextManagementConfigParam,
+)
 
 from container_runner.tools.base import ToolBox
 from protocol.models import features
@@ -35,8 +41,10 @@ from protocol.models import features
 log = logging.getLogger(__name__)
 
 CONTEXT_MANAGEMENT_BETA: Final = "context-management-2025-06-27"
+COMPACTION_BETA: Final = "compact-2026-01-12"
 # Below the session's `out/`: the transcript before each compaction, a file each.
 COMPACTIONS_DIR: Final = "compactions"
+EMPTY_TURN: Final = "(nothing)"
 CLEARED_TOOL_RESULT: Final = "[this tool result was cleared to save space; run the tool again if it is needed]"
 # Tool results kept whole when older ones are cleared: the model is usually still using them.
 KEEP_TOOL_RESULTS: Final = 3
@@ -80,6 +88,22 @@ class ContextPolicy:
         return supports_context_management(self.model)
 
     @property
+    def server_compaction(self) -> bool:
+        return features(self.model).compaction
+
+    @property
+    def compaction_trigger(self) -> int:
+        """Where the API compacts: past its clearing of tool uses (half the window), so the
+        cheaper edit goes first, and below where the client starts counting (`near`) and
+        shrinking (`limit`), so the client's own path is only the backstop."""
+        return int(self.limit * 0.75)
+
+    def betas(self) -> list[str]:
+        """The beta flags the request's `context_management` needs."""
+        flags = [CONTEXT_MANAGEMENT_BETA] if self.server_clearing or self.server_compaction else []
+        return [*flags, COMPACTION_BETA] if self.server_compaction else flags
+
+    @property
     def prefix_ttl(self) -> CacheTTL:
         lifetime = self.agent_lifetime_s
         return "1h" if lifetime is not None and lifetime > DEFAULT_CACHE_TTL_S else "5m"
@@ -103,13 +127,12 @@ class ContextPolicy:
         return None
 
     def context_management(self) -> BetaContextManagementConfigParam | None:
-        """The API-side clearing of old tool uses, for a model that has it. It starts at half
-        the window, well before the client-side limit, so the client's own clearing and
-        compaction stay the backstop."""
-        if not self.server_clearing:
-            return None
-        return {
-            "edits": [
+        """The API-side edits the model has: clearing old tool uses from half the window, and
+        server-side compaction from `compaction_trigger`, both well before the client-side
+        limit, so the client's own clearing and compaction stay the backstop."""
+        edits: list[BetaClearToolUses20250919EditParam | BetaCompact20260112EditParam] = []
+        if self.server_clearing:
+            edits.append(
                 {
                     "type": "clear_tool_uses_20250919",
                     "trigger": {"type": "input_tokens", "value": self.window // 2},
@@ -118,8 +141,14 @@ class ContextPolicy:
                     # worth it only when it frees a good part of the window.
                     "clear_at_least": {"type": "input_tokens", "value": self.window // 10},
                 }
-            ]
-        }
+            )
+        if self.server_compaction:
+            # Not paused: the reply goes on after the compaction block, so a turn needs no
+            # extra round trip.
+            edits.append(
+                {"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": self.compaction_trigger}}
+            )
+        return {"edits": edits} if edits else None
 
 
 def supports_context_management(model: str) -> bool:
@@ -174,6 +203,36 @@ def clear_old_tool_results(messages: Sequence[dict[str, Any]], keep: int) -> tup
         blocks[position] = {**blocks[position], "content": CLEARED_TOOL_RESULT}
         result[index] = {**message, "content": blocks}
     return result, len(doomed)
+
+
+# -- server-side compaction -----------------------------------------------------------
+
+
+def from_latest_compaction(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The conversation from its latest `compaction` block on, and whether anything before
+    it was dropped. The API takes that block only as the first block of `messages`
+    (`compaction_block_misplaced`) and only one with content (`compaction_block_ambiguous`):
+    it stands for everything before it, which is therefore dropped here, not kept and
+    re-sent. A block without content is a failed compaction the API treats as a no-op: it
+    replaces nothing, so it is dropped itself and the history kept."""
+    kept: list[dict[str, Any]] = []
+    dropped = False
+    for message in messages:
+        content = message["content"]
+        if not any(block.get("type") == "compaction" for block in content):
+            kept.append(message)
+            continue
+        blocks: list[dict[str, Any]] = []
+        for block in content:
+            if block.get("type") != "compaction":
+                blocks.append(block)
+            elif block.get("content") is not None:
+                dropped = dropped or bool(kept) or bool(blocks)
+                kept, blocks = [], [block]
+        # A turn left empty (its only block a failed compaction) keeps its place: the roles
+        # must still alternate.
+        kept.append({**message, "content": blocks or [{"type": "text", "text": EMPTY_TURN}]})
+    return kept, dropped
 
 
 # -- the archive -------------------------------------------------------------------------

@@ -13,17 +13,24 @@ from typing import Any, Final, cast
 import anthropic
 import httpx2
 import msgspec
-from anthropic.types import Message, MessageParam, TextBlockParam, ToolUnionParam, Usage
+from anthropic.types.beta import (
+    BetaMessage,
+    BetaMessageParam,
+    BetaTextBlockParam,
+    BetaThinkingConfigParam,
+    BetaToolUnionParam,
+    BetaUsage,
+)
 
 from container_runner import tokens
 from container_runner.attachments import attachment_blocks
 from container_runner.context import (
-    CONTEXT_MANAGEMENT_BETA,
     MAX_TOOL_RESULT_CHARS,
     ContextPolicy,
     archive_transcript,
     cap_text,
     clear_old_tool_results,
+    from_latest_compaction,
 )
 from container_runner.images import without_images
 from container_runner.providers.base import FollowUps, ProviderDeferredError, ProviderError, StateStore, TurnResult
@@ -120,7 +127,7 @@ class ClaudeProvider:
         # What the API measured: the first `count` messages and the reply to them took
         # `tokens`. Reset whenever the history is rewritten (cleared, compacted, rolled back).
         self._measured: tuple[int, int] | None = None
-        self._last_usage: Usage | None = None
+        self._last_usage: BetaUsage | None = None
         # After a failed summary, not again before the API has answered once more.
         self._compaction_blocked = False
         # The request's fixed parts for the running turn: the memory file is read per turn.
@@ -194,6 +201,8 @@ class ClaudeProvider:
             if policy.server_clearing
             else "Old tool results are cleared here, then older turns summarised."
         )
+        if policy.server_compaction:
+            lines.append(f"The API summarises the conversation itself past {policy.compaction_trigger} tokens.")
         return "\n".join(lines)
 
     # -- the tool loop ---------------------------------------------------------------
@@ -212,7 +221,7 @@ class ClaudeProvider:
             calls = _tool_calls(message) if message.stop_reason == "tool_use" else []
             if not calls:
                 return self._finish(content, turn)
-            self._messages.append({"role": "assistant", "content": content})
+            self._append_assistant(content)
             results: list[dict[str, Any]] = [
                 _tool_result(call, _run_tool(tools, call), self._settings.max_tool_result_chars) for call in calls
             ]
@@ -243,7 +252,7 @@ class ClaudeProvider:
         content = [block for block in content if block["type"] != "tool_use"]
         # The API rejects an empty assistant message anywhere but at the very end.
         if content:
-            self._messages.append({"role": "assistant", "content": content})
+            self._append_assistant(content)
         self._messages = without_images(self._messages)
         # Staged: it commits with the batch's reply and acks, so a crash in between cannot
         # leave a conversation that holds an answer the batch never completed with.
@@ -256,9 +265,24 @@ class ClaudeProvider:
     def _append_user(self, blocks: list[dict[str, Any]]) -> None:
         self._messages = _with_user_blocks(self._messages, blocks)
 
+    def _append_assistant(self, content: list[dict[str, Any]]) -> None:
+        messages = [*self._messages, {"role": "assistant", "content": content}]
+        if not any(block["type"] == "compaction" for block in content):
+            self._messages = messages
+            return
+        # The API compacted: its block stands for everything before it, and is accepted only
+        # first in `messages`, so the history before it is archived and dropped.
+        kept, dropped = from_latest_compaction(messages)
+        if dropped and self._settings.archive_dir is not None:
+            archive_transcript(self._settings.archive_dir, messages, "compacted by the model API")
+        self._messages = kept
+        # What the API measured was the conversation before the compaction.
+        self._rewritten()
+        log.info("the model API compacted the conversation: %d messages kept", len(kept))
+
     # -- one model call --------------------------------------------------------------
 
-    def _model_turn(self, max_tokens: int) -> Message:
+    def _model_turn(self, max_tokens: int) -> BetaMessage:
         """One request, sized first; a "prompt is too long" all the same compacts and retries
         once, and a second one leaves a minimal history, so it is never met twice."""
         self._fit()
@@ -277,7 +301,7 @@ class ClaudeProvider:
         except PromptTooLongError as exc:
             raise ProviderError(TOO_LONG) from exc
 
-    def _request(self, max_tokens: int) -> Message:
+    def _request(self, max_tokens: int) -> BetaMessage:
         messages = self._messages
         request = _marked_messages(messages, self._anchor)
         self._anchor = len(messages) - 1
@@ -288,24 +312,28 @@ class ClaudeProvider:
         self._measured = (len(messages), _context_tokens(message.usage))
         return message
 
-    def _stream(self, messages: Conversation, tools: list[dict[str, Any]], max_tokens: int) -> Message:
+    def _stream(self, messages: Conversation, tools: list[dict[str, Any]], max_tokens: int) -> BetaMessage:
         settings = self._settings
         system = self._system
         # Decided by the policy, with the model: sent only where the model has it.
         managed = self._policy.context_management()
+        betas = self._policy.betas()
         thinking = self._policy.thinking(max_tokens)
         try:
-            with self._client.messages.stream(
+            # The beta client for every request, whether or not a beta is asked for: only its
+            # stream accumulator and types carry a `compaction` block (the plain one drops
+            # its `compaction_delta`), and one path keeps every model's requests alike.
+            with self._client.beta.messages.stream(
                 model=settings.model,
                 max_tokens=max_tokens,
-                messages=cast("list[MessageParam]", messages),
-                system=cast("list[TextBlockParam]", system) if system else anthropic.omit,
-                tools=cast("list[ToolUnionParam]", tools) if tools else anthropic.omit,
-                thinking=thinking if thinking is not None else anthropic.omit,
-                extra_headers={"anthropic-beta": CONTEXT_MANAGEMENT_BETA} if managed is not None else None,
-                extra_body={"context_management": managed} if managed is not None else None,
+                messages=cast("list[BetaMessageParam]", messages),
+                system=cast("list[BetaTextBlockParam]", system) if system else anthropic.omit,
+                tools=cast("list[BetaToolUnionParam]", tools) if tools else anthropic.omit,
+                thinking=cast("BetaThinkingConfigParam", thinking) if thinking is not None else anthropic.omit,
+                betas=betas if betas else anthropic.omit,
+                context_management=managed if managed is not None else anthropic.omit,
             ) as stream:
-                message: Message = stream.get_final_message()
+                message: BetaMessage = stream.get_final_message()
         except anthropic.APIStatusError as exc:
             if _is_prompt_too_long(exc):
                 raise PromptTooLongError(_api_message(exc)) from exc
@@ -382,11 +410,14 @@ class ClaudeProvider:
         settings = self._settings
         tools = self._tool_definitions
         try:
-            counted = self._client.messages.count_tokens(
+            # As the requests go: a stored `compaction` block is a beta block.
+            betas = self._policy.betas()
+            counted = self._client.beta.messages.count_tokens(
                 model=settings.model,
-                messages=cast("list[MessageParam]", self._messages),
-                system=cast("list[TextBlockParam]", self._system) if self._system else anthropic.omit,
-                tools=cast("list[ToolUnionParam]", tools) if tools else anthropic.omit,
+                messages=cast("list[BetaMessageParam]", self._messages),
+                system=cast("list[BetaTextBlockParam]", self._system) if self._system else anthropic.omit,
+                tools=cast("list[BetaToolUnionParam]", tools) if tools else anthropic.omit,
+                betas=betas if betas else anthropic.omit,
             )
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             # The estimate stands; it errs high.
@@ -711,7 +742,7 @@ def _text(text: str) -> dict[str, Any]:
 # -- reading responses ---------------------------------------------------------------
 
 
-def _assistant_content(message: Message) -> list[dict[str, Any]]:
+def _assistant_content(message: BetaMessage) -> list[dict[str, Any]]:
     """The reply as message params, in a fixed shape so it serialises the same every time."""
     content: list[dict[str, Any]] = []
     for block in message.content:
@@ -725,12 +756,16 @@ def _assistant_content(message: Message) -> list[dict[str, Any]]:
             content.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
         elif block.type == "redacted_thinking":
             content.append({"type": "redacted_thinking", "data": block.data})
+        elif block.type == "compaction":
+            # Sent back exactly as returned (its signature covers the content, and a field the
+            # server left out stays out), so only the fields it set.
+            content.append(block.to_dict(mode="json", exclude_unset=True))
         else:
             content.append(block.to_dict(mode="json", exclude_none=True))
     return content
 
 
-def _tool_calls(message: Message) -> list[ToolCall]:
+def _tool_calls(message: BetaMessage) -> list[ToolCall]:
     return [
         ToolCall(id=block.id, name=block.name, input=dict(block.input))
         for block in message.content
@@ -757,7 +792,7 @@ def _tool_result(call: ToolCall, outcome: ToolOutcome, cap: int) -> dict[str, An
     }
 
 
-def _context_tokens(usage: Usage) -> int:
+def _context_tokens(usage: BetaUsage) -> int:
     return (
         usage.input_tokens
         + (usage.cache_read_input_tokens or 0)

@@ -18,7 +18,7 @@ import socketserver
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -397,6 +397,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(200, message)
 
     def _message(self, request: RecordedRequest, reply: FakeReply) -> dict[str, Any]:
+        context = self._shared.context
+        compaction = context.compaction_for(request.body) if context is not None and reply.kind == "message" else None
+        if compaction is not None:
+            reply = replace(reply, content=(compaction, *reply.content))
         usage = reply.usage
         if usage is None and self._shared.context is not None:
             usage = self._shared.context.usage(request.body)
@@ -494,6 +498,16 @@ def _block_events(index: int, block: dict[str, Any]) -> Iterator[tuple[str, dict
         for piece in _chunks(json.dumps(block["input"])):
             delta = {"type": "input_json_delta", "partial_json": piece}
             yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    elif block["type"] == "compaction":
+        # As the API streams it: the signature with the start, the summary in one delta.
+        start = {**block, "content": None, "encrypted_content": None}
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+        summary = {
+            "type": "compaction_delta",
+            "content": block.get("content"),
+            "encrypted_content": block.get("encrypted_content"),
+        }
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": summary}
     else:
         yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
     yield "content_block_stop", {"type": "content_block_stop", "index": index}
@@ -532,17 +546,33 @@ class FakeContext:
 
     CHARS_PER_TOKEN = 4
 
-    def __init__(self, *, window: int | None = None, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        window: int | None = None,
+        clock: Callable[[], float] | None = None,
+        server_compaction: bool = False,
+    ) -> None:
+        """`server_compaction`: the `compact_20260112` edit is honoured. A request that asks
+        for it and is over its trigger gets a (streamed) `compaction` block first in its
+        reply, signed here; a request must send that block back verbatim and as the first
+        block of `messages` (the SDK's `compaction_block_misplaced` and
+        `compaction_content_mismatch` errors), and only what follows it is counted."""
         self.window = window
+        self.server_compaction = server_compaction
         self._clock = clock or (lambda: 0.0)
         self._lock = threading.Lock()
         self._expiry: dict[str, float] = {}
+        # Every compaction made, in order: (tokens of the request it closed, its summary).
+        self.compactions: list[tuple[int, str]] = []
 
     def tokens(self, body: Any) -> int:
         return sum(len(text) for text, _ in _segments(body)) // self.CHARS_PER_TOKEN
 
     def refusal(self, body: Any) -> str | None:
         """The API's error for a request it would refuse, or None."""
+        if self.server_compaction and (wrong := _compaction_refusal(body)) is not None:
+            return wrong
         ttls = [ttl for _, ttl in _segments(body) if ttl is not None]
         if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
             return "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block"
@@ -581,10 +611,56 @@ class FakeContext:
             output_tokens=5,
         )
 
+    def compaction_for(self, body: Any) -> dict[str, Any] | None:
+        """The `compaction` block the reply to `body` starts with, or None: only with
+        `server_compaction`, when the request asks for the edit and is over its trigger."""
+        if not self.server_compaction or not isinstance(body, dict):
+            return None
+        edits = (body.get("context_management") or {}).get("edits") or []
+        edit = next((edit for edit in edits if edit.get("type") == "compact_20260112"), None)
+        if edit is None:
+            return None
+        # The API's default trigger when the edit names none.
+        trigger = (edit.get("trigger") or {}).get("value", 150_000)
+        size = self.tokens(body)
+        if size <= trigger:
+            return None
+        with self._lock:
+            summary = f"SERVER SUMMARY {len(self.compactions) + 1} of {len(body.get('messages') or [])} messages"
+            self.compactions.append((size, summary))
+        return {
+            "type": "compaction",
+            "content": summary,
+            "encrypted_content": f"opaque-{len(summary)}",
+            "signature": _signature(summary),
+            "tool_changes": [],
+        }
+
+
+def _signature(summary: str) -> str:
+    return "sig-" + hashlib.sha256(summary.encode()).hexdigest()[:32]
+
+
+def _compaction_refusal(body: Any) -> str | None:
+    """What the API says of a compaction block sent back wrongly: not first in `messages`
+    (the client must drop what it replaced), or not as it was returned."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for number, message in enumerate(messages or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for position, block in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(block, dict) or block.get("type") != "compaction":
+                continue
+            if (number, position) != (0, 0):
+                return "compaction_block_misplaced: the compaction block must be the first block of the conversation"
+            if block.get("content") is not None and block.get("signature") != _signature(block["content"]):
+                return "compaction_content_mismatch: the compaction block's content differs from its signature"
+    return None
+
 
 def _segments(body: Any) -> Iterator[tuple[str, str | None]]:
     """The request in cache order (tools, system, messages), a piece per block: its JSON
-    without `cache_control`, and the TTL of its breakpoint (None: not one)."""
+    without `cache_control`, and the TTL of its breakpoint (None: not one). Messages count
+    from the latest `compaction` block on."""
     if not isinstance(body, dict):
         return
     system = body.get("system")
@@ -592,15 +668,20 @@ def _segments(body: Any) -> Iterator[tuple[str, str | None]]:
     blocks += [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
     for tool_or_block in blocks:
         yield _segment(tool_or_block)
+    # The API reads the conversation from its latest compaction block on.
+    pieces: list[tuple[str, str | None]] = []
     for message in body.get("messages") or []:
         content = message.get("content")
         role = json.dumps(message.get("role"))
         if isinstance(content, str):
-            yield role + json.dumps(content), None
+            pieces.append((role + json.dumps(content), None))
             continue
         for block in content or []:
+            if isinstance(block, dict) and block.get("type") == "compaction":
+                pieces.clear()
             text, ttl = _segment(block)
-            yield role + text, ttl
+            pieces.append((role + text, ttl))
+    yield from pieces
 
 
 def _segment(block: Any) -> tuple[str, str | None]:

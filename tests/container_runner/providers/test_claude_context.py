@@ -15,9 +15,13 @@ import pytest
 
 from container_runner.context import (
     CLEARED_TOOL_RESULT,
+    COMPACTION_BETA,
     CONTEXT_MANAGEMENT_BETA,
+    EMPTY_TURN,
     MAX_TOOL_RESULT_CHARS,
     ContextControl,
+    ContextPolicy,
+    from_latest_compaction,
     supports_context_management,
 )
 from container_runner.providers.base import ProviderError
@@ -265,6 +269,129 @@ def test_context_management_is_sent_only_for_models_that_support_it(
     else:
         assert "context_management" not in request.body
         assert CONTEXT_MANAGEMENT_BETA not in request.headers.get("anthropic-beta", "")
+
+
+@pytest.mark.parametrize(
+    ("model", "compacting"),
+    [("claude-sonnet-5-5", True), ("claude-opus-4-6", True), ("claude-sonnet-4-5", False), ("claude-test", False)],
+)
+def test_server_compaction_is_asked_for_only_for_models_that_have_it(
+    made: list[ClaudeProvider], model: str, compacting: bool
+) -> None:
+    with FakeMessagesAPI([FakeReply.text("hi")]) as api:
+        maker(api, made)(model=model).run("hello", ToolBox([EchoTool()]), no_follow_ups)
+
+    (request,) = api.requests
+    edits = (request.body.get("context_management") or {}).get("edits", [])
+    compaction = [edit for edit in edits if edit["type"] == "compact_20260112"]
+    if compacting:
+        policy = ContextPolicy(model=model, window=200_000)
+        assert compaction == [{"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 120_000}}]
+        # After the cheaper clearing, before the client starts counting and shrinking.
+        assert 200_000 // 2 < policy.compaction_trigger < policy.near < policy.limit
+        assert COMPACTION_BETA in request.headers["anthropic-beta"]
+    else:
+        assert compaction == []
+        assert COMPACTION_BETA not in request.headers.get("anthropic-beta", "")
+
+
+def test_a_streamed_compaction_block_is_stored_and_sent_back_verbatim_without_what_it_replaced(
+    made: list[ClaudeProvider], tmp_path: Path
+) -> None:
+    state = MemoryState()
+    context = FakeContext(server_compaction=True)
+    with FakeMessagesAPI(context=context) as api:
+        provider = maker(api, made)(
+            state, model="claude-sonnet-5-5", context_window=10_000, archive_dir=tmp_path / "compactions"
+        )
+        trigger = ContextPolicy(model="claude-sonnet-5-5", window=10_000).compaction_trigger
+        for n in range(40):
+            provider.run(f"message {n}: " + "words " * 300, ToolBox([]), no_follow_ups)
+            if context.compactions:
+                break
+        ((compacted_at, summary),) = context.compactions
+        assert compacted_at > trigger
+        stored = state.conversation()
+        provider.run("after", ToolBox([]), no_follow_ups)
+
+    block = stored[0]["content"][0]
+    # As the fake streamed it: the signature with the start, the rest in a compaction_delta.
+    assert block == {
+        "type": "compaction",
+        "content": summary,
+        "encrypted_content": f"opaque-{len(summary)}",
+        "signature": block["signature"],
+        "tool_changes": [],
+    }
+    assert stored[0]["role"] == "assistant" and stored[0]["content"][1:] == [
+        {"type": "text", "text": "echo: " + f"message {n}: " + "words " * 300}
+    ]
+    assert len(stored) == 1
+    # Sent back first and unchanged (the fake refuses it otherwise), and nothing before it:
+    # the API takes the block only first in `messages`, in place of what it summarises.
+    assert messages_of(model_requests(api)[-1]) == [*stored, user("after")]
+    # What it replaced is archived, not lost.
+    (archived,) = (tmp_path / "compactions").glob("*.json")
+    assert "message 0:" in archived.read_text()
+
+
+def test_a_failed_compaction_replaces_nothing(made: list[ClaudeProvider]) -> None:
+    failed = {"type": "compaction", "content": None}
+    state = MemoryState()
+    with FakeMessagesAPI(
+        [FakeReply.text("one answered"), FakeReply.blocks([failed, {"type": "text", "text": "two"}])]
+    ) as api:
+        provider = maker(api, made)(state, model="claude-sonnet-5-5")
+        provider.run("one", ToolBox([]), no_follow_ups)
+        provider.run("two", ToolBox([]), no_follow_ups)
+    assert state.conversation() == [user("one"), assistant("one answered"), user("two"), assistant("two")]
+
+
+def test_a_reply_that_was_only_a_failed_compaction_keeps_its_turn() -> None:
+    failed = {"type": "compaction", "content": None}
+    history = [user("one"), {"role": "assistant", "content": [failed]}, user("two")]
+    kept, dropped = from_latest_compaction(history)
+    assert not dropped
+    assert kept == [user("one"), assistant(EMPTY_TURN), user("two")]  # the roles still alternate
+
+
+def test_a_model_without_server_compaction_keeps_the_client_side_path(made: list[ClaudeProvider]) -> None:
+    context = FakeContext(window=30_000, server_compaction=True)
+    with FakeMessagesAPI(context=context, responder=tool_loop) as api:
+        provider = maker(api, made)(model="claude-sonnet-4-5", context_window=30_000)
+        tools = ToolBox([BigTool(25_000)])
+        for n in range(30):
+            assert provider.run(f"turn {n}", tools, no_follow_ups).text == "done", f"turn {n}"
+
+    assert context.compactions == []
+    # The client's own shrinking did it: old tool results cleared (a summary is not needed
+    # here, as the three kept results fit).
+    assert any(CLEARED_TOOL_RESULT in json.dumps(request.body) for request in model_requests(api))
+
+
+@pytest.mark.timeout(180)
+def test_a_100_turn_session_with_server_compaction_never_fails(made: list[ClaudeProvider], tmp_path: Path) -> None:
+    state = MemoryState()
+    context = FakeContext(window=30_000, server_compaction=True)
+    with FakeMessagesAPI(context=context, responder=tool_loop) as api:
+        provider = maker(api, made)(
+            state, model="claude-sonnet-5-5", context_window=30_000, archive_dir=tmp_path / "compactions"
+        )
+        tools = ToolBox([BigTool(25_000)])
+
+        for n in range(100):
+            assert provider.run(f"turn {n}", tools, no_follow_ups).text == "done", f"turn {n}"
+
+    assert len(context.compactions) >= 10
+    requests = model_requests(api)
+    # The API's compaction did the work: the client never had to summarise.
+    assert not any(is_summary(request) for request in requests)
+    compactions = [
+        request for request in requests if request.body["messages"][0]["content"][0].get("type") == "compaction"
+    ]
+    assert len(compactions) >= len(requests) // 2
+    assert len(json.dumps(state.conversation())) < 30_000 * 4
+    assert len(list((tmp_path / "compactions").glob("*.json"))) == len(context.compactions)
 
 
 @pytest.mark.parametrize(
