@@ -318,7 +318,7 @@ class Supervisor(pykka.ThreadingActor):
         return SessionInfo(
             session_id=session.id,
             agent_group=group.folder,
-            layout=SessionLayout(self._setup.sessions_dir / group.folder / session.id),
+            layout=SessionLayout(self._setup.session_folder(group.folder, session.id)),
             agent_dir=self._setup.groups_dir / group.folder,
             global_dir=self._setup.groups_dir / GLOBAL_GROUP,
             user=self._agent_user(group.folder),
@@ -361,13 +361,7 @@ class Supervisor(pykka.ThreadingActor):
         return self._session_ref(session)
 
     def _stop_now(self, session_id: str) -> bool:
-        """As going idle does, in this actor's turn: no message can open the session again
-        until its actor has stopped, so there are never two writers of its inbound.db."""
-        running = self._registry.get(session_id) is not None
-        self._hand_over()  # what was routed to it is committed before it stops
-        self._stop_sessions([session_id])
-        self._touched.pop(session_id, None)
-        return running
+        return bool(self._stop_live([session_id]))
 
     def _recheck_budget(self, agent_group_id: str) -> int:
         """The group's live sessions run what waits for its budget now (`hutch budget set`)."""
@@ -380,10 +374,8 @@ class Supervisor(pykka.ThreadingActor):
         return told
 
     def _remove_group(self, agent_group_id: str) -> list[str]:
-        ids = [session.id for session in sessions.list_all(self._store, agent_group_id=agent_group_id)]
-        running = [session_id for session_id in ids if self._registry.get(session_id) is not None]
-        self._hand_over()
-        self._stop_sessions(running)
+        ids = self._group_session_ids(agent_group_id)
+        running = self._stop_live(ids)
         agent_groups.delete(self._store, agent_group_id)
         for session_id in ids:
             self._touched.pop(session_id, None)
@@ -391,16 +383,25 @@ class Supervisor(pykka.ThreadingActor):
         return running
 
     def _restart_group(self, agent_group_id: str) -> list[str]:
-        """As `_stop_now` for each of the group's live sessions: an agent reads its settings
-        (HUTCH_MODEL) only when it starts, so a changed group takes effect on the next message."""
-        ids = [session.id for session in sessions.list_all(self._store, agent_group_id=agent_group_id)]
-        running = [session_id for session_id in ids if self._registry.get(session_id) is not None]
+        """An agent reads its settings (HUTCH_MODEL) only when it starts, so a changed group
+        takes effect on the next message."""
+        running = self._stop_live(self._group_session_ids(agent_group_id))
+        if running:
+            log.info("agent group %s changed; %d session(s) stopped", agent_group_id[:8], len(running))
+        return running
+
+    def _group_session_ids(self, agent_group_id: str) -> list[str]:
+        return [session.id for session in sessions.list_all(self._store, agent_group_id=agent_group_id)]
+
+    def _stop_live(self, session_ids: list[str]) -> list[str]:
+        """Those of `session_ids` that run, stopped as going idle stops them, in this actor's
+        turn and after what was routed to them: no message can open one again meanwhile, so
+        there are never two writers of its inbound.db."""
+        running = [session_id for session_id in session_ids if self._registry.get(session_id) is not None]
         self._hand_over()
         self._stop_sessions(running)
         for session_id in running:
             self._touched.pop(session_id, None)
-        if running:
-            log.info("agent group %s changed; %d session(s) stopped", agent_group_id[:8], len(running))
         return running
 
     def _on_failed(self, session_id: str, error: str, restart: bool) -> None:
