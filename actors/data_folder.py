@@ -16,6 +16,10 @@ class DataFolder:
         """`sessions/<agent group folder>/<session id>/`: one folder per session, mounted whole."""
         return self.data_dir / "sessions"
 
+    def session_folder(self, group_folder: str, session_id: str) -> Path:
+        """One session's folder: `sessions/<agent group folder>/<session id>/`."""
+        return self.sessions_dir / group_folder / session_id
+
     @property
     def groups_dir(self) -> Path:
         """`groups/<folder>/CLAUDE.md`: each agent group's workspace and memory (`global` is shared)."""

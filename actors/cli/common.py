@@ -28,7 +28,6 @@ from actors.config import ConfigError, HostConfig, load_config
 from actors.data_lock import LOCK_FILE
 from actors.store.agent_groups import AgentGroup
 from actors.store.db import MIGRATIONS, Store, current_version, open_store
-from actors.store.messaging_groups import MessagingGroup
 from actors.store.sessions import Session
 from protocol.db import read_transaction
 from protocol.layout import SessionLayout
@@ -239,15 +238,8 @@ def host_state(data_dir: Path) -> HostState:
 SHORT_ID = 8
 
 
-def chat_name(chat: MessagingGroup) -> str:
-    """`telegram:12345 (family)`: the channel, the platform's id, and the name if it adds one."""
-    named = f" ({chat.name})" if chat.name and chat.name != chat.platform_id else ""
-    return f"{chat.channel_type}:{chat.platform_id}{named}"
-
-
 def session_folder(config: HostConfig, group: AgentGroup, session: Session) -> Path:
-    # The Supervisor's layout: sessions/<agent group folder>/<session id>/.
-    return config.sessions_dir / group.folder / session.id
+    return config.session_folder(group.folder, session.id)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from actors.cli import control
-from actors.cli.common import DataDirOption, HostFlags, chat_name, console, load, open_central, when
+from actors.cli.common import DataDirOption, HostFlags, console, load, open_central, when
 from actors.control.requests import AllowSender, BlockSender, DecidePairing
 from actors.store import messaging_groups, pairing_requests
 from protocol.timeutil import utc_now
@@ -45,7 +45,7 @@ def pending(data_dir: DataDirOption = None) -> None:
         chat = chats.get(request.messaging_group_id)
         table.add_row(
             request.code,
-            "-" if chat is None else chat_name(chat),
+            "-" if chat is None else chat.label,
             request.user_id,
             request.user_name or "-",
             when(request.created_at, config.timezone, now),

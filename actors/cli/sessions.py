@@ -17,7 +17,6 @@ from actors.cli.common import (
     HostFlags,
     Queue,
     age,
-    chat_name,
     console,
     load,
     open_central,
@@ -141,7 +140,7 @@ def chat_label(session: Session, chat: MessagingGroup | None) -> str:
     """Where the session's messages come from, as a person would name it."""
     thread = f" thread {session.thread_id}" if session.thread_id else ""
     if chat is not None:
-        return f"{chat_name(chat)}{thread}"
+        return f"{chat.label}{thread}"
     hook = sessions.webhook_session_key(session.agent_group_id, "")
     if session.session_key.startswith(hook):
         return f"webhook route {session.session_key.removeprefix(hook)}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Protocol
 
 from actors.control.requests import (
@@ -350,7 +349,7 @@ class Operations:
             raise OperationError(_not_open(self._store, code))
         request, chat = decision.request, decision.chat
         who = f"{request.user_name} ({request.user_id})" if request.user_name else request.user_id
-        where = "its chat" if chat is None else chat_label(chat)
+        where = "its chat" if chat is None else chat.label
         if approve:
             wired = f"; the chat is wired to {MAIN_GROUP!r}" if decision.wired is not None else ""
             said = f"{request.code}: {who} is approved in {where}{wired}"
@@ -395,7 +394,7 @@ class Operations:
         return group
 
     def _layout(self, group: AgentGroup, session: Session) -> SessionLayout:
-        return SessionLayout(self._folder.sessions_dir / group.folder / session.id)
+        return SessionLayout(self._folder.session_folder(group.folder, session.id))
 
 
 def find_session(store: Store, wanted: str) -> Session:
@@ -423,12 +422,6 @@ def parse_chat(name: str) -> tuple[str, str]:
     return channel, _text("chat id", platform_id, _MAX_PLATFORM_ID)
 
 
-def chat_label(chat: MessagingGroup) -> str:
-    """`telegram:12345 (family)`: the channel, the platform's id, and the name if it adds one."""
-    named = f" ({chat.name})" if chat.name and chat.name != chat.platform_id else ""
-    return f"{chat.channel_type}:{chat.platform_id}{named}"
-
-
 def _text(what: str, value: str, limit: int) -> str:
     value = value.strip()
     if not value:
@@ -445,7 +438,3 @@ def _not_open(store: Store, code: str) -> str:
     if known is None:
         return f"no pairing request {code.strip().upper()} (`hutch senders pending` lists the open ones)"
     return f"pairing request {known.code} is not open: it was {known.status} at {known.decided_at or '?'}"
-
-
-def session_folder(folder: DataFolder, group: AgentGroup, session: Session) -> Path:
-    return folder.sessions_dir / group.folder / session.id

@@ -239,8 +239,7 @@ def _chat_of(chat_id: str | None, chats: dict[str, MessagingGroup]) -> Messaging
 def chat_label(chat: MessagingGroup | None) -> str:
     if chat is None:
         return "(no chat)"
-    named = f" ({chat.name})" if chat.name and chat.name != chat.platform_id else ""
-    return cut(f"{chat.channel_type}:{chat.platform_id}{named}", MAX_NAME)
+    return cut(chat.label, MAX_NAME)
 
 
 def _policy(chat: MessagingGroup | None) -> str:

@@ -29,6 +29,12 @@ class MessagingGroup(msgspec.Struct, frozen=True, kw_only=True):
     # A sender the chat does not know: dropped (nothing stored), or offered a pairing code.
     unknown_senders: UnknownSenders = "drop"
 
+    @property
+    def label(self) -> str:
+        """`telegram:12345 (family)`: the channel, the platform's id, and the name if it adds one."""
+        named = f" ({self.name})" if self.name and self.name != self.platform_id else ""
+        return f"{self.channel_type}:{self.platform_id}{named}"
+
 
 _SELECT = _rows.select_from(MessagingGroup, TABLE)
 
