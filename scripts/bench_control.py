@@ -16,7 +16,6 @@ The host runs in this process with the mock provider and the process runtime.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sqlite3
@@ -32,7 +31,7 @@ from pathlib import Path
 # Run as a file, `python scripts/...` puts scripts/ on the path, not the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_machine import cpu_model
+from bench_machine import cpu_model, percentile
 
 from actors.config import HostConfig
 from actors.control.client import submit
@@ -42,11 +41,6 @@ from protocol.timeutil import format_ts, utc_now
 from tests.fakes.chat_client import ChatClient
 
 HUTCH = Path(sys.executable).with_name("hutch")
-
-
-def _percentile_99(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def _timed(n: int, run: Callable[[TaskVerb], object]) -> list[float]:
@@ -116,7 +110,7 @@ def main() -> int:
     width = max(len(label) for label, _ in rows)
     print(f"{'case':<{width}}  {'n':>4}  {'median ms':>10}  {'p99 ms':>10}")
     for label, samples in rows:
-        median, p99 = statistics.median(samples), _percentile_99(samples)
+        median, p99 = statistics.median(samples), percentile(samples, 0.99)
         print(f"{label:<{width}}  {len(samples):>4}  {median:>10.2f}  {p99:>10.2f}")
     return 0
 

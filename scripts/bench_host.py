@@ -31,7 +31,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -56,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_roundtrip
 from bench_chat import ChatClient, expected_reply
-from bench_machine import cpu_model
+from bench_machine import cpu_model, percentile
 from bench_poller import PollerResult, measure_poller
 from bench_proc import CLOCK_TICKS, REPO_ROOT, BenchError, HostProcess, ProcStat, descendants, read_stat
 
@@ -96,12 +95,6 @@ EXIT_CHECK: Final = 1
 
 
 # -- rows ------------------------------------------------------------------------------------
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest rank: a value that was measured, never an interpolation."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""What the benchmarks say about the machine they ran on."""
+"""Shared by the benchmarks: what they say about the machine they ran on, and how they
+summarise samples."""
 
 from __future__ import annotations
 
+import math
 import platform
 from pathlib import Path
 
@@ -15,3 +17,9 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest rank: a value that was measured, never an interpolation."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
