@@ -51,6 +51,9 @@ _MAX_LINE_BYTES: Final = 64 * 1024
 # must not wait on them for long.
 _READER_JOIN_S: Final = 5.0
 
+# Every agent's environment carries its session folder; so does whatever it starts.
+_MARKER: Final = b"HUTCH_SESSION_DIR="
+
 # Python's start and one import; far more means something is wrong, not slow.
 _PROBE_TIMEOUT_S: Final = 30.0
 # Run as the agent's uid: the program must be executable and the agent's folders enterable
@@ -91,12 +94,15 @@ class ProcessRuntime:
         their pids. Only agents whose session folder lies in `scope` are touched."""
         if self._scope is None:
             return []
-        ended: list[str] = []
-        for pid in agents_in(self._scope.resolve()):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)  # each agent leads its own process group
-                ended.append(str(pid))
-                log.warning("ended agent pid %d left by an earlier host", pid)
+        scope = self._scope.resolve()
+        agents = agents_in(scope)
+        ended = [str(pid) for pid in _kill_all(agents)]
+        for pid in ended:
+            log.warning("ended agent pid %s left by an earlier host", pid)
+        # What those agents started (a tool's command lives in a session of its own) ends too.
+        strays = _kill_all([pid for pid in processes_in(scope) if pid not in agents])
+        if strays:
+            log.warning("ended %d process(es) the agents of an earlier host started", len(strays))
         return ended
 
     def start(self, spec: AgentSpec, on_exit: Callable[[int], None]) -> AgentHandle:
@@ -118,7 +124,7 @@ class ProcessRuntime:
             raise RuntimeStartError(f"cannot start agent {spec.tag}: {exc}") from exc
         uid = os.getuid() if user is None else user.uid
         log.info("[%s] started the agent as pid %d (uid %d)", spec.tag, proc.pid, uid)
-        return ProcessHandle(proc, spec.tag, on_exit)
+        return ProcessHandle(proc, spec.tag, on_exit, session_marker=env.get("HUTCH_SESSION_DIR"))
 
     def _prefix(self, user: AgentUser | None) -> tuple[str, ...]:
         """setpriv makes the kernel kill the agent when the host's thread that started it ends,
@@ -197,8 +203,26 @@ def agents_in(scope: Path) -> list[int]:
 
     A process an agent forks looks like the agent until it execs (the bash tool's shell, for
     a moment), so one whose parent matched too is the agent's child, not a second agent."""
-    prefix = f"HUTCH_SESSION_DIR={scope}{os.sep}".encode()
-    parents: dict[int, int] = {}
+    found = _marked(lambda value: value.startswith(f"{scope}{os.sep}".encode()))
+    runners = {pid: parent for pid, (parent, is_runner) in found.items() if is_runner}
+    return [pid for pid, parent in runners.items() if parent not in runners]
+
+
+def processes_in(scope: Path) -> list[int]:
+    """Pids of the agents under `scope` and of everything they started that kept their
+    environment (a tool's command runs in a session of its own, out of the agent's group)."""
+    return list(_marked(lambda value: value.startswith(f"{scope}{os.sep}".encode())))
+
+
+def processes_of(session_dir: str) -> list[int]:
+    """Pids of every process carrying this one session's marker."""
+    return list(_marked(lambda value: value == session_dir.encode()))
+
+
+def _marked(wanted: Callable[[bytes], bool]) -> dict[int, tuple[int, bool]]:
+    """Each process whose HUTCH_SESSION_DIR `wanted` accepts, from /proc: its parent's pid,
+    and whether it is the runner itself."""
+    found: dict[int, tuple[int, bool]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -208,17 +232,37 @@ def agents_in(scope: Path) -> list[int]:
             stat = (entry / "stat").read_bytes()
         except OSError:
             continue  # gone, or not ours to read
-        if b"container_runner" in cmdline and any(item.startswith(prefix) for item in environ):
+        if any(item.startswith(_MARKER) and wanted(item[len(_MARKER) :]) for item in environ):
             # The parent pid is the second field after the command name, which may hold ")".
-            parents[int(entry.name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
-    return [pid for pid, parent in parents.items() if parent not in parents]
+            parent = int(stat[stat.rfind(b")") + 2 :].split()[1])
+            found[int(entry.name)] = (parent, b"container_runner" in cmdline)
+    return found
+
+
+def _kill_all(pids: Sequence[int]) -> list[int]:
+    """SIGKILL each; the pids that were still there to be killed."""
+    killed = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
 
 
 class ProcessHandle:
     """A running agent process and the two threads that watch it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], tag: str, on_exit: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        tag: str,
+        on_exit: Callable[[int], None],
+        *,
+        session_marker: str | None = None,
+    ) -> None:
+        """`session_marker`: the agent's HUTCH_SESSION_DIR, by which what it started is found."""
         self._proc = proc
+        self._session_marker = session_marker
         self._tag = f"[{tag}]"  # the session's, as every log line names it (protocol.logs)
         self._on_exit = on_exit
         # Held while signalling the group and while reaping the leader, so a signal is never
@@ -277,8 +321,11 @@ class ProcessHandle:
         self._wait_for_leader()
         self._left.set()
         with self._lock:
-            # Whatever the agent started dies with it, as it would with its container.
+            # Whatever the agent started dies with it, as it would with its container: its
+            # group, and what left the group (a tool's command has a session of its own).
             self._killpg_locked(signal.SIGKILL)
+            if self._session_marker is not None:
+                _kill_all(processes_of(self._session_marker))
             code = self._proc.wait()
             self._reaped = True
         self._reader.join(_READER_JOIN_S)

@@ -172,6 +172,22 @@ def test_processes_the_agent_started_end_with_it(spec: AgentSpec) -> None:
         os.close(pidfd)
 
 
+def test_a_command_the_agent_started_in_a_session_of_its_own_ends_with_it(spec: AgentSpec) -> None:
+    """The bash tool runs each command with start_new_session, out of the agent's group; the
+    command must still not outlive the agent (a reviewer found three `sleep`s after three
+    restarts)."""
+    script = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                     start_new_session=True, stdout=subprocess.DEVNULL)\n"
+        "open('tool.pid', 'w').write(str(p.pid))\n"
+    )
+    exits = Exits()
+    runtime_for(script).start(spec, exits)
+    assert exits.wait() == 0
+    assert _ends_within(int((spec.agent_dir / "tool.pid").read_text()))
+
+
 def test_missing_interpreter_is_a_start_error(spec: AgentSpec) -> None:
     exits = Exits()
     with pytest.raises(RuntimeStartError):
@@ -260,16 +276,24 @@ def test_cleanup_ends_only_the_agents_of_its_own_data_folder(tmp_path: Path) -> 
         # "container_runner" in its command line, as a real agent has.
         return subprocess.Popen([sys.executable, "-c", script, "container_runner"], env=env, start_new_session=True)
 
+    def its_tool(session_dir: Path) -> subprocess.Popen[bytes]:
+        """A command the agent started: the agent's environment, not its command line."""
+        env = {**os.environ, "HUTCH_SESSION_DIR": str(session_dir)}
+        return subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+
     ours = leftover(tmp_path / "data" / "sessions" / "main" / "s1")
+    our_tool = its_tool(tmp_path / "data" / "sessions" / "main" / "s1")
     theirs = leftover(tmp_path / "other" / "sessions" / "main" / "s1")
+    their_tool = its_tool(tmp_path / "other" / "sessions" / "main" / "s1")
     try:
         ended = ProcessRuntime(scope=tmp_path / "data" / "sessions").cleanup_orphans()
         assert ended == [str(ours.pid)]
         assert ours.wait(timeout=10) == -signal.SIGKILL
-        assert theirs.poll() is None
+        assert our_tool.wait(timeout=10) == -signal.SIGKILL
+        assert theirs.poll() is None and their_tool.poll() is None
         assert ProcessRuntime().cleanup_orphans() == []  # without a scope it touches nothing
     finally:
-        for process in (ours, theirs):
+        for process in (ours, our_tool, theirs, their_tool):
             if process.poll() is None:
                 process.kill()
                 process.wait()
