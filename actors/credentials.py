@@ -45,6 +45,14 @@ log = logging.getLogger("hutch.credentials")
 # everything else (files, batches, models, the organisation) stays out of the agent's reach.
 _ALLOWED_METHOD: Final = "POST"
 _ALLOWED_PATHS: Final = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+_ALLOWED_QUERIES: Final = frozenset({"", "beta=true"})
+# Of the agent's headers, only what the SDK sends for these calls goes upstream: a header
+# such as X-HTTP-Method-Override or X-Original-URL could make a gateway in ANTHROPIC_BASE_URL
+# serve another endpoint, and anthropic-workspace-id is the host's to choose, not the agent's.
+# The proxy sets the rest itself: Host and framing for the upstream hop, credentials always,
+# and no Accept-Encoding: an answer it cannot read would hide what it cost (usage_meter.py).
+_FORWARDED_HEADERS: Final = frozenset({"content-type", "accept", "user-agent", "anthropic-version", "anthropic-beta"})
+_FORWARDED_HEADER_PREFIX: Final = "x-stainless-"
 
 # A percent escape may only stand for a character that means nothing to a path parser.
 # Escaped "/", ".", "\", ";", "%" or NUL are how a path says one thing to this check and
@@ -63,9 +71,6 @@ _HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
     | {"transfer-encoding", "upgrade", "proxy-connection", "expect"}
 )
-# The proxy sets these itself: Host and framing for the upstream hop, credentials always, and
-# the encoding: an answer the proxy cannot read would hide what it cost (actors/usage_meter.py).
-_REQUEST_REPLACED: Final = frozenset({"host", "content-length", "x-api-key", "authorization", "accept-encoding"})
 _RESPONSE_REPLACED: Final = frozenset({"content-length"})
 
 # A Messages request tops out around 32 MB; anything far beyond is a misbehaving agent.
@@ -401,6 +406,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             response = session.upstream.send(self.command, target, self._forwarded_headers(), body, length)
         except _BadRequestError as exc:
             self.close_connection = True  # the rest of a refused body is never read
+            log.warning("[%s] refused %s %s -> %d: %s", session.tag, self.command, target, exc.status, exc)
             self._send_error_json(exc.status, exc.error_type, str(exc))
             return
         except httpx2.InvalidURL as exc:
@@ -453,7 +459,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         )
 
     def _forwarded_headers(self) -> list[tuple[str, str]]:
-        return _strip_headers(self.headers.items(), _REQUEST_REPLACED, self.headers.get_all("connection") or [])
+        return [
+            (name, value)
+            for name, value in self.headers.items()
+            if name.lower() in _FORWARDED_HEADERS or name.lower().startswith(_FORWARDED_HEADER_PREFIX)
+        ]
 
     def _body(self) -> tuple[Iterator[bytes], int]:
         """The request body as pieces read on demand, and its length. A chunked body is
@@ -555,8 +565,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.session.note_request()
             self._refuse("unsupported method")
             return
-        # Malformed request lines and the like: answer in the API's error shape, not HTML.
-        self.log_error("code %d, message %s", code, message)
+        # Malformed request lines, oversized headers and the like: answer in the API's error
+        # shape, not HTML, and say in the host's log what was refused.
+        log.warning(
+            "[%s] refused %s -> %d: %s",
+            self.session.tag,
+            _loggable(getattr(self, "requestline", "") or "(no request line)", _LOGGED_TARGET_CHARS),
+            code,
+            message or self.responses.get(code, ("error",))[0],
+        )
         error_type = "not_found_error" if code == 404 else "invalid_request_error"
         self._send_error_json(code, error_type, message or self.responses.get(code, ("error",))[0])
 
@@ -569,8 +586,9 @@ def _upstream_target(method: str, target: str) -> str:
 
     The path is judged after decoding, and what goes upstream is the allowlisted path itself,
     never the agent's spelling of it: nothing the upstream (or anything between) might
-    decode or normalise differently can then matter. The query is kept as sent: the SDK's
-    beta calls add `?beta=true`, and a query cannot change which endpoint is reached.
+    decode or normalise differently can then matter. The one query the SDK sends
+    (`?beta=true`, on its beta calls) is the one query allowed: a gateway between the host
+    and the API might read anything else as a different request.
     """
     # Printable ASCII only: whitespace, control characters (NUL among them) and non-ASCII
     # have no place in what an SDK sends, and each is a way to split or confuse a parser.
@@ -594,7 +612,9 @@ def _upstream_target(method: str, target: str) -> str:
         raise _RefusedError("endpoint not allowed")
     if method != _ALLOWED_METHOD:
         raise _RefusedError("method not allowed")
-    return f"{path}?{query}" if has_query and query else path
+    if has_query and query not in _ALLOWED_QUERIES:
+        raise _RefusedError("query not allowed")
+    return f"{path}?{query}" if query else path
 
 
 def _decode_path(raw_path: str) -> str:

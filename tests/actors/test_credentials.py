@@ -291,6 +291,11 @@ REFUSED: list[tuple[str, str]] = [
     ("TRACE", "/v1/messages"),
     ("post", "/v1/messages"),
     ("BREW", "/v1/messages"),
+    # The SDK's one query is `beta=true`; a gateway might read any other as another request.
+    ("POST", "/v1/messages?/../models"),
+    ("POST", "/v1/messages?beta=true&x=1"),
+    ("POST", "/v1/messages?url=/v1/models"),
+    ("POST", "/v1/messages/count_tokens?beta=false"),
 ]
 
 
@@ -318,6 +323,71 @@ def test_only_the_messages_endpoints_are_forwarded(
     assert warning.getMessage().startswith(f"[{TAG}] refused {method} {shown}: ")
     # Counted like any other request: the count is of what the agent asked, not what went out.
     assert proxy.requests_by_session() == {SESSION: 1}
+
+
+def test_only_the_headers_the_sdk_sends_go_upstream(
+    proxy: CredentialProxy, upstream: Upstream, session_dir: Path
+) -> None:
+    """A gateway set as ANTHROPIC_BASE_URL may honour a method override or a rewritten URL,
+    and the workspace is the host's to choose."""
+    path = open_session(proxy, session_dir)
+    sdk = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": "Anthropic/Python 0.75.0",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "context-management-2025-06-27",
+        "X-Stainless-Retry-Count": "0",
+    }
+    smuggled = {
+        "X-HTTP-Method-Override": "DELETE",
+        "X-Original-URL": "/v1/files/file_1",
+        "X-Rewrite-URL": "/v1/models",
+        "X-Forwarded-Host": "elsewhere.example",
+        "anthropic-workspace-id": "wrkspc_other",
+        "Cookie": "session=1",
+    }
+    headers = "".join(f"{name}: {value}\r\n" for name, value in {**sdk, **smuggled}.items())
+    assert raw_request(path, "POST", "/v1/messages", b"{}", headers).status == 200
+    [seen] = upstream.seen
+    for name, value in sdk.items():
+        assert seen.headers[name.lower()] == value
+    for name in smuggled:
+        assert name.lower() not in seen.headers
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /v1/messages HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        (b"POST /v1/messages HTTP/1.1\r\nContent-Length: nope\r\n\r\n", 400),
+        (b"POST /v1/messages HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n", 413),
+        (b"POST /v1/messages HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"POST /v1/messages HTTP/2.0\r\n\r\n", 505),
+        (b"NONSENSE\r\n\r\n", 400),
+    ],
+)
+def test_a_malformed_request_is_refused_with_a_line_in_the_log(
+    request_bytes: bytes,
+    status: int,
+    proxy: CredentialProxy,
+    upstream: Upstream,
+    session_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hutch.credentials")
+    path = open_session(proxy, session_dir)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+        sock.sendall(request_bytes)
+        # Read whole: a request line that is not HTTP/1.x is answered without a status line.
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    if b"HTTP/1.1" in request_bytes.split(b"\r\n", 1)[0]:
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:80]
+    assert b'"type": "error"' in answer
+    assert upstream.seen == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(line.startswith(f"[{TAG}] refused ") and f"{status}" in line for line in warnings), warnings
 
 
 def test_head_is_refused_without_a_body(proxy: CredentialProxy, upstream: Upstream, session_dir: Path) -> None:
