@@ -18,8 +18,9 @@ from actors.registry import SessionRegistry
 from actors.store import agent_groups, sessions
 from actors.store.db import Store
 from protocol import inbound
+from protocol.agent_db import read_agent_db
 from protocol.db import read_transaction
-from protocol.layout import MAX_OUTBOUND_DB_BYTES, SessionLayout, UnsafePathError, check_agent_file
+from protocol.layout import MAX_OUTBOUND_DB_BYTES, SessionLayout, UnsafePathError
 from protocol.logs import session_tag
 from protocol.timers import ActorTicker
 
@@ -97,8 +98,11 @@ def _has_work(layout: SessionLayout) -> bool:
         settled = {key for key, d in inbound.deliveries(conn).items() if d.status != "retrying"}
     if not os.path.lexists(layout.outbound_db):
         return False
-    # The agent's file: checked as the session checks it, never followed.
-    check_agent_file(layout.outbound_db, os.stat(layout.root).st_dev, MAX_OUTBOUND_DB_BYTES)
-    with read_transaction(layout.outbound_db) as conn:
-        written = {row[0] for row in conn.execute("SELECT id FROM messages_out")}
+    # The agent's file: read as the session reads it (protocol/agent_db.py).
+    written = read_agent_db(
+        layout.outbound_db,
+        os.stat(layout.root).st_dev,
+        MAX_OUTBOUND_DB_BYTES,
+        lambda conn: {row[0] for row in conn.execute("SELECT id FROM messages_out")},
+    )
     return bool(written - settled)

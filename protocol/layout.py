@@ -173,10 +173,18 @@ def _copy_out(source: int, size: int, folder: Path, name: str) -> Path:
 
 
 def check_agent_file(path: Path, device: int, max_bytes: int) -> os.stat_result:
-    """What the host will read of a file an agent made (`out/outbound.db`): its folder a
-    real folder on the session's device, not a link in its place (O_NOFOLLOW guards only the
-    last step), the file opened without following a link (and without blocking on a FIFO),
-    then as `check_agent_fd` says."""
+    """What the host will read of a file an agent made (`out/outbound.db`): as
+    `open_agent_file` opens it."""
+    fd, st = open_agent_file(path, device, max_bytes)
+    os.close(fd)
+    return st
+
+
+def open_agent_file(path: Path, device: int, max_bytes: int) -> tuple[int, os.stat_result]:
+    """A file an agent made, opened read-only for the host: its folder a real folder on the
+    session's device, not a link in its place (O_NOFOLLOW guards only the last step), the
+    file opened without following a link (and without blocking on a FIFO), then as
+    `check_agent_fd` says. The caller closes the descriptor."""
     try:
         folder = os.lstat(path.parent)
     except OSError as exc:
@@ -190,9 +198,10 @@ def check_agent_file(path: Path, device: int, max_bytes: int) -> os.stat_result:
     except OSError as exc:
         raise _refused(f"file {path.name!r}", exc) from None
     try:
-        return check_agent_fd(fd, path.name, device, max_bytes)
-    finally:
+        return fd, check_agent_fd(fd, path.name, device, max_bytes)
+    except BaseException:
         os.close(fd)
+        raise
 
 
 def _is_link(name: str, dir_fd: int) -> bool:

@@ -27,9 +27,10 @@ from actors.store.agent_groups import AgentGroup
 from actors.store.db import Store
 from actors.store.messaging_groups import MessagingGroup
 from actors.store.usage import DailyUsage
+from protocol.agent_db import read_agent_db
 from protocol.content import MAX_CONTENT_BYTES, ContentError, decode_content
 from protocol.db import read_transaction
-from protocol.layout import MAX_OUTBOUND_DB_BYTES, SessionLayout, UnsafePathError, check_agent_file
+from protocol.layout import MAX_OUTBOUND_DB_BYTES, SessionLayout, UnsafePathError
 from protocol.timeutil import parse_ts
 
 MAX_SESSIONS = 30
@@ -391,15 +392,19 @@ def _outbound_lines(layout: SessionLayout, delivered: dict[str, str], zone: str,
     path = layout.outbound_db
     if not os.path.lexists(path):
         return []
-    # As the host reads it: no link, one link, the session's device, a size cap.
-    check_agent_file(path, os.lstat(layout.root).st_dev, MAX_OUTBOUND_DB_BYTES)
-    with read_transaction(path) as conn:
-        rows = conn.execute(
+    # As the host reads it (protocol/agent_db.py): no link, one link, the session's device,
+    # a size cap, never its journal, nothing the file declares run.
+    rows = read_agent_db(
+        path,
+        os.lstat(layout.root).st_dev,
+        MAX_OUTBOUND_DB_BYTES,
+        lambda conn: conn.execute(
             "SELECT seq, id, kind, timestamp,"
             " CASE WHEN length(CAST(content AS BLOB)) > ? THEN NULL ELSE content END AS content"
             " FROM messages_out WHERE typeof(seq) = 'integer' ORDER BY seq DESC LIMIT ?",
             (MAX_CONTENT_BYTES, MAX_MESSAGES),
-        ).fetchall()
+        ).fetchall(),
+    )
     lines = []
     for row in rows:
         row_id, kind, stamp, content = (_text_or_none(row[name]) for name in ("id", "kind", "timestamp", "content"))

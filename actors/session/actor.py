@@ -81,6 +81,7 @@ from actors.session.typing import TypingHints
 from actors.slots import ContainerSlots
 from actors.watch import FolderWatcher, Subscriptions
 from protocol import inbound
+from protocol.agent_db import AgentDbBusy
 from protocol.content import ChatIn, ContentError, Notice, SeriesChange, SystemAction, check_inbound
 from protocol.db import read_transaction, write_transaction
 from protocol.filewatch import commit_may_have_finished
@@ -150,7 +151,11 @@ class SessionActor(pykka.ThreadingActor):
         self._unwritten_finished: dict[str, tuple[str, MessageIn]] = {}
         # Outbound rows: how far we have read, what happened to each, and each one's seq.
         self._cursor = 0
-        self._deliveries = DeliveryQueue(self._settings.delivery_retry_base_s, self._settings.delivery_max_attempts)
+        self._deliveries = DeliveryQueue(
+            self._settings.delivery_retry_base_s,
+            self._settings.delivery_max_attempts,
+            self._settings.delivery_max_backoff_s,
+        )
         self._out_ids: dict[int, str] = {}
         self._send_rate = SendRate(self._settings.send_per_minute, self._settings.send_burst)
         self._told_held = False  # the chat heard that sends are held, this time round
@@ -452,6 +457,10 @@ class SessionActor(pykka.ThreadingActor):
                 snapshot = read_snapshot(
                     self._layout.outbound_db, self._cursor, self._pending.ids(), _OUTBOUND_PAGE, self._device
                 )
+            except AgentDbBusy as exc:
+                # Its commit's end (the journal's deletion) wakes this actor again.
+                log.debug("%s outbound.db not read yet: %s", self._info.tag, exc)
+                return
             except (sqlite3.DatabaseError, UnsafePathError) as exc:
                 # The agent owns this file; whatever it did to it must not stop the session.
                 log.warning("%s cannot read outbound.db: %s", self._info.tag, exc)

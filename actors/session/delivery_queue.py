@@ -28,9 +28,10 @@ def gave_up_reason(attempts: int, error: str) -> str:
 
 
 class DeliveryQueue:
-    def __init__(self, retry_base_s: float, max_attempts: int) -> None:
+    def __init__(self, retry_base_s: float, max_attempts: int, max_backoff_s: float = float("inf")) -> None:
         self._retry_base_s = retry_base_s
         self._max_attempts = max_attempts
+        self._max_backoff_s = max_backoff_s
         self._settled: set[str] = set()
         # Delivered rows -> the platform's id of what was sent, for edits and reactions.
         self._platform_ids: dict[str, str] = {}
@@ -115,8 +116,10 @@ class DeliveryQueue:
         )
 
     def backoff_s(self, attempts: int) -> float:
-        """The wait after the `attempts`-th failed attempt: the base, doubling each time."""
-        return float(self._retry_base_s * 2 ** (attempts - 1))
+        """The wait after the `attempts`-th failed attempt: the base, doubling each time, up
+        to the cap (so a platform back after hours is tried again within the cap)."""
+        # The exponent is bounded too: 2 ** 1000 is a float overflow.
+        return float(min(self._retry_base_s * 2 ** min(attempts - 1, 64), self._max_backoff_s))
 
     def rejected(self, key: str, reason: str) -> Delivery:
         """A row that must never be sent (bad row, unknown chat, ...)."""

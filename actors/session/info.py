@@ -22,8 +22,12 @@ class SessionSettings:
     unclaimed_deadline_s: float = 60.0
     retry_base_s: float = 5.0
     max_tries: int = 5
+    # A platform that is down or refuses for a while (5xx, 429, a lost connection) is tried
+    # again, waiting twice as long each time up to a minute, for about a day: a reply is
+    # never lost to an outage. What the platform refuses for good fails at once.
     delivery_retry_base_s: float = 2.0
-    delivery_max_attempts: int = 5
+    delivery_max_backoff_s: float = 60.0
+    delivery_max_attempts: int = 1450
     # How fast an agent's messages go out: a burst, then a steady pace; faster ones wait.
     send_per_minute: float = 120.0
     send_burst: int = 60

@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
+from protocol.agent_db import read_agent_db
 from protocol.content import MAX_CONTENT_BYTES, ContentError, OutboundContent, decode_content
-from protocol.db import read_transaction
-from protocol.layout import MAX_OUTBOUND_DB_BYTES, check_agent_file
+from protocol.layout import MAX_OUTBOUND_DB_BYTES
 from protocol.rows import MessageOut, ProcessingAck
 from protocol.timeutil import parse_ts
 
@@ -49,22 +49,26 @@ _ACK_CHUNK = 500
 def read_snapshot(
     path: Path, cursor: int, pending: Collection[str], limit: int = 200, device: int | None = None
 ) -> Snapshot:
-    """One read transaction: rows with seq above `cursor`, in seq order (oversized content
-    is never loaded), and the acks of the `pending` inbound rows. With `device`, the file is
-    first checked as any file the agent made (`check_agent_file`): a link, a second link
-    or another device raises `UnsafePathError`, and nothing is opened."""
+    """One consistent read: rows with seq above `cursor`, in seq order (oversized content
+    is never loaded), and the acks of the `pending` inbound rows. The file is read as any
+    DB the agent made (`protocol.agent_db`): a link, a second link or another device than
+    `device` (by default the folder's) raises `UnsafePathError`, and nothing is opened;
+    a commit under way raises `AgentDbBusy`."""
     if not os.path.lexists(path):
         return Snapshot([], {}, False)
-    if device is not None:
-        check_agent_file(path, device, MAX_OUTBOUND_DB_BYTES)
-    with read_transaction(path) as conn:
+    if device is None:
+        device = os.stat(path.parent).st_dev
+
+    def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], dict[str, ProcessingAck]]:
         raw = conn.execute(
             f"SELECT {_COLUMNS}, length(CAST(content AS BLOB)) AS content_bytes,"
             " CASE WHEN length(CAST(content AS BLOB)) > ? THEN NULL ELSE content END AS content"
             " FROM messages_out WHERE typeof(seq) = 'integer' AND seq > ? ORDER BY seq LIMIT ?",
             (MAX_CONTENT_BYTES, cursor, limit),
         ).fetchall()
-        acks = _acks_of(conn, list(pending))
+        return raw, _acks_of(conn, list(pending))
+
+    raw, acks = read_agent_db(path, device, MAX_OUTBOUND_DB_BYTES, read)
     return Snapshot([_check(dict(row)) for row in raw], acks, len(raw) >= limit)
 
 

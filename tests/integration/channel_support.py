@@ -52,7 +52,9 @@ def host_config(data_dir: Path, **channel: Any) -> HostConfig:
 
 
 @contextmanager
-def running_host(config: HostConfig, *, delivery_retry_base_s: float = 0.05) -> Iterator[Host]:
+def running_host(
+    config: HostConfig, *, delivery_retry_base_s: float = 0.05, delivery_max_backoff_s: float = 60.0
+) -> Iterator[Host]:
     """The whole host as `actors.main` starts it (its channels built from `config`), with
     quick retries, stopped however the test ends."""
     settings = dataclasses.replace(
@@ -60,6 +62,7 @@ def running_host(config: HostConfig, *, delivery_retry_base_s: float = 0.05) -> 
         retry_base_s=0.2,
         stop_timeout_s=5,
         delivery_retry_base_s=delivery_retry_base_s,
+        delivery_max_backoff_s=delivery_max_backoff_s,
     )
     host = start_host(config, settings=settings)
     try:

@@ -44,6 +44,7 @@ from actors.runtime.base import AgentUser
 from actors.session import SessionActor, SessionInfo, SessionSettings, write_inbound
 from actors.slots import ContainerSlots
 from protocol import inbound, outbound
+from protocol.agent_db import read_agent_db
 from protocol.content import (
     MAX_CONTENT_BYTES,
     MAX_TEXT_CHARS,
@@ -923,13 +924,17 @@ class _Counting:
             self.reads += 1
             return real_read(path)
 
+        def read_agent(*args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            return read_agent_db(*args, **kwargs)
+
         def write(path: Path) -> Any:
             self.writes += 1
             return real_write(path)
 
         monkeypatch.setattr(actor_module, "read_transaction", read)
         monkeypatch.setattr(actor_module, "write_transaction", write)
-        monkeypatch.setattr(reader_module, "read_transaction", read)
+        monkeypatch.setattr(reader_module, "read_agent_db", read_agent)
 
 
 def _hold(session: pykka.ActorRef[Any], monkeypatch: pytest.MonkeyPatch) -> threading.Event:

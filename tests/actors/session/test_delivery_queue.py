@@ -10,6 +10,7 @@ import pykka
 import pytest
 
 from actors.session.delivery_queue import DeliveryQueue
+from actors.session.info import SessionSettings
 from actors.session.outbound_reader import ReadRow
 from protocol.content import ChatOut
 from protocol.rows import Delivery, MessageOut
@@ -119,6 +120,28 @@ def test_a_retryable_failure_backs_off_doubling_and_skips_the_row_until_then() -
     assert queue.backoff_s(3) == 20
 
     assert ids(queue.ready(NOW + timedelta(seconds=15))) == ["out-1", "out-3"]
+
+
+def test_the_backoff_stops_growing_at_its_cap() -> None:
+    queue = DeliveryQueue(retry_base_s=2, max_attempts=10_000, max_backoff_s=60)
+    assert [queue.backoff_s(n) for n in (1, 2, 5, 6, 7, 5000)] == [2, 4, 32, 60, 60, 60]
+
+
+def test_the_defaults_keep_trying_a_platform_that_is_down_for_hours() -> None:
+    """A reviewer lost a reply to a 45 s outage: five tries, 30 s in all. The defaults keep
+    a row for about a day, tried at least once a minute."""
+    settings = SessionSettings()
+    queue = DeliveryQueue(
+        settings.delivery_retry_base_s, settings.delivery_max_attempts, settings.delivery_max_backoff_s
+    )
+    queue.enqueue(item(1))
+    now = NOW
+    while now < NOW + timedelta(hours=23):
+        outcome = fail(queue, "out-1", now=now)
+        assert outcome.status == "retrying", outcome
+        retry_at = parse_ts(outcome.retry_after or "")
+        assert retry_at - now <= timedelta(seconds=60)
+        now = retry_at
 
 
 def test_the_last_attempt_fails_the_row_for_good() -> None:
