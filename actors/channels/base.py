@@ -17,6 +17,10 @@ may hand over a burst before waiting on any of them.
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +79,9 @@ class InboundWebhook(msgspec.Struct, frozen=True, kw_only=True):
 InboundEvent = InboundChat | InboundAnswer | InboundWebhook
 
 # Resolves once the event is committed to inbound.db; fails with the reason it was refused.
+# What it resolves with tells an adapter whether the event was taken: what was stored (never
+# None), or None when the host kept nothing on purpose (a sender it does not admit, a command
+# it answered itself).
 Stored = pykka.Future[Any]
 OnEvent = Callable[[InboundEvent], Stored]
 
@@ -144,3 +151,68 @@ class ChannelAdapter(Protocol):
         """Show that the assistant is working (with TYPING); the platform shows it for a few
         seconds, and the host says it again while a turn runs."""
         ...
+
+
+# -- resuming a send made of several messages ------------------------------------------------
+
+# Sends remembered at once, and for how long: longer than the host keeps retrying a row.
+SENT_PARTS_LIMIT = 256
+SENT_PARTS_TTL_S = 36 * 3600.0
+
+
+def send_key(to: Routing, *what: object) -> str:
+    """What a send is known by across the host's retries: where it goes and what it is (the
+    text, the files), which the host's retry of an outbound row sends again unchanged."""
+    parts = (to.channel_type, to.platform_id, to.thread_id, *what)
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class SentParts:
+    """The messages a multi-part send (a long text split in several, files after it) got
+    accepted so far, by `send_key`, so that the host's retry of a send that failed halfway
+    goes on from the first part not yet accepted instead of showing the others twice.
+
+    In memory only (after a restart a retry sends it whole again: at least once), at most
+    `limit` sends, each for at most `ttl_s`. A send is forgotten once it is complete, or
+    once it failed in a way the host does not retry."""
+
+    def __init__(
+        self,
+        limit: int = SENT_PARTS_LIMIT,
+        ttl_s: float = SENT_PARTS_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sends: collections.OrderedDict[str, tuple[float, list[str]]] = collections.OrderedDict()
+
+    def begin(self, key: str) -> list[str]:
+        """The platform ids of the parts of this send already accepted, in order (empty for
+        a send not begun); the sender appends each part's id to this list as it is accepted."""
+        now = self._clock()
+        with self._lock:
+            while self._sends:
+                oldest, (since, _) = next(iter(self._sends.items()))
+                if now - since <= self._ttl_s:
+                    break
+                del self._sends[oldest]
+            found = self._sends.get(key)
+            if found is None:
+                found = self._sends[key] = (now, [])
+                while len(self._sends) > self._limit:
+                    self._sends.popitem(last=False)
+            return found[1]
+
+    def end(self, key: str, *, retryable: bool = False) -> None:
+        """The send is complete (or failed): forget it, unless it failed with parts out and
+        the host will try again (`retryable`)."""
+        with self._lock:
+            found = self._sends.get(key)
+            if found is not None and not (retryable and found[1]):
+                del self._sends[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sends)

@@ -15,10 +15,17 @@ becomes an `InboundChat`; a button click on one of our questions becomes an
 task of its own, attachments download in those tasks while other events go on, and a
 chat's events are still handed to the host in the order Discord sent them (each waits for
 the one before it in the same channel). `on_event` returns the host's future at once; one
-watcher thread waits on those futures, only to log a refusal and to delete what the host
-did not take of the downloaded files. Downloads go to `download_dir/<32 hex>/<name>`; the
-folder is the channel's own (`start()` deletes such folders a crashed run left); on the
-data folder's file system, the host's move of a file into the inbox is a rename.
+watcher thread waits on those futures, only to log a refusal, to delete what the host did
+not take of the downloaded files, and to show a click's choice once the host took it.
+Downloads go to `download_dir/<32 hex>/<name>`; the folder is the channel's own (`start()`
+deletes such folders a crashed run left); on the data folder's file system, the host's move
+of a file into the inbox is a rename.
+
+Button clicks. A click is acknowledged at once without changing its message (a deferred
+update). Only once the host stored the answer (its future resolves with the row, not None)
+is the message rewritten to show the choice in place of the buttons; a click the host drops
+(a stranger's) or refuses (a question no longer open) leaves the message and its buttons to
+the people who may still answer.
 
 Retries. discord.py retries by itself: a 429 is waited out and tried again (only when it
 comes through Discord's proxy, with `Via`: a bare 429 is a Cloudflare ban and fails at
@@ -30,7 +37,9 @@ backoff. What discord.py gives up on becomes `ChannelError`: retryable for rate 
 5xx, connection errors and timeouts; not retryable for 404, 403 and any other 4xx (a
 missing channel or message, a missing permission, a refused payload), with Discord's own
 message. A send made of several messages (long text, more files than one message holds)
-that fails halfway is retried whole by the host: delivery is at least once.
+that fails halfway is tried again by the host: that try (the same channel, text and files)
+goes on from the first message not yet accepted, so none is shown twice (`SentParts`: kept
+in memory, so a retry after a restart sends it whole again: delivery is at least once).
 
 Endpoints. discord.py keeps its REST base (`discord.http.Route.BASE`) and gateway URL
 (`DiscordWebSocket.DEFAULT_GATEWAY`) in class attributes, so they are settings of the
@@ -45,7 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
+import functools
 import itertools
 import logging
 import queue
@@ -78,7 +87,9 @@ from actors.channels.base import (
     InboundEvent,
     IncomingFile,
     OnEvent,
+    SentParts,
     Stored,
+    send_key,
 )
 from protocol.rows import Routing
 
@@ -224,6 +235,8 @@ class DiscordChannel:
         # start() and stop() one at a time; sends only read `_run` (one reference, swapped whole).
         self._lifecycle = threading.Lock()
         self._run: _Run | None = None
+        # What multi-part sends that failed halfway got accepted, for the host's next try.
+        self._sent_parts = SentParts()
 
     @property
     def channel_type(self) -> str:
@@ -315,7 +328,12 @@ class DiscordChannel:
         paths = _checked_files(files)
         if not text.strip() and not paths:
             raise ChannelError("nothing to send: no text and no files", retryable=False)
-        return self._call(f"send to channel {channel_id}", lambda bot: _send_text(bot, channel_id, text, paths))
+        steps = _steps(text, paths)
+        key = send_key(to, "text", text, *(str(path) for path in files))
+        return self._call(
+            f"send to channel {channel_id}",
+            lambda bot: self._resumed(key, lambda taken: _send_text(bot, channel_id, steps, taken)),
+        )
 
     def edit_text(self, to: Routing, platform_message_id: str, text: str) -> None:
         channel_id, message_id = _channel_id(to), _message_id(platform_message_id)
@@ -345,9 +363,11 @@ class DiscordChannel:
             # No buttons can carry it: the person answers by writing the option instead.
             numbered = "\n".join(f"{index}. {option}" for index, option in enumerate(options, 1))
             return self.send_text(to, f"{question}\n{numbered}".strip())
+        buttons = list(zip(custom_ids, options, strict=True))
+        key = send_key(to, "question", question_id, question, *options)
         return self._call(
             f"ask in channel {channel_id}",
-            lambda bot: _ask(bot, channel_id, question, list(zip(custom_ids, options, strict=True))),
+            lambda bot: self._resumed(key, lambda taken: _ask(bot, channel_id, question, buttons, taken)),
         )
 
     def send_card(self, to: Routing, card: Card) -> str | None:
@@ -368,6 +388,21 @@ class DiscordChannel:
             await bot.get_partial_messageable(channel_id).typing()
 
         self._call(f"show typing in channel {channel_id}", typing)
+
+    async def _resumed(self, key: str, send: Callable[[list[str]], Coroutine[Any, Any, _T]]) -> _T:
+        """`send(taken)`, a send of several messages that skips the first `len(taken)`
+        (accepted by an earlier try of the same send) and adds the id of each it gets
+        accepted; what was accepted is kept for the host's next try while that can come."""
+        taken = self._sent_parts.begin(key)
+        try:
+            result = await send(taken)
+        except BaseException as exc:
+            mapped = _send_error(exc, "send")
+            # An exception not known here is an adapter bug to the host, which tries again.
+            self._sent_parts.end(key, retryable=mapped is None or mapped.retryable)
+            raise
+        self._sent_parts.end(key)
+        return result
 
     def _call(self, what: str, make: Callable[[_Bot], Coroutine[Any, Any, _T]]) -> _T:
         """Run `make(client)` on the client's loop and wait for it within the send timeout."""
@@ -405,21 +440,26 @@ class DiscordChannel:
 # -- sending (on the client's loop) ------------------------------------------------------
 
 
-async def _send_text(bot: _Bot, channel_id: int, text: str, files: Sequence[tuple[Path, int]]) -> str | None:
-    channel = bot.get_partial_messageable(channel_id)
-    parts = split_message(text)
+def _steps(text: str, files: Sequence[tuple[Path, int]]) -> list[tuple[str | None, list[Path]]]:
+    """The messages a send is made of, in order: the text's parts, the files riding with the
+    last one (so they follow what introduces them), and what does not fit in it on its own."""
+    steps: list[tuple[str | None, list[Path]]] = [(part, []) for part in split_message(text)]
     groups = _file_groups(files)
-    first: str | None = None
-    # The files ride with the last part of the text, so they follow what introduces them;
-    # what does not fit in one message follows on its own.
-    for index, part in enumerate(parts):
-        attach = groups.pop(0) if groups and index == len(parts) - 1 else []
-        sent = await _send_one(channel, part, attach)
-        first = first or sent
-    for group in groups:
-        sent = await _send_one(channel, None, group)
-        first = first or sent
-    return first
+    if steps and groups:
+        steps[-1] = (steps[-1][0], groups.pop(0))
+    steps.extend((None, group) for group in groups)
+    return steps
+
+
+async def _send_text(
+    bot: _Bot, channel_id: int, steps: Sequence[tuple[str | None, list[Path]]], taken: list[str]
+) -> str | None:
+    """Send the steps not yet in `taken` (the ids of those accepted, in order), adding each
+    one's id as it is accepted; the first message's id is the send's."""
+    channel = bot.get_partial_messageable(channel_id)
+    for content, paths in steps[len(taken) :]:
+        taken.append(await _send_one(channel, content, paths))
+    return taken[0] if taken else None
 
 
 async def _send_one(channel: discord.PartialMessageable, content: str | None, paths: Sequence[Path]) -> str:
@@ -437,12 +477,14 @@ async def _send_one(channel: discord.PartialMessageable, content: str | None, pa
     return str((await channel.send(content, files=opened)).id)
 
 
-async def _ask(bot: _Bot, channel_id: int, question: str, buttons: Sequence[tuple[str, str]]) -> str:
+async def _ask(bot: _Bot, channel_id: int, question: str, buttons: Sequence[tuple[str, str]], taken: list[str]) -> str:
+    """The question's text (its parts not yet in `taken`), the last part with the buttons."""
     channel = bot.get_partial_messageable(channel_id)
     parts = split_message(question)
-    first: str | None = None
-    for part in parts[:-1]:
-        first = first or str((await channel.send(part)).id)
+    if len(taken) >= max(1, len(parts)):
+        return taken[0]  # all of it accepted by an earlier try
+    for part in parts[len(taken) : -1]:
+        taken.append(str((await channel.send(part)).id))
     # Built here, on the client's loop: a View made elsewhere has no loop to finish on.
     view = discord.ui.View(timeout=None)
     for index, (custom_id, option) in enumerate(buttons):
@@ -453,7 +495,8 @@ async def _ask(bot: _Bot, channel_id: int, question: str, buttons: Sequence[tupl
     # store, where every question would otherwise stay for the life of the process.
     view.stop()
     message = await channel.send(parts[-1] if parts else None, view=view)
-    return first or str(message.id)
+    taken.append(str(message.id))
+    return taken[0]
 
 
 def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
@@ -708,7 +751,21 @@ class _Bot(discord.Client):
             if prepared.folder is not None:
                 shutil.rmtree(prepared.folder, ignore_errors=True)
             return
-        self._watcher.watch(stored, prepared.folder, prepared.what)
+        taken = prepared.when_taken
+        then = None if taken is None else functools.partial(self._soon, taken)
+        self._watcher.watch(stored, prepared.folder, prepared.what, then)
+
+    def _soon(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """From another thread: run `make()` on the client's loop, not waiting for it (it
+        logs its own failures); nothing once the client is closing."""
+        loop = self._run.loop
+        if loop is None or self.is_closed():
+            return
+        coroutine = make()
+        try:
+            asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # the loop closed meanwhile
+            coroutine.close()
 
     async def _chat_event(self, message: discord.Message) -> _Prepared | None:
         place = await self._place(message.channel, message.author.display_name)
@@ -747,8 +804,10 @@ class _Bot(discord.Client):
         return _Prepared(event, folder, f"message {message.id}")
 
     async def _answer_event(self, interaction: discord.Interaction, question_id: str, index: int) -> _Prepared:
-        # Acknowledged first: Discord shows "interaction failed" after 3 s without an answer.
-        await _acknowledge(interaction, index)
+        # Acknowledged first (Discord shows "interaction failed" after 3 s without an answer),
+        # leaving the message as it is: whether the click counts is the host's to say (a
+        # stranger's, or one on a question no longer open, does not).
+        await _acknowledge(interaction)
         user = interaction.user
         channel: object = interaction.channel
         if channel is None:
@@ -763,7 +822,8 @@ class _Bot(discord.Client):
             sender=user.display_name,
             sender_id=str(user.id),
         )
-        return _Prepared(event, None, f"the answer to {question_id!r} by {user.id}")
+        what = f"the answer to {question_id!r} by {user.id}"
+        return _Prepared(event, None, what, when_taken=functools.partial(_show_choice, interaction, index))
 
     def _addressed(self, message: discord.Message) -> bool:
         """Whether the message speaks to the assistant: a mention of it (or of its own
@@ -858,25 +918,34 @@ class _Prepared:
     event: InboundEvent
     folder: Path | None  # the downloads' folder, ours until the host has taken the files
     what: str  # for the log
+    # Run on the client's loop once the host took the event (stored it, rather than dropped
+    # or refused it): a click's message then shows the choice.
+    when_taken: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
-async def _acknowledge(interaction: discord.Interaction, index: int) -> None:
-    """Answer the click by showing the choice in place of the buttons, so nobody clicks
-    again; where the message cannot be rewritten, just acknowledge it."""
-    message = interaction.message
-    label = _button_label(message, interaction.data.get("custom_id") if interaction.data else None)
+async def _acknowledge(interaction: discord.Interaction) -> None:
+    """Answer the click without changing its message (a deferred update): the buttons stay
+    for whoever may still answer until the host has taken an answer."""
     try:
-        if message is None:
-            await interaction.response.defer()
-            return
-        choice = f"→ **{label or index + 1}** ({interaction.user.display_name})"
-        content = f"{message.content}\n\n{choice}" if message.content else choice
-        await interaction.response.edit_message(content=_clip(content, MAX_MESSAGE_CHARS), view=None)
+        await interaction.response.defer()
     except discord.HTTPException as exc:
+        message = interaction.message
         log.warning("discord: could not acknowledge a click on %s: %s", message.id if message else "?", exc)
-        if not interaction.response.is_done():
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.response.defer()
+
+
+async def _show_choice(interaction: discord.Interaction, index: int) -> None:
+    """The host took the answer: show the choice in place of the buttons, so nobody clicks
+    again."""
+    message = interaction.message
+    if message is None:
+        return
+    label = _button_label(message, interaction.data.get("custom_id") if interaction.data else None)
+    choice = f"→ **{label or index + 1}** ({interaction.user.display_name})"
+    content = f"{message.content}\n\n{choice}" if message.content else choice
+    try:
+        await message.edit(content=_clip(content, MAX_MESSAGE_CHARS), view=None)
+    except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.warning("discord: could not show the choice on %s: %s", message.id, exc)
 
 
 def _button_label(message: discord.Message | None, custom_id: object) -> str | None:
@@ -937,6 +1006,7 @@ class _Watched:
     stored: Stored
     folder: Path | None
     what: str
+    taken: Callable[[], None] | None = None  # called once the host stored the event
 
 
 class _StoreWatcher:
@@ -949,8 +1019,10 @@ class _StoreWatcher:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def watch(self, stored: Stored, folder: Path | None, what: str) -> None:
-        self._queue.put(_Watched(stored, folder, what))
+    def watch(self, stored: Stored, folder: Path | None, what: str, taken: Callable[[], None] | None = None) -> None:
+        """Wait for `stored`; then delete `folder`, and, if the host stored the event (it did
+        not drop it: the future's value is not None), call `taken()`."""
+        self._queue.put(_Watched(stored, folder, what, taken))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -960,8 +1032,9 @@ class _StoreWatcher:
 
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:
+            stored: Any = None
             try:
-                item.stored.get(timeout=_STORE_TIMEOUT_S)
+                stored = item.stored.get(timeout=_STORE_TIMEOUT_S)
             except Exception as exc:
                 if isinstance(exc, pykka.Timeout):  # the host may still commit it and move the files
                     log.error("discord: the host has not stored %s after %.0fs", item.what, _STORE_TIMEOUT_S)
@@ -969,3 +1042,8 @@ class _StoreWatcher:
                 log.warning("discord: the host did not take %s: %s", item.what, exc)
             if item.folder is not None:
                 shutil.rmtree(item.folder, ignore_errors=True)
+            if stored is not None and item.taken is not None:
+                try:
+                    item.taken()
+                except Exception:  # this thread must go on for every other event
+                    log.exception("discord: acting on %s once stored failed", item.what)

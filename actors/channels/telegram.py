@@ -43,9 +43,11 @@ Sending and retries. PTB makes one attempt per call; the host owns retries, so e
 failure becomes a `ChannelError`: flood control (RetryAfter, the wait in the message),
 time-outs and network or 5xx errors are retryable; Telegram refusing the request
 (BadRequest, e.g. "chat not found"; Forbidden, e.g. the bot was blocked; a bad token) is
-not. One exception: a long text goes out in several messages, and once the first is out a
-retry by the host would repeat it, so flood control met by a later part is waited out here
-(within `_MAX_INLINE_WAIT_S` in all) instead of failing the send.
+not. A long text goes out in several messages (and files after it): when a later one
+fails, the host's retry of the same send (the same chat, text and files) goes on from the
+first message not yet accepted, so none is shown twice (`SentParts`: kept in memory, so a
+retry after a restart sends it whole again). Flood control met by a later part is waited
+out here (within `_MAX_INLINE_WAIT_S` in all) instead of failing the send.
 
 Formatting. Agents write Markdown; Telegram's HTML parse mode is the target because only
 `<`, `>` and `&` need escaping there (MarkdownV2 needs 18 characters escaped, context by
@@ -151,7 +153,9 @@ from actors.channels.base import (
     InboundChat,
     IncomingFile,
     OnEvent,
+    SentParts,
     Stored,
+    send_key,
 )
 from actors.channels.telegram_format import (
     MAX_TEXT_UNITS,
@@ -239,6 +243,8 @@ class TelegramChannel:
         self._lock = threading.Lock()
         self._run: _Run | None = None
         self._redactor = _RedactToken(token)
+        # What multi-part sends that failed halfway got accepted, for the host's next try.
+        self._sent_parts = SentParts()
 
     @property
     def channel_type(self) -> str:
@@ -320,17 +326,21 @@ class TelegramChannel:
         if not parts and not checked:
             raise ChannelError("telegram: nothing to send (no text and no files)", retryable=False)
 
-        async def send(run: _Run) -> str:
-            ids = [m.message_id for m in await self._send_parts(run, chat, place, parts)]
+        async def send(run: _Run, taken: list[str]) -> str:
+            await self._send_parts(run, chat, place, parts, taken)
             for index, path in enumerate(checked):
+                if len(parts) + index < len(taken):
+                    continue  # accepted by an earlier try of this send
                 message = await self._patient(
-                    bool(ids),
+                    bool(taken),
                     functools.partial(self._send_file, run, chat, place, path, caption if index == 0 else None),
                 )
-                ids.append(message.message_id)
-            return str(ids[0])
+                taken.append(str(message.message_id))
+            return taken[0]
 
-        return self._call(send, self._budget(2 * len(parts) + 2 * len(checked), uploads=len(checked)))
+        key = send_key(to, "text", text, *(str(path) for path in files))
+        budget = self._budget(2 * len(parts) + 2 * len(checked), uploads=len(checked))
+        return self._call(functools.partial(self._resumed, key, send), budget)
 
     def edit_text(self, to: Routing, platform_message_id: str, text: str) -> None:
         chat, message_id = _chat_of(to), _message_id_of(platform_message_id)
@@ -360,7 +370,7 @@ class TelegramChannel:
             raise ChannelError("telegram: a question needs at least one option", retryable=False)
         parts = _render(question, MAX_TEXT_UNITS) or [_Part(html.escape(question or "?"), question or "?")]
 
-        async def ask(run: _Run) -> str:
+        async def ask(run: _Run, taken: list[str]) -> str:
             key = run.questions.key_for(question_id, len(options))
             keyboard = InlineKeyboardMarkup(
                 [
@@ -368,11 +378,12 @@ class TelegramChannel:
                     for index, option in enumerate(options)
                 ]
             )
-            sent = await self._send_parts(run, chat, place, parts, keyboard)
+            await self._send_parts(run, chat, place, parts, taken, keyboard)
             # The message with the buttons: what an edit closing the question would change.
-            return str(sent[-1].message_id)
+            return taken[-1]
 
-        return self._call(ask, self._budget(2 * len(parts)))
+        key = send_key(to, "question", question_id, question, *options)
+        return self._call(functools.partial(self._resumed, key, ask), self._budget(2 * len(parts)))
 
     def send_card(self, to: Routing, card: Card) -> str | None:
         lines = [f"**{escape_markdown(card.title)}**"]
@@ -699,27 +710,52 @@ class TelegramChannel:
 
     # -- the loop's side: sends --------------------------------------------------------
 
+    async def _resumed(self, key: str, send: Callable[[_Run, list[str]], Awaitable[_T]], run: _Run) -> _T:
+        """`send(run, taken)`, a send of several messages that skips the first `len(taken)`
+        (accepted by an earlier try of the same send) and adds the id of each it gets
+        accepted; what was accepted is kept for the host's next try while that can come."""
+        taken = self._sent_parts.begin(key)
+        try:
+            result = await send(run, taken)
+        except BaseException as exc:
+            self._sent_parts.end(key, retryable=self._retryable(exc))
+            raise
+        self._sent_parts.end(key)
+        return result
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """Whether the host tries a send again after `exc` (as `_call` will map it)."""
+        if isinstance(exc, TelegramError):
+            return self._channel_error(exc).retryable
+        if isinstance(exc, ChannelError):
+            return exc.retryable
+        return True  # cancelled (a timeout, a stop), or anything else: the host tries again
+
     async def _send_parts(
         self,
         run: _Run,
         chat: int | str,
         place: _Place,
         parts: list[_Part],
+        taken: list[str],
         keyboard: InlineKeyboardMarkup | None = None,
-    ) -> list[Message]:
+    ) -> None:
+        """Send the parts not yet in `taken` (the ids of those accepted, in order), adding
+        each one's id as it is accepted."""
         bot = run.bot_or_fail()
-        sent: list[Message] = []
         for index, part in enumerate(parts):
+            if index < len(taken):
+                continue  # accepted by an earlier try of this send
             markup = keyboard if index == len(parts) - 1 else None
             call = functools.partial(self._send_formatted, bot, chat, place, part, markup)
-            message = await self._patient(index > 0, call)
+            message = await self._patient(bool(taken), call)
             run.threads.sent(message, place)
-            sent.append(message)
-        return sent
+            taken.append(str(message.message_id))
 
     async def _patient(self, after_first: bool, call: Callable[[], Awaitable[_T]]) -> _T:
         """`call()`, and once part of a send is already out, flood control waited out rather
-        than failed: the host's retry would repeat the parts that went."""
+        than failed (within `_MAX_INLINE_WAIT_S`): the rest of the send goes on at once
+        instead of at the host's next try."""
         waited = 0.0
         while True:
             try:

@@ -10,15 +10,17 @@ every REST call go through the library's own code. What it knows:
   `click()` an INTERACTION_CREATE for a button of a message the bot sent;
 - REST under `/api/v10`: users/@me, oauth2/applications/@me, GET channels/{id}, POST
   channels/{id}/messages (JSON or multipart), PATCH a message, PUT a reaction, POST typing,
-  POST interactions/{id}/{token}/callback; the bot token is checked (401 otherwise);
+  POST interactions/{id}/{token}/callback; the bot token is checked (401 otherwise); an
+  edit (a PATCH, or a callback of type 7 updating the clicked message) changes `messages`;
 - `/files/{id}/{name}`: attachments registered with `attachment()`.
 
 Every REST call is recorded (`calls`, `wait_for_calls`, `wait_until`), with the status of
 the failure it was answered with if one was injected; `fail_next` makes the next N calls of
-a route fail with any status, body and headers (`rate_limit_next`: a 429 as Discord sends
-it), and `stall_next` keeps the next one unanswered until the test lets it go.
-`add_channel` makes another channel known (a second person's DM), and `FakeDiscord(port=...)`
-listens on a port chosen beforehand, so a client can be pointed at a server not up yet.
+a route (or the next N after some go through) fail with any status, body and headers
+(`rate_limit_next`: a 429 as Discord sends it), and `stall_next` keeps the next one
+unanswered until the test lets it go. `add_channel` makes another channel known (a second
+person's DM), and `FakeDiscord(port=...)` listens on a port chosen beforehand, so a client
+can be pointed at a server not up yet.
 
 discord.py decodes a body only when its Content-Type is exactly `application/json`
 (aiohttp's `json_response` adds a charset), so every JSON answer is built by `_json`.
@@ -90,11 +92,12 @@ class RestCall:
     at: float = field(default_factory=time.monotonic, compare=False)  # when it came
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Failure:
     status: int
     body: Any
     headers: dict[str, str]
+    after: int = 0  # calls still to go through before this one fails
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -182,7 +185,8 @@ class FakeDiscord:
         self.identify: Json | None = None
         self.heartbeats = 0
         self.heartbeat_seen = threading.Event()
-        self.messages: dict[str, Json] = {}  # what the bot sent, by id
+        self.messages: dict[str, Json] = {}  # what the bot sent, by id, as it is now (edits applied)
+        self._clicked: dict[str, str] = {}  # interaction id -> the message clicked
         self._changed = threading.Condition()
         self._calls: list[RestCall] = []
         self._failures: dict[tuple[str, str], list[_Failure]] = {}
@@ -270,6 +274,8 @@ class FakeDiscord:
             "data": {"custom_id": custom_id, "component_type": 2}, "locale": "en-US", "app_permissions": "0",
             "entitlements": [], "attachment_size_limit": 25 * 1024 * 1024, "authorizing_integration_owners": {},
         }  # fmt: skip
+        with self._changed:
+            self._clicked[interaction_id] = message_id
         if "guild_id" in channel:
             data["guild_id"] = GUILD_ID
             data["guild_locale"] = "en-US"
@@ -282,15 +288,16 @@ class FakeDiscord:
 
     def fail_next(
         self, method: str, path: str, status: int, body: Any = None, *, headers: dict[str, str] | None = None,
-        times: int = 1,
+        times: int = 1, after: int = 0,
     ) -> None:  # fmt: skip
         """The next `times` calls of `method path` (e.g. "POST", "/channels/4000/messages")
-        answer `status` with `body` (JSON; a str is sent as text) and `headers`."""
+        answer `status` with `body` (JSON; a str is sent as text) and `headers`; with
+        `after`, only once that many calls of it went through first."""
         if body is None:
             body = {"message": f"{status}: injected", "code": 0}
-        failure = _Failure(status, body, headers or {})
+        failures = [_Failure(status, body, headers or {}, after if n == 0 else 0) for n in range(times)]
         with self._changed:
-            self._failures.setdefault((method, path), []).extend([failure] * times)
+            self._failures.setdefault((method, path), []).extend(failures)
 
     def stall_next(self, method: str, path: str, release: threading.Event) -> None:
         """The next call of `method path` gets no answer until `release` is set."""
@@ -400,7 +407,11 @@ class FakeDiscord:
             body = json.loads(raw) if raw else None
         with self._changed:
             queued = self._failures.get((request.method, path))
-            failure = queued.pop(0) if queued else None
+            failure = None
+            if queued and queued[0].after > 0:
+                queued[0].after -= 1
+            elif queued:
+                failure = queued.pop(0)
             stall = self._stalls.pop((request.method, path), None)
             call = RestCall(request.method, path, dict(request.query), body, files,
                             failure.status if failure is not None else None)  # fmt: skip
@@ -428,19 +439,32 @@ class FakeDiscord:
             case "POST", ["channels", channel_id, "messages"] if channel_id in self._channels:
                 return _json(self._create_message(channel_id, call))
             case "PATCH", ["channels", channel_id, "messages", message_id] if channel_id in self._channels:
-                edited = {**self.messages.get(message_id, message("", channel_id=channel_id, author=BOT)),
-                          **(call.body or {}), "id": message_id, "edited_timestamp": now()}  # fmt: skip
-                return _json(edited)
+                return _json(self._edit_message(message_id, call.body or {}, channel_id))
             case "PUT", ["channels", channel_id, "messages", _, "reactions", _, "@me"] if channel_id in self._channels:
                 return web.Response(status=204)
             case "POST", ["channels", channel_id, "typing"] if channel_id in self._channels:
                 return web.Response(status=204)
             case "POST", ["interactions", interaction_id, _, "callback"]:
+                body = call.body or {}
+                clicked = self._clicked.get(interaction_id)
+                if body.get("type") == 7 and clicked is not None:  # UPDATE_MESSAGE: the clicked one
+                    self._edit_message(clicked, body.get("data") or {})
                 return _json({"interaction": {"id": interaction_id, "type": 3, "response_message_loading": False,
                                               "response_message_ephemeral": False}})  # fmt: skip
             case _, ["channels", *_]:
                 return _json({"message": "Unknown Channel", "code": 10003}, 404)
         return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    def _edit_message(self, message_id: str, changes: Json, channel_id: str | None = None) -> Json:
+        """A message with `changes` applied; one the bot sent is kept so (`messages`)."""
+        with self._changed:
+            known = self.messages.get(message_id)
+            base = known if known is not None else message("", channel_id=channel_id or CHANNEL_ID, author=BOT)
+            edited = {**base, **changes, "id": message_id, "edited_timestamp": now()}
+            if known is not None:
+                self.messages[message_id] = edited
+                self._changed.notify_all()
+        return edited
 
     def _create_message(self, channel_id: str, call: RestCall) -> Json:
         payload: Json = call.body or {}

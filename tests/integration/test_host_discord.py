@@ -20,7 +20,17 @@ import pytest
 from actors.host import Host
 from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pending_questions
 from protocol.content import ChatIn, QuestionAnswer
-from tests.fakes.fake_discord import ALICE, DM_CHANNEL_ID, FakeDiscord, Json, RestCall, dm_channel, message, user
+from tests.fakes.fake_discord import (
+    ALICE,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    FakeDiscord,
+    Json,
+    RestCall,
+    dm_channel,
+    message,
+    user,
+)
 from tests.integration.channel_support import (
     WAIT_S,
     chat_layout,
@@ -209,15 +219,65 @@ def test_a_question_is_answered_by_a_button(data_dir: Path, fake: FakeDiscord) -
         interaction = fake.click(asked["id"], buttons[1]["custom_id"], user=OWNER)
         reply = wait_reply(fake, OWNER_DM, "which drink?")
         assert "ask_user_question -> the user chose: coffee" in reply
-        # The click was acknowledged (the choice shown, the buttons gone), and the answer
-        # reached the session as a row.
+        # The click was acknowledged, then, the answer taken, the message shows the choice
+        # instead of the buttons; the answer reached the session as a row.
         (callback,) = fake.wait_for_calls("POST", f"/interactions/{interaction}/")
-        assert "coffee" in callback.body["data"]["content"] and callback.body["data"]["components"] == []
+        assert callback.body["type"] == 6
+        shown = fake.wait_until(lambda: fake.messages[asked["id"]]["components"] == [] and fake.messages[asked["id"]])
+        assert shown["content"] == "Tea or coffee?\n\n→ **coffee** (Alice)"
         layout = chat_layout(host, "discord", OWNER_DM)
         answers = [row.decoded() for row in inbound_rows(layout) if row.kind == "system"]
         assert [(a.answer, a.answered_by) for a in answers if isinstance(a, QuestionAnswer)] == [("coffee", "Alice")]
         (question,) = pending_questions.list_all(host.store)
         assert (question.status, question.answer) == ("answered", "coffee")
+
+
+def test_a_click_the_host_does_not_take_leaves_the_question_to_those_who_may_answer(
+    data_dir: Path, fake: FakeDiscord
+) -> None:
+    ask = {"question": "Deploy?", "options": ["yes", "no"]}
+    with (
+        log_lines() as lines,
+        log_lines("actors.channels.discord") as channel_lines,
+        discord_host(data_dir, fake) as host,
+    ):
+        # A guild channel wired to `main` (`hutch wire discord:<channel> main --trigger always`).
+        chat = messaging_groups.create(host.store, channel_type="discord", platform_id=CHANNEL_ID, is_group=True)
+        main = agent_groups.get_by_folder(host.store, "main")
+        assert main is not None
+        messaging_group_agents.create(
+            host.store, messaging_group_id=chat.id, agent_group_id=main.id, session_mode="shared"
+        )
+        fake.dispatch("MESSAGE_CREATE", message(f"ship it?\n!tool ask_user_question {json.dumps(ask)}", author=OWNER))
+        asked = fake.wait_until(
+            lambda: next(
+                (m for m in fake.messages.values() if m["channel_id"] == CHANNEL_ID and m["components"]), None
+            ),
+            WAIT_S,
+        )
+        before = dict(asked)
+        yes, no = (button["custom_id"] for row in asked["components"] for button in row["components"])
+
+        # A stranger clicks "yes": the host drops the answer, and the message stays as it was.
+        mallory = fake.click(asked["id"], yes, user=STRANGER)
+        lines.wait_for(f"dropped an answer to {yes.split(':')[1]} from {STRANGER['id']}: not a member")
+        # A click on a question the host does not know: refused, and the message stays too.
+        stale = fake.click(asked["id"], "q:nonexistent:0", user=OWNER)
+        channel_lines.wait_for("the host did not take the answer to 'nonexistent'")
+        for interaction in (mallory, stale):
+            (callback,) = fake.wait_for_calls("POST", f"/interactions/{interaction}/")
+            assert callback.body["type"] == 6  # acknowledged, nothing changed
+        assert fake.messages[asked["id"]] == before
+        assert not [call for call in fake.calls if call.method == "PATCH"]
+
+        # The owner can still answer by button; that answer is taken and shown.
+        fake.click(asked["id"], no, user=OWNER)
+        reply = wait_text(fake, CHANNEL_ID, lambda text: text.startswith("mock: ship it?"))
+        assert "ask_user_question -> the user chose: no" in reply
+        shown = fake.wait_until(lambda: fake.messages[asked["id"]]["components"] == [] and fake.messages[asked["id"]])
+        assert shown["content"] == "Deploy?\n\n→ **no** (Alice)"
+        (question,) = pending_questions.list_all(host.store)
+        assert (question.status, question.answer) == ("answered", "no")
 
 
 def test_a_long_reply_is_split_in_order(data_dir: Path, fake: FakeDiscord) -> None:
@@ -299,6 +359,34 @@ def test_a_reply_that_meets_rate_limits_and_server_errors_arrives_once(data_dir:
             "mock: are you there?",
             "mock: and now?",
         ]
+
+
+def test_a_long_reply_whose_second_part_fails_goes_on_from_there(data_dir: Path, fake: FakeDiscord) -> None:
+    path = f"/channels/{OWNER_DM}/messages"
+    words = " ".join(f"word{n:04d}" for n in range(600))  # 5399 characters: three messages
+    with discord_host(data_dir, fake, delivery_retry_base_s=BASE_S) as host:
+        say(fake, OWNER, OWNER_DM, "warm up")
+        wait_reply(fake, OWNER_DM, "warm up")
+
+        # The reply's second part meets a 503 (which discord.py does not try again itself).
+        fake.fail_next("POST", path, 503, {"message": "unavailable", "code": 0}, after=1)
+        say(fake, OWNER, OWNER_DM, words)
+        layout = chat_layout(host, "discord", OWNER_DM)
+        (row,) = wait_on_folder(layout.root, lambda: reply_rows(layout, "mock: word0000"))
+        delivery = wait_on_folder(layout.root, lambda: delivered(layout, row.id))
+        tries = fake.calls_to("POST", path)[1:]  # after the warm-up's reply
+        parts = texts(fake, OWNER_DM)[1:]
+        first = posts(fake, OWNER_DM)[1]
+
+    # The host's retry went on from the part that failed: each part shown once, in order.
+    assert [c.failed_with or 200 for c in tries] == [200, 503, 200, 200]
+    assert tries[1].body["content"] == tries[2].body["content"]
+    assert len(parts) == 3 and parts[0].startswith("mock: word0000") and parts[2].endswith("[turn 2]")
+    assert " ".join(parts).split() == row.decoded().text.split()
+    assert delivery.attempts == 2
+    # The reply's id is its first part's.
+    assert delivery.platform_message_id is not None
+    assert fake.messages[delivery.platform_message_id]["content"] == first.body["content"]
 
 
 def test_a_reply_made_while_discord_is_down_arrives_once_it_is_back(data_dir: Path, fake: FakeDiscord) -> None:

@@ -356,6 +356,31 @@ def test_a_reply_that_meets_flood_control_and_server_errors_arrives_once(data_di
         ]
 
 
+def test_a_long_reply_whose_second_part_fails_goes_on_from_there(data_dir: Path, fake: FakeTelegram) -> None:
+    words = " ".join(f"word{n:04d}" for n in range(1000))  # 8999 characters: three messages
+    with telegram_host(data_dir, fake, delivery_retry_base_s=BASE_S) as host:
+        fake.push_text(OWNER_CHAT, OWNER, "warm up")
+        wait_reply(fake, OWNER_ID, "warm up")
+
+        fake.fail("sendMessage", Failure.server_error(502), skip=1)  # the reply's second part
+        fake.push_text(OWNER_CHAT, OWNER, words)
+        layout = chat_layout(host, "telegram", OWNER_ID)
+        (row,) = wait_on_folder(layout.root, lambda: reply_rows(layout, "mock: word0000"))
+        delivery = wait_on_folder(layout.root, lambda: delivered(layout, row.id))
+        tries = fake.calls("sendMessage")[1:]  # after the warm-up's reply
+        parts = texts(fake, OWNER_ID)[1:]
+
+    # The host's retry went on from the part that failed: each part shown once, in order.
+    assert [c.failure.status if c.failure else 200 for c in tries] == [200, 502, 200, 200]
+    assert [c.params["text"] for c in tries[1:3]] == [tries[1].params["text"]] * 2
+    assert len(parts) == 3 and parts[0].startswith("mock: word0000") and parts[2].endswith("[turn 2]")
+    assert " ".join(parts).split() == row.decoded().text.split()
+    assert delivery.attempts == 2
+    # The reply's id is its first part's. The fake numbers messages from 100, those pushed
+    # included: the warm-up, its reply, the long message, then the reply's first part.
+    assert delivery.platform_message_id == "103"
+
+
 def test_a_reply_made_while_telegram_is_down_arrives_once_it_is_back(data_dir: Path, fake: FakeTelegram) -> None:
     with log_lines() as lines, telegram_host(data_dir, fake, delivery_retry_base_s=0.2) as host:
         fake.push_text(OWNER_CHAT, OWNER, "warm up")

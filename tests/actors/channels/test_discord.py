@@ -45,6 +45,7 @@ from tests.fakes.fake_discord import (
     TOKEN,
     FakeDiscord,
     message,
+    user,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,15 +59,19 @@ MB = 1024 * 1024
 
 class Events:
     """Plays the host: collects what the channel hands over. Each future answers when the
-    channel's watcher asks for it, the way the host's does once the row is committed: it
-    reads the files first (the host would move them), then refuses the message when its
-    text is `refuse`, and records that it was asked (`asked`)."""
+    channel's watcher asks for it, the way the host's does once the row is committed (with
+    the stored event standing for the row): it reads the files first (the host would move
+    them), then refuses the message when its text is `refuse`, drops (answers None) an
+    answer whose sender is in `strangers`, refuses one to a question in `closed`, and
+    records that it was asked (`asked`)."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue[InboundEvent] = queue.Queue()
         self.asked: queue.Queue[InboundEvent] = queue.Queue()
         self.contents: dict[str, bytes] = {}
         self.refuse: str | None = None
+        self.strangers: set[str] = set()
+        self.closed: set[str] = set()
 
     def __call__(self, event: InboundEvent) -> Stored:
         self.queue.put(event)
@@ -74,7 +79,7 @@ class Events:
         stored.set_get_hook(lambda timeout: self._answer(event))
         return stored
 
-    def _answer(self, event: InboundEvent) -> None:
+    def _answer(self, event: InboundEvent) -> InboundEvent | None:
         refused = isinstance(event, InboundChat) and event.text == self.refuse
         if isinstance(event, InboundChat) and not refused:
             for file in event.files:
@@ -82,6 +87,12 @@ class Events:
         self.asked.put(event)
         if refused:
             raise RuntimeError("session store is full")
+        if isinstance(event, InboundAnswer):
+            if event.question_id in self.closed:
+                raise RuntimeError(f"there is no question {event.question_id!r}")
+            if event.sender_id in self.strangers:
+                return None  # dropped: not a member
+        return event
 
     def next(self) -> InboundEvent:
         return self.queue.get(timeout=WAIT)
@@ -417,9 +428,49 @@ def test_a_button_click_becomes_an_answer_and_is_acknowledged(
         sender_id=ALICE["id"],
     )
     [callback] = fake.wait_for_calls("POST", f"/interactions/{interaction}/")
-    assert callback.body["type"] == 7  # the message updated: the choice shown, the buttons gone
-    assert "coffee" in callback.body["data"]["content"]
-    assert callback.body["data"]["components"] == []
+    assert callback.body["type"] == 6  # acknowledged, the message left as it is for now
+    # The host took the answer: the message shows the choice, and the buttons are gone.
+    edited = fake.wait_until(lambda: fake.messages[asked] if not fake.messages[asked]["components"] else None)
+    assert edited["content"] == "Tea or coffee?\n\n→ **coffee** (Alice)"
+    [patch] = fake.calls_to("PATCH", f"/channels/{THREAD_ID}/messages/{asked}")
+    assert patch.body["components"] == []
+
+
+MALLORY = user("260000000000000001", "mallory", "Mallory")
+
+
+@pytest.mark.parametrize("case", ["a stranger", "a question no longer open"])
+def test_a_click_the_host_does_not_take_leaves_the_question_as_it_was(
+    channel: DiscordChannel, fake: FakeDiscord, events: Events, case: str
+) -> None:
+    events.strangers.add(MALLORY["id"])
+    events.closed.add("gone")
+    asked = channel.ask_question(GENERAL, "ask:8", "Deploy?", ("yes", "no"))
+    stale = channel.ask_question(GENERAL, "gone", "Lunch?", ("now", "later"))
+    assert asked is not None and stale is not None
+    before = {message_id: dict(fake.messages[message_id]) for message_id in (asked, stale)}
+    clicker, clicked, custom_id = (MALLORY, asked, "q:ask:8:0") if case == "a stranger" else (ALICE, stale, "q:gone:1")
+
+    interaction = fake.click(clicked, custom_id, user=clicker)
+    answer = events.next()
+    assert isinstance(answer, InboundAnswer) and answer.sender_id == clicker["id"]
+    assert events.next_asked() == answer  # the host has answered for it
+    [callback] = fake.wait_for_calls("POST", f"/interactions/{interaction}/")
+    assert callback.body["type"] == 6  # a deferred update: acknowledged, nothing shown
+    assert fake.messages[clicked] == before[clicked]
+
+    # The owner answers the open question after that: that one is taken and shown.
+    owners = fake.click(asked, "q:ask:8:1", user=ALICE)
+    assert events.next().sender_id == ALICE["id"]  # type: ignore[union-attr]
+    fake.wait_for_calls("POST", f"/interactions/{owners}/")
+    shown = fake.wait_until(lambda: fake.messages[asked] if not fake.messages[asked]["components"] else None)
+    assert shown["content"] == "Deploy?\n\n→ **no** (Alice)"
+    # Nothing else was ever rewritten: the stranger's click or the stale one changed nothing.
+    patches = [call for call in fake.calls if call.method == "PATCH"]
+    assert [call.path for call in patches] == [f"{MESSAGES}/{asked}"]
+    if case == "a question no longer open":
+        assert fake.messages[stale] == before[stale]
+        assert fake.messages[stale]["components"]
 
 
 # -- outbound --------------------------------------------------------------------------------
@@ -430,6 +481,71 @@ def test_long_text_is_split_and_sent_in_order(channel: DiscordChannel, fake: Fak
     first = channel.send_text(GENERAL, text)
     posts = fake.calls_to("POST", MESSAGES)
     assert [call.body["content"] for call in posts] == ["a" * 1500, "b" * 1500, "c" * 2000, "c" * 1000]
+    assert first == next(iter(fake.messages))
+
+
+THREE_PARTS = "a" * 1500 + "\n\n" + "b" * 1500 + "\n\n" + "c" * 1500
+
+
+def accepted(fake: FakeDiscord) -> list[str]:
+    return [call.body["content"] for call in fake.calls_to("POST", MESSAGES) if call.failed_with is None]
+
+
+def test_a_send_that_failed_halfway_goes_on_where_it_stopped_when_tried_again(
+    channel: DiscordChannel, fake: FakeDiscord
+) -> None:
+    # A 503 discord.py does not try again itself: the send fails after its first part.
+    fake.fail_next("POST", MESSAGES, 503, after=1)
+    with pytest.raises(ChannelError) as failed:
+        channel.send_text(GENERAL, THREE_PARTS)
+    assert failed.value.retryable is True
+    assert accepted(fake) == ["a" * 1500]
+
+    first = channel.send_text(GENERAL, THREE_PARTS)  # the host's retry
+    assert accepted(fake) == ["a" * 1500, "b" * 1500, "c" * 1500]  # each once, in order
+    assert first == next(iter(fake.messages))  # the send's id is still its first message's
+
+    # Complete, the send is forgotten: the same text sent again is a new message, whole.
+    channel.send_text(GENERAL, THREE_PARTS)
+    assert accepted(fake)[3:] == ["a" * 1500, "b" * 1500, "c" * 1500]
+
+
+def test_files_after_a_long_text_go_on_where_the_send_stopped(
+    channel: DiscordChannel, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    files = []
+    for n in range(11):  # one more than a message holds: the last goes on its own
+        path = tmp_path / f"f{n}.txt"
+        path.write_bytes(b"%d" % n)
+        files.append(path)
+    fake.fail_next("POST", MESSAGES, 503, after=3)
+    with pytest.raises(ChannelError):
+        channel.send_text(GENERAL, THREE_PARTS, tuple(files))
+    channel.send_text(GENERAL, THREE_PARTS, tuple(files))
+    posts = [call for call in fake.calls_to("POST", MESSAGES) if call.failed_with is None]
+    assert [call.body.get("content") for call in posts] == ["a" * 1500, "b" * 1500, "c" * 1500, None]
+    assert [len(call.files) for call in posts] == [0, 0, 10, 1]
+
+
+def test_a_send_that_failed_for_good_halfway_is_not_resumed(channel: DiscordChannel, fake: FakeDiscord) -> None:
+    fake.fail_next("POST", MESSAGES, 400, {"message": "Invalid Form Body", "code": 50035}, after=1)
+    with pytest.raises(ChannelError) as failed:
+        channel.send_text(GENERAL, THREE_PARTS)
+    assert failed.value.retryable is False
+    channel.send_text(GENERAL, THREE_PARTS)  # not a retry (the host does not retry that): whole
+    assert accepted(fake) == ["a" * 1500, "a" * 1500, "b" * 1500, "c" * 1500]
+
+
+def test_a_long_question_that_failed_halfway_goes_on_where_it_stopped(
+    channel: DiscordChannel, fake: FakeDiscord
+) -> None:
+    fake.fail_next("POST", MESSAGES, 503, after=1)
+    with pytest.raises(ChannelError):
+        channel.ask_question(GENERAL, "q9", THREE_PARTS, ("yes", "no"))
+    first = channel.ask_question(GENERAL, "q9", THREE_PARTS, ("yes", "no"))
+    posts = [call for call in fake.calls_to("POST", MESSAGES) if call.failed_with is None]
+    assert [call.body["content"] for call in posts] == ["a" * 1500, "b" * 1500, "c" * 1500]
+    assert [bool(call.body.get("components")) for call in posts] == [False, False, True]
     assert first == next(iter(fake.messages))
 
 

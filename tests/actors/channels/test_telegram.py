@@ -33,6 +33,7 @@ from actors.channels.base import (
     InboundAnswer,
     InboundChat,
     InboundEvent,
+    SentParts,
     Stored,
 )
 from actors.channels.telegram import MAX_CALLBACK_DATA_BYTES, TelegramChannel, _ReplyThreads, safe_name
@@ -670,6 +671,91 @@ def test_flood_control_after_the_first_part_is_waited_out(fake: FakeTelegram, ch
     fake.fail("sendMessage", Failure.flood(1), skip=1)
     channel.send_text(TO_ALICE, "\n\n".join(parts))
     assert [call.params["text"] for call in fake.calls("sendMessage")] == [parts[0], parts[1], parts[1]]
+
+
+PARTS = ["a" * 3000, "b" * 3000, "c" * 3000]
+
+
+def accepted(fake: FakeTelegram, method: str = "sendMessage") -> list[ApiCall]:
+    return [call for call in fake.calls(method) if call.failure is None]
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_send_that_failed_halfway_goes_on_where_it_stopped_when_tried_again(
+    fake: FakeTelegram, channel: TelegramChannel, status: int
+) -> None:
+    fake.fail("sendMessage", Failure.server_error(status), skip=1)
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(TO_ALICE, "\n\n".join(PARTS))
+    assert caught.value.retryable
+    assert [call.params["text"] for call in accepted(fake)] == PARTS[:1]
+
+    first_id = channel.send_text(TO_ALICE, "\n\n".join(PARTS))  # the host's retry
+    calls = accepted(fake)
+    assert [call.params["text"] for call in calls] == PARTS  # each part once, in order
+    # The send's id is still its first message's (what edits and reactions refer to); the
+    # fake numbers the messages it accepts from 100.
+    assert first_id == "100"
+
+    # Complete, the send is forgotten: the same text again is a new message, sent whole.
+    channel.send_text(TO_ALICE, "\n\n".join(PARTS))
+    assert [call.params["text"] for call in accepted(fake)] == PARTS + PARTS
+
+
+def test_a_send_that_failed_for_good_halfway_is_not_resumed(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    fake.fail("sendMessage", Failure.bad_request("message is too long"), skip=1)
+    with pytest.raises(ChannelError) as caught:
+        channel.send_text(TO_ALICE, "\n\n".join(PARTS))
+    assert not caught.value.retryable
+    channel.send_text(TO_ALICE, "\n\n".join(PARTS))  # no retry of the host's: a send of its own, whole
+    assert [call.params["text"] for call in accepted(fake)] == PARTS[:1] + PARTS
+
+
+def test_a_file_after_the_text_that_failed_goes_alone_when_tried_again(
+    fake: FakeTelegram, channel: TelegramChannel, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes")
+    fake.fail("sendDocument", Failure.server_error(502))
+    with pytest.raises(ChannelError):
+        channel.send_text(TO_ALICE, "\n\n".join(PARTS), (notes,))
+    first_id = channel.send_text(TO_ALICE, "\n\n".join(PARTS), (notes,))
+    assert [call.params["text"] for call in accepted(fake)] == PARTS
+    assert len(accepted(fake, "sendDocument")) == 1
+    assert first_id == "100"
+
+
+def test_a_long_question_that_failed_halfway_goes_on_where_it_stopped(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    fake.fail("sendMessage", Failure.server_error(502), skip=1)
+    with pytest.raises(ChannelError):
+        channel.ask_question(TO_ALICE, "qid-9", "\n\n".join(PARTS), ("yes", "no"))
+    with_buttons = channel.ask_question(TO_ALICE, "qid-9", "\n\n".join(PARTS), ("yes", "no"))
+    calls = accepted(fake)
+    assert [call.params["text"] for call in calls] == PARTS
+    assert ["reply_markup" in call.params for call in calls] == [False, False, True]
+    assert with_buttons == "102"  # the message with the buttons, as before
+
+
+def test_what_multi_part_sends_got_accepted_is_kept_bounded() -> None:
+    now = [0.0]
+    kept = SentParts(limit=2, ttl_s=10.0, clock=lambda: now[0])
+    kept.begin("a").append("1")
+    kept.end("a", retryable=True)
+    assert kept.begin("a") == ["1"]  # the retry goes on from there
+    kept.end("a")
+    assert kept.begin("a") == []  # complete: forgotten
+    kept.end("a", retryable=True)
+    assert len(kept) == 0  # nothing was out: nothing to keep
+    for key in "bcd":
+        kept.begin(key).append(key)
+        kept.end(key, retryable=True)
+    assert len(kept) == 2 and kept.begin("b") == []  # the oldest went first
+    kept.end("b")
+    now[0] = 11.0
+    assert kept.begin("d") == []  # too old to be the same send's retry
+    assert len(kept) == 1
 
 
 def test_a_bad_token_fails_start_for_good(fake: FakeTelegram, downloads: Path, events: Events) -> None:
