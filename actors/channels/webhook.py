@@ -1,10 +1,19 @@
 """Webhooks into agents: `POST /hooks/<route>` on 127.0.0.1, signed as GitHub signs
 (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the route's secret>`).
 
-The route names its agent group (`webhook_routes` in the central DB). A request is answered
-only after its row is committed (202), or refused with nothing written: an unknown route is
-404, a bad or missing signature 401, a body past the cap 413 (decided from Content-Length
-before the body is read, and again while reading), anything but POST 405.
+The route names its agent group (`webhook_routes` in the central DB, made with `hutch hooks`)
+and is looked up per request, so a route made or removed counts from the next one. A request
+is answered only after its row is committed (202), or refused with nothing written:
+
+- anything but POST: 405; an unknown route: 404; a bad or missing signature: 401;
+- a body past `MAX_BODY_BYTES` as sent (decided from Content-Length before the body is read,
+  and again while reading), or past the protocol's cap once stored: 413. The row holds the
+  body as JSON (a JSON body parsed and written compactly, any other as a JSON string, where
+  quotes, backslashes, control characters and bytes that are not UTF-8 take more room), and
+  a row is at most `MAX_CONTENT_BYTES` (256 KiB): sending it again cannot help;
+- JSON nested deeper than `MAX_JSON_DEPTH`: 400;
+- a host that cannot take it now (shutting down, its database busy, no answer within 15 s):
+  503, which a sender may retry.
 
 The server is aiohttp on an event loop in a thread of its own; nothing it does blocks an
 actor. Webhooks have no conversation to answer into: what an agent says back to a webhook
@@ -14,12 +23,15 @@ turn is logged, not sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import logging
+import operator
+import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -28,16 +40,23 @@ import pykka
 from aiohttp import web
 
 from actors.channels.base import Card, ChannelError, InboundWebhook, OnEvent
+from actors.inbound_router import RoutingError
 from actors.loop_thread import LoopThread
+from actors.store.db import StoreError
 from actors.store.webhook_routes import WebhookRoute
-from protocol.content import MAX_CONTENT_BYTES
+from protocol.content import MAX_CONTENT_BYTES, ContentError, WebhookIn, encode_content
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.webhook")
 
 SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
 # The payload is stored as a row: it must fit the protocol's cap with room for the envelope.
+# What is stored can be larger than what was sent (see the module's text), so the stored
+# form is measured too.
 MAX_BODY_BYTES: Final = MAX_CONTENT_BYTES - 4096
+# Far deeper than any sender's payload; deep enough nesting makes a decoder recurse past
+# Python's limit (RecursionError), here or in the agent that reads the row.
+MAX_JSON_DEPTH: Final = 64
 # The event name headers of the senders people use most; the first one present is kept.
 _EVENT_HEADERS: Final = ("X-GitHub-Event", "X-Gitlab-Event", "X-Event-Key", "X-Hook-Event")
 _STORE_TIMEOUT_S: Final = 15.0
@@ -128,7 +147,17 @@ class WebhookChannel:
         if not hmac.compare_digest(given.encode(), signature(route.secret, body).encode()):
             log.warning("webhooks: refused a badly signed request for route %r", route_name)
             return _answer(401, "bad signature")
-        event = InboundWebhook(route=route_name, payload=_payload(request, body), event=_event_name(request))
+        try:
+            payload = _payload(request, body)
+        except _NotTakenError as exc:
+            log.warning("webhooks: refused a body for route %r: %s", route_name, exc)
+            return _answer(400, str(exc))
+        event = InboundWebhook(route=route_name, payload=payload, event=_event_name(request))
+        stored_size = len(encode_content(WebhookIn(source=route_name, payload=payload, event=event.event)).encode())
+        if stored_size > MAX_CONTENT_BYTES:
+            why = f"the body is {stored_size} bytes once stored, more than {MAX_CONTENT_BYTES}"
+            log.warning("webhooks: refused a body for route %r: %s", route_name, why)
+            return _answer(413, why)
         return await self._hand_over(event)
 
     async def _hand_over(self, event: InboundWebhook) -> web.Response:
@@ -139,10 +168,23 @@ class WebhookChannel:
         try:
             row = await asyncio.get_running_loop().run_in_executor(None, wait)
         except pykka.Timeout:
+            log.warning("webhooks: %r not taken: the host did not store it within %g s", event.route, _STORE_TIMEOUT_S)
             return _answer(503, "the host did not take it in time; send it again")
-        except Exception as exc:
+        except ContentError as exc:  # measured above already; the session's own check agrees
             log.warning("webhooks: %r not taken: %s", event.route, exc)
-            return _answer(503, f"not taken: {exc}")
+            return _answer(413, f"not taken: {exc}")
+        except RoutingError as exc:
+            if self._lookup(event.route) is None:  # removed since it was looked up
+                return _answer(404, "no such route")
+            log.warning("webhooks: %r not taken: %s", event.route, exc)
+            return _answer(503, f"not taken now: {exc}")
+        except (pykka.ActorDeadError, StoreError, sqlite3.Error, OSError) as exc:
+            # A session stopping, the database busy or the disk full: the next try can work.
+            log.warning("webhooks: %r not taken now: %s", event.route, exc)
+            return _answer(503, f"not taken now, send it again: {exc}")
+        except Exception:
+            log.exception("webhooks: %r not taken", event.route)
+            return _answer(500, "the host failed to store it")
         row_id = getattr(row, "id", None)
         return web.json_response({"status": "accepted", "id": row_id}, status=202)
 
@@ -168,12 +210,40 @@ class WebhookChannel:
         return None
 
 
+class _NotTakenError(ValueError):
+    """A body that will not be taken however often it is sent (400)."""
+
+
 def _payload(request: web.Request, body: bytes) -> Any:
-    """JSON when it is JSON, else the text."""
+    """JSON when it is JSON, else the text; _NotTakenError for JSON nested too deep."""
     if request.content_type == "application/json" or body[:1] in (b"{", b"["):
-        with contextlib.suppress(ValueError):
+        if _nests_deeper(body, MAX_JSON_DEPTH):
+            raise _NotTakenError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        try:
             return json.loads(body)
+        except RecursionError:  # _nests_deeper should have said so; never a 500
+            raise _NotTakenError("JSON nested too deep") from None
+        except ValueError:
+            pass
     return body.decode("utf-8", errors="replace")
+
+
+# A JSON string literal, possessive so that scanning is linear even on a body of quotes and
+# backslashes; an unterminated one runs to the end (the body is then not JSON anyway).
+_STRING_LITERAL = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+# An opener becomes 2 and a closer 0: see _nests_deeper.
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def _nests_deeper(body: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit`, found without recursing (as the
+    local chat finds it): after k brackets, 2 * openers - k is the depth there."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # the usual case: too few brackets to nest that deep, strings or not
+    steps = _STRING_LITERAL.sub(b"", body).translate(_BRACKET_STEPS, delete=_NOT_BRACKETS)
+    depths = map(operator.sub, itertools.accumulate(steps), itertools.count(1))
+    return max(depths, default=0) > limit
 
 
 def _event_name(request: web.Request) -> str | None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from actors.cli import budget, groups, senders, sessions, tasks, wiring
+from actors.cli import budget, groups, hooks, senders, sessions, tasks, wiring
 from actors.cli.common import (
     CliError,
     DataDirOption,
@@ -156,4 +156,5 @@ app.add_typer(groups.app)
 app.add_typer(sessions.app)
 app.add_typer(tasks.app)
 app.add_typer(senders.app)
+app.add_typer(hooks.app)
 app.add_typer(budget.app)

@@ -13,16 +13,20 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
+from actors.access import TRUSTED_CHANNELS
 from actors.control.requests import (
     AddGroup,
+    AddWebhookRoute,
     AllowSender,
     BlockSender,
     ChangeTask,
     ClearSession,
     DecidePairing,
     RemoveGroup,
+    RemoveWebhookRoute,
     Reply,
     Request,
+    RotateWebhookSecret,
     SetBudget,
     SetGroupModel,
     StopSession,
@@ -42,6 +46,7 @@ from actors.store import (
     messaging_groups,
     pairing_requests,
     sessions,
+    webhook_routes,
 )
 from actors.store.agent_groups import AgentGroup
 from actors.store.db import Store, StoreError
@@ -154,6 +159,12 @@ class Operations:
                 return self._allow(request)
             case BlockSender(chat=chat, user=user):
                 return self._block(chat, user)
+            case AddWebhookRoute():
+                return self._add_route(request)
+            case RotateWebhookSecret(route=route, secret=secret):
+                return self._rotate_route(route, secret)
+            case RemoveWebhookRoute(route=route):
+                return self._remove_route(route)
         raise OperationError(f"unknown request {type(request).__name__}")
 
     # --- sessions ---------------------------------------------------------------------------
@@ -337,9 +348,12 @@ class Operations:
             return chat
         if not create:
             raise OperationError(f"no chat {name} (`hutch wire` makes one)")
-        # A Telegram group's id is negative; a direct chat's is the person's own.
-        is_group = channel == "telegram" and platform_id.startswith("-")
-        return messaging_groups.create(self._store, channel_type=channel, platform_id=platform_id, is_group=is_group)
+        return messaging_groups.create(
+            self._store,
+            channel_type=channel,
+            platform_id=platform_id,
+            is_group=wired_chat_is_group(channel, platform_id),
+        )
 
     # --- senders ----------------------------------------------------------------------------
 
@@ -385,6 +399,45 @@ class Operations:
         left = "; they are no longer a member" if was_member else ""
         return f"{user} is blocked in {chat_name}: their messages are dropped and they are not offered a code{left}"
 
+    # --- webhook routes ---------------------------------------------------------------------
+    # A reply never holds the secret: every reply is logged.
+
+    def _add_route(self, request: AddWebhookRoute) -> str:
+        route = webhook_routes.check_route(request.route)
+        group = self._group_named(request.group)
+        with self._store.transaction():
+            existing = webhook_routes.get(self._store, route)
+            if existing is not None:
+                raise OperationError(
+                    f"there is already a webhook route {route!r} (for {self._group_name(existing.agent_group_id)!r}): "
+                    f"`hutch hooks rotate {route}` gives it a new secret, `hutch hooks remove {route}` removes it"
+                )
+            webhook_routes.create(self._store, route=route, secret=request.secret, agent_group_id=group.id)
+        return f"webhook route {route!r} added for {group.name!r}: POST /hooks/{route} reaches it"
+
+    def _rotate_route(self, route: str, secret: str) -> str:
+        existing = self._route_named(route)
+        webhook_routes.set_secret(self._store, existing.route, secret)
+        return f"webhook route {existing.route!r} has a new secret: the old one is refused from now on"
+
+    def _remove_route(self, route: str) -> str:
+        existing = self._route_named(route)
+        webhook_routes.delete(self._store, existing.route)
+        return (
+            f"webhook route {existing.route!r} removed: POST /hooks/{existing.route} is answered 404; "
+            "its session stays until it goes idle"
+        )
+
+    def _route_named(self, route: str) -> webhook_routes.WebhookRoute:
+        existing = webhook_routes.get(self._store, webhook_routes.check_route(route))
+        if existing is None:
+            raise OperationError(f"no webhook route {route!r} (`hutch hooks list` shows them)")
+        return existing
+
+    def _group_name(self, agent_group_id: str) -> str:
+        group = agent_groups.get(self._store, agent_group_id)
+        return agent_group_id if group is None else group.name
+
     # --- shared -----------------------------------------------------------------------------
 
     def _group_of(self, session: Session) -> AgentGroup:
@@ -420,6 +473,17 @@ def parse_chat(name: str) -> tuple[str, str]:
             "(telegram:12345, discord:6789, cli:local)"
         )
     return channel, _text("chat id", platform_id, _MAX_PLATFORM_ID)
+
+
+def wired_chat_is_group(channel: str, platform_id: str) -> bool:
+    """Whether a chat `hutch wire` makes before anyone wrote there is a group. Where the id
+    tells, as it tells: a Telegram group's id is negative, a direct chat's the person's own;
+    the local chat is the host user's. Where it does not (Discord: a DM channel's id looks like
+    a server channel's), a group: the safe side, since a direct chat of the owner's is where
+    pairing requests (a stranger's name, id and code) and budget notices are posted."""
+    if channel == "telegram":
+        return platform_id.startswith("-")
+    return channel not in TRUSTED_CHANNELS
 
 
 def _text(what: str, value: str, limit: int) -> str:

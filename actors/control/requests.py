@@ -106,6 +106,26 @@ class BlockSender(_Request, frozen=True, tag="senders.block"):
     user: str
 
 
+class AddWebhookRoute(_Request, frozen=True, tag="hooks.add"):
+    """Make a webhook route: `POST /hooks/<route>` signed with `secret` reaches the group.
+    The command makes the secret (and shows it once); it is never in a reply or a log line."""
+
+    route: str
+    group: Name
+    secret: str
+
+
+class RotateWebhookSecret(_Request, frozen=True, tag="hooks.rotate"):
+    """Give a route a new secret; the old one is refused from the next request on."""
+
+    route: str
+    secret: str
+
+
+class RemoveWebhookRoute(_Request, frozen=True, tag="hooks.remove"):
+    route: str
+
+
 Request = (
     StopSession
     | ClearSession
@@ -119,6 +139,9 @@ Request = (
     | DecidePairing
     | AllowSender
     | BlockSender
+    | AddWebhookRoute
+    | RotateWebhookSecret
+    | RemoveWebhookRoute
 )
 
 

@@ -4,7 +4,10 @@ session DB keeps its one writer."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from actors.channels.webhook import SIGNATURE_HEADER, signature
 from actors.cli.app import app
 from actors.runtime.process import agents_in
 from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pairing_requests, sessions
@@ -38,6 +42,18 @@ def host(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HostProces
             monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "250")
     running = HostProcess(data_dir)
+    yield running
+    running.terminate()
+
+
+@pytest.fixture
+def webhook_host(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HostProcess]:
+    """A host with its webhook endpoint on a port the system chose."""
+    for name in list(os.environ):
+        if name.startswith("HUTCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "250")
+    running = HostProcess(data_dir, env={"HUTCH_WEBHOOK_PORT": "0"})
     yield running
     running.terminate()
 
@@ -181,3 +197,61 @@ def test_every_reading_subcommand_answers_against_a_running_host(
     assert f"[main/{session_id[:8]}]" in ok(data_dir, "logs", "--session", session_id[:8])
     doctor = hutch(data_dir, "doctor")
     assert f"held by a running host, pid {host.pid}" in doctor.stdout  # COLUMNS is wide: no wrapping
+
+
+def _webhook_port(host: HostProcess) -> int:
+    listening = re.compile(r"webhooks: listening on http://127\.0\.0\.1:(\d+)/hooks/")
+    found = poll("the webhook endpoint", lambda: next(filter(None, map(listening.search, host.log)), None), 30)
+    return int(found.group(1))
+
+
+def _post(port: int, route: str, body: bytes, secret: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {SIGNATURE_HEADER: signature(secret, body), "Content-Type": "application/json"}
+        conn.request("POST", f"/hooks/{route}", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def _webhook_payloads(data_dir: Path) -> list[object]:
+    with open_store(data_dir / "hutch.db") as store:
+        found = sessions.list_all(store)
+    payloads: list[object] = []
+    for session in found:
+        layout = SessionLayout(data_dir / "sessions" / "main" / session.id)
+        if not layout.inbound_db.exists():
+            continue
+        with read_transaction(layout.inbound_db) as conn:
+            rows = conn.execute("SELECT content FROM messages_in WHERE kind = 'webhook' ORDER BY seq").fetchall()
+        payloads += [json.loads(row["content"])["payload"] for row in rows]
+    return payloads
+
+
+def test_a_webhook_route_made_with_the_command_takes_signed_posts_until_removed(
+    webhook_host: HostProcess, data_dir: Path
+) -> None:
+    port = _webhook_port(webhook_host)
+    body = json.dumps({"status": "deployed", "version": "1.2.3"}).encode()
+    assert _post(port, "deploys", body, "x" * 43) == 404  # no such route yet
+    said = ok(data_dir, "hooks", "add", "deploys", "main")
+    (secret,) = [line.removeprefix("secret: ") for line in said.splitlines() if line.startswith("secret: ")]
+    assert "hutch.control" in "".join(webhook_host.log)  # the host made it, through its control socket
+    assert secret not in "".join(webhook_host.log)
+    assert secret not in ok(data_dir, "hooks", "list")
+
+    assert _post(port, "deploys", body, secret) == 202  # no restart: the endpoint reads routes per request
+    assert _webhook_payloads(data_dir) == [{"status": "deployed", "version": "1.2.3"}]  # stored before the 202
+
+    rotated = ok(data_dir, "hooks", "rotate", "deploys")
+    (new_secret,) = [line.removeprefix("secret: ") for line in rotated.splitlines() if line.startswith("secret: ")]
+    assert _post(port, "deploys", body, secret) == 401
+    assert _post(port, "deploys", b'{"n": 2}', new_secret) == 202
+    assert _webhook_payloads(data_dir) == [{"status": "deployed", "version": "1.2.3"}, {"n": 2}]
+
+    assert "removed" in ok(data_dir, "hooks", "remove", "deploys")
+    assert _post(port, "deploys", b'{"n": 3}', new_secret) == 404
+    assert len(_webhook_payloads(data_dir)) == 2

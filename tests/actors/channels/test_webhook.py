@@ -1,11 +1,13 @@
 """The webhook endpoint on loopback: a signed POST is handed over and answered once stored;
-a bad signature, an unknown route, a body past the cap or another method is refused and
-nothing is handed over."""
+a bad signature, an unknown route, a body past the cap (as sent or as stored), JSON nested
+too deep or another method is refused and nothing is handed over. Only a failure a retry can
+fix is a 503."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,8 +16,11 @@ import pykka
 import pytest
 
 from actors.channels.base import ChannelError, InboundEvent, InboundWebhook
-from actors.channels.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, WebhookChannel, signature
+from actors.channels.webhook import MAX_BODY_BYTES, MAX_JSON_DEPTH, SIGNATURE_HEADER, WebhookChannel, signature
+from actors.inbound_router import RoutingError
+from actors.store.db import StoreError
 from actors.store.webhook_routes import WebhookRoute
+from protocol.content import MAX_CONTENT_BYTES, ContentError, WebhookIn, encode_content
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -48,8 +53,14 @@ def handed() -> Handed:
 
 
 @pytest.fixture
-def channel(handed: Handed) -> Iterator[WebhookChannel]:
-    endpoint = WebhookChannel(ROUTES.get, port=0)
+def routes() -> dict[str, WebhookRoute]:
+    """The routes the endpoint knows; a test may change them while it runs."""
+    return dict(ROUTES)
+
+
+@pytest.fixture
+def channel(handed: Handed, routes: dict[str, WebhookRoute]) -> Iterator[WebhookChannel]:
+    endpoint = WebhookChannel(routes.get, port=0)
     endpoint.start(handed)
     try:
         yield endpoint
@@ -144,9 +155,131 @@ def test_only_post_is_taken(channel: WebhookChannel, handed: Handed) -> None:
     assert handed.events == []
 
 
-def test_a_delivery_the_host_cannot_take_is_503_so_the_sender_retries(channel: WebhookChannel, handed: Handed) -> None:
-    handed.fail_with = RuntimeError("the host is shutting down")
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RoutingError("the host is shutting down; please send that again in a moment"),
+        pykka.ActorDeadError("the session stopped"),
+        StoreError("database is locked"),
+        OSError(28, "No space left on device"),
+    ],
+    ids=["shutting down", "session stopped", "database busy", "disk full"],
+)
+def test_a_delivery_the_host_cannot_take_now_is_503_so_the_sender_retries(
+    channel: WebhookChannel, handed: Handed, failure: Exception
+) -> None:
+    handed.fail_with = failure
     assert post(channel, "/hooks/deploys", b"{}", signed(b"{}"))[0] == 503
+
+
+def test_a_delivery_refused_by_the_protocols_caps_is_413_never_503(channel: WebhookChannel, handed: Handed) -> None:
+    handed.fail_with = ContentError("messages_in row 'new' (kind 'webhook'): content is 300000 bytes, more than 262144")
+    assert post(channel, "/hooks/deploys", b"{}", signed(b"{}"))[0] == 413
+
+
+def test_a_failure_nobody_expected_is_500_not_a_retry(channel: WebhookChannel, handed: Handed) -> None:
+    handed.fail_with = RuntimeError("a bug")
+    assert post(channel, "/hooks/deploys", b"{}", signed(b"{}"))[0] == 500
+
+
+def test_a_route_removed_while_its_request_was_handed_over_is_404(
+    channel: WebhookChannel, handed: Handed, routes: dict[str, WebhookRoute]
+) -> None:
+    def route_gone(event: InboundEvent) -> Any:
+        del routes["deploys"]  # `hutch hooks remove` between the endpoint's look-up and the router's
+        handed.fail_with = RoutingError("there is no webhook route 'deploys'")
+        return handed(event)
+
+    channel._on_event = route_gone
+    assert post(channel, "/hooks/deploys", b"{}", signed(b"{}"))[0] == 404
+
+
+def test_a_route_made_or_removed_counts_from_the_next_request(
+    channel: WebhookChannel, handed: Handed, routes: dict[str, WebhookRoute]
+) -> None:
+    secret = "another-secret-entirely"
+    assert post(channel, "/hooks/builds", b"{}", signed(b"{}", secret))[0] == 404
+    routes["builds"] = WebhookRoute(route="builds", secret=secret, agent_group_id="ag", created_at="now")
+    assert post(channel, "/hooks/builds", b"{}", signed(b"{}", secret))[0] == 202
+    del routes["builds"]
+    assert post(channel, "/hooks/builds", b"{}", signed(b"{}", secret))[0] == 404
+    assert handed.events == [InboundWebhook(route="builds", payload={})]
+
+
+# --- what is stored: the protocol's cap, measured on the row -------------------------------
+
+
+def _stored_size(payload: Any, route: str = "deploys") -> int:
+    return len(encode_content(WebhookIn(source=route, payload=payload)).encode())
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'"' * (MAX_BODY_BYTES - 1), "quotes, each escaped as two bytes"),
+        (b"\xff" * (MAX_BODY_BYTES - 1), "bytes that are not UTF-8, each stored as three"),
+        (b"\x01" * (MAX_CONTENT_BYTES // 5), "control characters, each stored as six"),
+    ],
+)
+def test_a_signed_body_under_the_cap_that_grows_past_it_once_stored_is_413(
+    channel: WebhookChannel, handed: Handed, caplog: pytest.LogCaptureFixture, body: bytes, why: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hutch.webhook")
+    headers = {SIGNATURE_HEADER: signature(SECRET, body), "Content-Type": "text/plain"}
+    status, answer = post(channel, "/hooks/deploys", body, headers)
+    assert status == 413, why
+    assert f"once stored, more than {MAX_CONTENT_BYTES}" in answer["error"]
+    assert handed.events == []
+    assert len([r for r in caplog.records if "refused a body" in r.getMessage()]) == 1
+
+
+def test_a_body_that_just_fits_once_stored_is_taken(channel: WebhookChannel, handed: Handed) -> None:
+    room = MAX_CONTENT_BYTES - _stored_size("")
+    body = b"q" * min(room, MAX_BODY_BYTES)
+    assert _stored_size(body.decode()) <= MAX_CONTENT_BYTES
+    headers = {SIGNATURE_HEADER: signature(SECRET, body), "Content-Type": "text/plain"}
+    assert post(channel, "/hooks/deploys", body, headers)[0] == 202
+    assert handed.events == [InboundWebhook(route="deploys", payload=body.decode())]
+
+
+def test_pretty_printed_json_is_measured_as_stored_compactly(channel: WebhookChannel, handed: Handed) -> None:
+    payload = {"items": [{"n": number} for number in range(3000)]}
+    body = json.dumps(payload, indent=8).encode()
+    assert len(body) < MAX_BODY_BYTES
+    assert post(channel, "/hooks/deploys", body, signed(body))[0] == 202
+    assert handed.events == [InboundWebhook(route="deploys", payload=payload)]
+
+
+# --- JSON nested too deep ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1),
+        b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1),
+    ],
+    ids=["100k arrays", "objects one level too deep", "arrays one level too deep"],
+)
+def test_signed_json_nested_too_deep_is_400_with_one_log_line(
+    channel: WebhookChannel, handed: Handed, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    caplog.set_level(logging.INFO, logger="hutch.webhook")
+    status, answer = post(channel, "/hooks/deploys", body, signed(body))
+    assert (status, answer) == (400, {"error": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"})
+    assert handed.events == []
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "hutch.webhook"]
+    assert "refused a body for route 'deploys'" in line
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_json_as_deep_as_allowed_and_brackets_inside_strings_are_taken(channel: WebhookChannel, handed: Handed) -> None:
+    deepest = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert post(channel, "/hooks/deploys", deepest, signed(deepest))[0] == 202
+    in_a_string = json.dumps({"diff": "[" * 5000 + '\\"{' * 100}).encode()
+    assert post(channel, "/hooks/deploys", in_a_string, signed(in_a_string))[0] == 202
+    assert handed.events[1] == InboundWebhook(route="deploys", payload=json.loads(in_a_string))
 
 
 def test_a_port_in_use_is_a_clear_error(channel: WebhookChannel) -> None:

@@ -61,6 +61,10 @@ def test_the_first_step_commands_are_all_there() -> None:
         ("senders", "pending"),
         ("senders", "approve"),
         ("senders", "refuse"),
+        ("hooks", "add"),
+        ("hooks", "list"),
+        ("hooks", "rotate"),
+        ("hooks", "remove"),
     }
 
 

@@ -88,6 +88,7 @@ def test_wire_and_unwire_with_every_option(data: Folder) -> None:
     (wiring,) = messaging_group_agents.wirings_for(data.store, chat.id)
     assert (wiring.session_mode, wiring.trigger_rule, wiring.untriggered) == ("per-thread", "mention-sticky", "drop")
     assert chat.unknown_senders == "pair"
+    assert chat.is_group  # a Discord id does not say DM or server channel: the safe side
     assert "unwired" in ok(data, "unwire", "discord:77", "main")
     assert messaging_group_agents.wirings_for(data.store, chat.id) == []
 

@@ -3,25 +3,41 @@ lands in the central DB or the session's inbound.db, and each refusal changes no
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from actors.channels.base import InboundChat
 from actors.control.requests import (
     AddGroup,
+    AddWebhookRoute,
     AllowSender,
     BlockSender,
     ChangeTask,
     ClearSession,
     DecidePairing,
     RemoveGroup,
+    RemoveWebhookRoute,
     Reply,
     Request,
+    RotateWebhookSecret,
     StopSession,
     Unwire,
     Wire,
 )
-from actors.store import agent_groups, members, messaging_group_agents, messaging_groups, pairing_requests, sessions
+from actors.inbound_router import InboundRouter
+from actors.store import (
+    agent_groups,
+    members,
+    messaging_group_agents,
+    messaging_groups,
+    pairing_requests,
+    sessions,
+    webhook_routes,
+)
 from protocol.content import ChatIn, decode_content
 from protocol.db import read_transaction
+from protocol.rows import Routing
 from tests.actors.control.conftest import World
 
 pytestmark = pytest.mark.timeout(30)
@@ -212,3 +228,120 @@ def test_the_configured_owner_cannot_be_blocked(world: World) -> None:
 def test_senders_of_an_unknown_chat_are_refused(world: World) -> None:
     assert "no chat telegram:5" in refused(world, AllowSender(chat="telegram:5", user="u"))
     assert "no chat telegram:5" in refused(world, BlockSender(chat="telegram:5", user="u"))
+
+
+def test_wire_stores_a_chat_whose_id_does_not_tell_as_a_group(world: World) -> None:
+    """A Discord id alone does not say DM or server channel: a new chat is a group, so the
+    router never takes it for the owner's direct chat (where pairing requests are posted)."""
+    ok(world, Wire(chat="discord:400000000000000001", group="main", trigger_rule="mention"))
+    ok(world, Wire(chat="telegram:2002", group="main"))  # a Telegram direct chat's id is the person's
+    ok(world, Wire(chat="cli:desk", group="main"))
+    kinds = {
+        (chat.channel_type, chat.platform_id): chat.is_group
+        for chat in messaging_groups.list_all(world.store)
+        if chat.id not in (world.local_chat.id, world.family_chat.id)
+    }
+    assert kinds == {("discord", "400000000000000001"): True, ("telegram", "2002"): False, ("cli", "desk"): False}
+
+
+def test_wire_leaves_a_known_chats_kind_as_its_messages_made_it(world: World) -> None:
+    dm = messaging_groups.create(world.store, channel_type="discord", platform_id="77", is_group=False)
+    ok(world, Wire(chat="discord:77", group="main"))
+    again = messaging_groups.get(world.store, dm.id)
+    assert again is not None
+    assert not again.is_group
+
+
+# --- webhook routes ------------------------------------------------------------------------
+
+
+def test_a_webhook_route_is_added_rotated_and_removed(world: World) -> None:
+    secret = "s" * 16
+    said = ok(world, AddWebhookRoute(route="git-hub_1", group="main", secret=secret))
+    assert said == "webhook route 'git-hub_1' added for 'main': POST /hooks/git-hub_1 reaches it"
+    route = webhook_routes.get(world.store, "git-hub_1")
+    assert route is not None
+    assert (route.agent_group_id, route.secret) == (world.main.id, secret)
+    new_secret = "n" * 40
+    said = ok(world, RotateWebhookSecret(route="git-hub_1", secret=new_secret))
+    assert "has a new secret" in said
+    assert new_secret not in said
+    rotated = webhook_routes.get(world.store, "git-hub_1")
+    assert rotated is not None
+    assert (rotated.secret, rotated.created_at, rotated.agent_group_id) == (new_secret, route.created_at, world.main.id)
+    assert "removed" in ok(world, RemoveWebhookRoute(route="git-hub_1"))
+    assert webhook_routes.list_all(world.store) == []
+    assert "no webhook route 'git-hub_1'" in refused(world, RemoveWebhookRoute(route="git-hub_1"))
+    assert "no webhook route 'git-hub_1'" in refused(world, RotateWebhookSecret(route="git-hub_1", secret=secret))
+
+
+def test_a_webhook_route_follows_its_group_by_name_or_folder_and_goes_with_it(world: World) -> None:
+    ok(world, AddGroup(name="Builds"))
+    ok(world, AddWebhookRoute(route="ci", group="builds", secret="c" * 20))  # its folder names it too
+    group = agent_groups.get_by_name(world.store, "Builds")
+    route = webhook_routes.get(world.store, "ci")
+    assert group is not None and route is not None
+    assert route.agent_group_id == group.id
+    ok(world, RemoveGroup(name="Builds"))
+    assert webhook_routes.get(world.store, "ci") is None
+
+
+def test_no_reply_holds_the_secret(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "top-secret-top-secret"
+    caplog.set_level(logging.DEBUG)
+    replies = [
+        world.operations.execute(AddWebhookRoute(route="r", group="main", secret=secret)),
+        world.operations.execute(AddWebhookRoute(route="r", group="main", secret=secret)),  # refused: it exists
+        world.operations.execute(RotateWebhookSecret(route="r", secret=secret + "2")),
+        world.operations.execute(RotateWebhookSecret(route="r", secret="short")),
+    ]
+    assert [reply.ok for reply in replies] == [True, False, True, False]
+    assert all(secret not in reply.message for reply in replies)
+    assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("request_", "why"),
+    [
+        (AddWebhookRoute(route="", group="main", secret="s" * 16), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="a/b", group="main", secret="s" * 16), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="../x", group="main", secret="s" * 16), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="a b", group="main", secret="s" * 16), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="é", group="main", secret="s" * 16), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="x" * 65, group="main", secret="s" * 16), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="ok", group="nobody", secret="s" * 16), "no agent group 'nobody'"),
+        (AddWebhookRoute(route="ok", group="main", secret="s" * 15), "at least 16 characters"),
+        (AddWebhookRoute(route="ok", group="main", secret="s" * 257), "at most 256 characters"),
+        (AddWebhookRoute(route="ok", group="main", secret="s" * 16 + "\n"), "no control characters"),
+        (AddWebhookRoute(route="ok", group="main", secret=" " + "s" * 16), "no space at either end"),
+        (RotateWebhookSecret(route="existing", secret="short"), "at least 16 characters"),
+        (RemoveWebhookRoute(route="a/b"), "1 to 64 letters, digits"),
+        (AddWebhookRoute(route="existing", group="main", secret="s" * 16), "already a webhook route 'existing'"),
+    ],
+)
+def test_bad_webhook_route_requests_change_nothing(world: World, request_: Request, why: str) -> None:
+    webhook_routes.create(world.store, route="existing", secret="e" * 16, agent_group_id=world.main.id)
+    before = webhook_routes.list_all(world.store)
+    assert why in refused(world, request_)
+    assert webhook_routes.list_all(world.store) == before
+
+
+def test_a_discord_channel_wired_by_command_never_hears_a_strangers_pairing_request(world: World) -> None:
+    """The reviewer's case: the owner speaks in a wired server channel, then a stranger
+    writes in a DM; the request goes to the owner's DM only, never into the channel."""
+    told: list[tuple[Routing, str]] = []
+    router = InboundRouter(world.store, {"discord": "owner-1"}, lambda to, text: told.append((to, text)), "pair")
+    ok(world, Wire(chat="discord:400000000000000001", group="main", trigger_rule="mention"))
+
+    def say(platform_id: str, sender_id: str, *, is_group: bool) -> None:
+        event = InboundChat(
+            channel_type="discord", platform_id=platform_id, text="hi @bot", sender=sender_id,
+            sender_id=sender_id, is_group=is_group, mentions_assistant=True,
+        )  # fmt: skip
+        router.route_chat(event)
+
+    say("400000000000000001", "owner-1", is_group=True)  # in the server channel
+    say("500000000000000001", "owner-1", is_group=False)  # the owner's own DM with the bot
+    say("600000000000000001", "stranger-2", is_group=False)  # a stranger's DM
+    asked = [to.platform_id for to, text in told if "asks to talk to the assistant" in text]
+    assert asked == ["500000000000000001"]

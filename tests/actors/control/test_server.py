@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from actors.control.client import ControlSocketError, submit
-from actors.control.requests import MAX_REQUEST_BYTES, Reply, Request, StopSession, reply_decoder
+from actors.control.requests import (
+    MAX_REQUEST_BYTES,
+    AddWebhookRoute,
+    RemoveWebhookRoute,
+    Reply,
+    Request,
+    RotateWebhookSecret,
+    StopSession,
+    reply_decoder,
+)
 from actors.control.server import MAX_CONNECTIONS, ControlServer, ControlServerError
 
 pytestmark = pytest.mark.timeout(30)
@@ -169,3 +178,21 @@ def test_a_host_whose_control_socket_cannot_listen_says_so_in_one_line(
     assert lines[-1].startswith(f"hutch: cannot listen for control requests on {data.absolute() / 'control.sock'}")
     assert "Traceback" not in "\n".join(lines)
     assert (data / "control.sock").read_text() == "somebody's file"
+
+
+def test_webhook_route_requests_cross_the_socket_and_a_bad_one_never_echoes_its_secret(
+    server: ControlServer, recorder: Recorder
+) -> None:
+    wanted: list[Request] = [
+        AddWebhookRoute(route="gh", group="main", secret="s" * 43),
+        RotateWebhookSecret(route="gh", secret="n" * 43),
+        RemoveWebhookRoute(route="gh"),
+    ]
+    for request in wanted:
+        assert submit(server.path, request).ok
+    assert recorder.requests == wanted
+    reply = _raw(server.path, b'{"op": "hooks.add", "route": "gh", "group": "main", "secret": "hush-hush-hush-hush", '
+                              b'"replace": true}\n')  # fmt: skip
+    assert not reply.ok
+    assert "hush" not in reply.message
+    assert recorder.requests == wanted
