@@ -109,7 +109,7 @@ def _from_env(env: Mapping[str, str]) -> HostConfig:
             base_url=env.get("ANTHROPIC_BASE_URL") or defaults.base_url,
             assistant_name=env.get("HUTCH_ASSISTANT_NAME") or defaults.assistant_name,
             sweep_interval_s=env_number(env, "HUTCH_SWEEP_INTERVAL", defaults.sweep_interval_s, positive=True),
-            stop_grace_s=env_number(env, "HUTCH_STOP_GRACE", defaults.stop_grace_s, positive=True),
+            stop_grace_s=_stop_grace(env, defaults.stop_grace_s),
             agent_uids=_uid_range(env, defaults.agent_uids),
             agent_limits=_agent_limits(env, defaults.agent_limits),
             telegram_owner=(env.get("HUTCH_TELEGRAM_OWNER") or "").strip() or None,
@@ -359,3 +359,15 @@ def _did_you_mean(key: str) -> str:
     by_stem = {name.removeprefix(_OURS): name for name in host_keys()}
     guess = difflib.get_close_matches(key.upper().removeprefix(_OURS), list(by_stem), n=1)
     return f"did you mean {by_stem[guess[0]]}?" if guess else "README.md's Configuration lists the settings"
+
+
+# A stop that waits longer than this is a host that does not stop: service managers give up
+# long before (systemd's default is 90 s).
+MAX_STOP_GRACE_S = 600.0
+
+
+def _stop_grace(env: Mapping[str, str], default: float) -> float:
+    grace = env_number(env, "HUTCH_STOP_GRACE", default, positive=True)
+    if grace > MAX_STOP_GRACE_S:
+        raise ConfigError(f"HUTCH_STOP_GRACE={env['HUTCH_STOP_GRACE']!r}: at most {MAX_STOP_GRACE_S:g} seconds")
+    return grace

@@ -46,8 +46,6 @@ log = logging.getLogger("hutch")
 MAIN_GROUP = "main"
 LOCAL_CHAT = "local"
 INSTALLATION_FILE = "installation-id"
-# Sessions stop in parallel, each giving its agent stop_timeout_s and then a kill.
-_SUPERVISOR_STOP_S = 120
 
 
 class Host:
@@ -182,8 +180,11 @@ class Host:
         self.supervisor = Supervisor.start(
             setup, self.store, self.runtime, self.delivery, self.watcher, self.registry, proxy
         )
-        # The sessions get stop_timeout_s each, in parallel, then a kill.
-        self._on_stop("supervisor", lambda: self.supervisor.stop(timeout=_SUPERVISOR_STOP_S))
+        # The sessions stop in parallel, each giving its agent stop_timeout_s, then a kill and
+        # their last deliveries: the wait is derived from the grace, never shorter (a fixed
+        # 120 s once cut a longer HUTCH_STOP_GRACE short, and the agent's turn with it).
+        supervisor_stop_s = setup.session_settings.stop_timeout_s * 2 + 30
+        self._on_stop("supervisor", lambda: self.supervisor.stop(timeout=supervisor_stop_s))
 
         self.sweep = SweepActor.start(
             self.store, self.registry, self.supervisor, config.sessions_dir, config.sweep_interval_s
@@ -192,7 +193,7 @@ class Host:
 
         # The `hutch` command's way in while the host runs (docs/ARCHITECTURE.md, "The control socket").
         served = frozenset(channel.channel_type for channel in self.channels)
-        control = HostSessions(self.supervisor, self.delivery, served, stop_timeout_s=_SUPERVISOR_STOP_S)
+        control = HostSessions(self.supervisor, self.delivery, served, stop_timeout_s=supervisor_stop_s)
         self.operations = Operations(self.store, config, control, config.owners)
         self.control_server = ControlServer(config.control_socket, self.operations.execute)
         self.control_server.start()

@@ -118,19 +118,29 @@ class AgentActor(RunnerActor):
         status: AckStatus = "completed"
         reply: str | None = None
         deferred: ProviderDeferredError | None = None
+        left = False
         try:
             reply = self._handle(batch)
         except ProviderDeferredError as exc:
             # Not this turn's failure: the batch goes back to the host, to run again later.
             status, deferred = "deferred", exc
         except ProviderError as exc:
-            status, reply = "failed", f"Sorry, I could not answer: {exc}"
+            if self.draining:
+                # A stop is under way, and the host going is the likeliest cause: a person is
+                # never told of a shutdown. The rows stay claimed; the next start runs them.
+                log.warning(
+                    "agent: the model call failed while stopping (%s); the batch is left for the next start", exc
+                )
+                left = True
+            else:
+                status, reply = "failed", f"Sorry, I could not answer: {exc}"
         except Exception as exc:
             log.exception("agent: turn failed")
             status = "failed"
             reply = f"Sorry, something went wrong on my side ({type(exc).__name__}). Please try again."
         finally:
-            self._finish(status, reply, deferred)
+            if not left:
+                self._finish(status, reply, deferred)
 
     def _handle(self, batch: tuple[MessageIn, ...]) -> str | None:
         """The batch's final reply, if it has one."""

@@ -478,3 +478,9 @@ def test_the_runners_own_names_are_listed_as_another_programs(tmp_path: Path) ->
     runner_only = {name for name in reads.names if name.startswith("HUTCH_")} - host_keys()
     assert runner_only
     assert runner_only <= set(OTHER_PROGRAMS_KEYS)
+
+
+def test_a_stop_grace_past_its_bound_is_refused() -> None:
+    with pytest.raises(ConfigError, match="HUTCH_STOP_GRACE='601': at most 600 seconds"):
+        load_config([], {"HUTCH_STOP_GRACE": "601"})
+    assert load_config([], {"HUTCH_STOP_GRACE": "600"}).stop_grace_s == 600

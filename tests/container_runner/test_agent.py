@@ -245,6 +245,22 @@ def test_a_stop_waits_for_the_turn_in_flight_which_completes(tmp_path: Path) -> 
     assert finish.reply is not None and _text(finish.reply) == "late answer"
 
 
+def test_a_model_call_failing_while_stopping_is_no_reply_and_stays_claimed(tmp_path: Path) -> None:
+    """The host going closes its credential proxy last; whatever cut a model call during a
+    stop, the person is never told "something went wrong" for a shutdown: the turn is left
+    claimed for the next start."""
+    provider = GatedProvider(ProviderError("The model API could not be reached"))
+    lifecycle = Lifecycle()
+    actors = _start(tmp_path, provider, lifecycle=lifecycle)
+    actors["agent"].tell(Work((_chat(2, "hi"),)))
+    assert provider.entered.wait(10)
+    lifecycle.drain()  # a stop began; the grace has not run out
+    provider.gate.set()
+    actors["agent"].ask(ConnectInbox(actors["inbox"]))  # handled after the turn: a barrier
+    assert _finished(actors["outbox"]) == []
+    assert _written(actors["outbox"]) == []
+
+
 def test_a_batch_handed_over_after_the_drain_is_left_claimed(tmp_path: Path) -> None:
     provider = ScriptedProvider()
     lifecycle = Lifecycle()
