@@ -200,6 +200,15 @@ class Notify(msgspec.Struct, frozen=True):
 # --- to the Supervisor ---------------------------------------------------------------------
 
 
+class TellOwner(msgspec.Struct, frozen=True):
+    """Something the host's owner should hear about a session (an agent sending faster than
+    its pace): told in the owner's direct chats, unless `about` is one of them, which hears
+    of it already."""
+
+    text: str
+    about: Routing
+
+
 class InboundReceived(msgspec.Struct, frozen=True):
     """A channel received something; `stored` resolves once it is safely on disk (with the
     row), or with the reason it was refused."""

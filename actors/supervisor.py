@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pykka
 
+from actors.budget_gate import owner_chats
 from actors.channels.base import InboundAnswer, InboundEvent, InboundWebhook, OnEvent, Stored
 from actors.data_folder import DataFolder
 from actors.inbound_router import InboundRouter, RoutingError
@@ -42,6 +43,7 @@ from actors.messages import (
     StopIfIdle,
     StopSession,
     Tellable,
+    TellOwner,
     WriteInbound,
 )
 from actors.pricing import PricesError, PriceTable, default_prices, load_prices
@@ -214,9 +216,16 @@ class Supervisor(pykka.ThreadingActor):
                 return self._recheck_budget(agent_group_id)
             case RestartGroupAgents(agent_group_id=agent_group_id):
                 return self._restart_group(agent_group_id)
+            case TellOwner(text=text, about=about):
+                self._tell_owner(text, about)
             case _:
                 return super().on_receive(message)
         return None
+
+    def _tell_owner(self, text: str, about: Routing) -> None:
+        for routing in owner_chats(self._store, self._setup.owners):
+            if routing != about:
+                self._delivery.tell(Notify(routing, text))
 
     def _receive(self, event: InboundEvent, stored: Stored) -> None:
         try:

@@ -32,6 +32,9 @@ PROXY_SOCKET = "proxy.sock"
 # The largest file an agent may send: what the channels people use accept (Telegram's bots
 # send up to 50 MB); anything bigger is refused, not read.
 MAX_OUTBOX_FILE_BYTES = 50 * 1024 * 1024
+# And the files of one message together: each is copied before it is sent (and removed once
+# the message is settled), so this bounds what one row costs the host's disk.
+MAX_OUTBOX_MESSAGE_BYTES = MAX_OUTBOX_FILE_BYTES
 # outbound.db past this is not read: an agent filling its disk must not fill the host's memory.
 MAX_OUTBOUND_DB_BYTES = 1024 * 1024 * 1024
 
@@ -96,7 +99,7 @@ class SessionLayout:
         for folder in (self.root, *self.folders):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def take_outbox_file(self, message_id: str, name: str) -> Path:
+    def take_outbox_file(self, message_id: str, name: str, max_bytes: int = MAX_OUTBOX_FILE_BYTES) -> Path:
         """Copy the file the agent put in `outbox/<message_id>/<name>` into the host's
         `sent/<message_id>/` and return the copy, the only path a channel is given.
 
@@ -112,7 +115,7 @@ class SessionLayout:
         finally:
             os.close(root)
         try:
-            st = check_agent_fd(fd, name, device, MAX_OUTBOX_FILE_BYTES)
+            st = check_agent_fd(fd, name, device, min(max_bytes, MAX_OUTBOX_FILE_BYTES))
             return _copy_out(fd, st.st_size, self.sent(message_id), name)
         finally:
             os.close(fd)

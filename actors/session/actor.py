@@ -58,6 +58,7 @@ from actors.messages import (
     StopIfIdle,
     SweepCheck,
     Tellable,
+    TellOwner,
     TypingTick,
     Wake,
     WriteInbound,
@@ -72,7 +73,15 @@ from actors.session.info import ProxySockets, SessionInfo, SessionSettings
 from actors.session.liveness import claims_since
 from actors.session.outbound_reader import ReadRow, RejectedRow, Snapshot, read_snapshot
 from actors.session.pending import PendingRows
-from actors.session.plan import DeliveryRejected, References, attach_files, plan_action, referenced_seq, target_of
+from actors.session.plan import (
+    DeliveryRejected,
+    References,
+    attach_files,
+    plan_action,
+    referenced_seq,
+    release_files,
+    target_of,
+)
 from actors.session.recurrence import SeriesStep, continue_series, recurs
 from actors.session.retries import defer, retry_later
 from actors.session.send_rate import SendRate
@@ -643,6 +652,7 @@ class SessionActor(pykka.ThreadingActor):
     def _settle_failed(self, key: str, reason: str) -> None:
         log.warning("%s rejected outbound row %s: %s", self._info.tag, key, reason)
         self._record(self._deliveries.rejected(key, reason))
+        release_files(self._layout, key)
 
     def _record(self, delivery: Delivery) -> None:
         with self._writing() as conn:
@@ -763,14 +773,22 @@ class SessionActor(pykka.ThreadingActor):
         if self._told_held:
             return
         self._told_held = True
-        log.warning("%s the agent sends faster than %.0f a minute; %d message(s) held", self._info.tag,
-                    self._settings.send_per_minute, len(self._deliveries))  # fmt: skip
+        pace = self._settings.send_per_minute
+        log.warning("%s the agent sends faster than %.0f a minute; %d message(s) held", self._info.tag, pace,
+                    len(self._deliveries))  # fmt: skip
         if item.row.channel_type and item.row.platform_id:
-            text = (
-                f"(The assistant is sending more than {self._settings.send_per_minute:.0f} messages a minute; "
-                "the rest follow at that pace.)"
-            )
+            text = f"(The assistant is sending more than {pace:.0f} messages a minute; the rest follow at that pace.)"
             self._delivery.tell(Notify(item.row.routing, text))
+            if self._supervisor is not None:
+                where = f"{item.row.channel_type}:{item.row.platform_id}"
+                self._supervisor.tell(
+                    TellOwner(
+                        f"The agent of {self._info.agent_group} is sending more than {pace:.0f} messages a minute "
+                        f"to {where}; {len(self._deliveries)} wait and follow at that pace, none is dropped. "
+                        f"`hutch sessions stop {self._info.session_id[:8]}` stops it.",
+                        about=item.row.routing,
+                    )
+                )
 
     def _references(self, content: object) -> References:
         """Look up the one message an edit or a reaction points at."""
@@ -794,6 +812,7 @@ class SessionActor(pykka.ThreadingActor):
     def _on_delivered(self, message: Delivered) -> None:
         key = message.message_out_id
         self._defer_record(self._deliveries.delivered(key, message.platform_message_id, now_ts()))
+        release_files(self._layout, key)
         self._sent(key)
 
     def _on_delivery_failed(self, message: DeliveryFailed) -> None:
@@ -802,6 +821,7 @@ class SessionActor(pykka.ThreadingActor):
         if outcome.status == "failed":
             log.warning("%s rejected outbound row %s: %s", self._info.tag, key,
                         gave_up_reason(outcome.attempts, message.error))  # fmt: skip
+            release_files(self._layout, key)
         else:
             wait = max(self._deliveries.backoff_s(outcome.attempts), message.retry_after_s or 0.0)
             log.warning("%s delivery of %s failed (attempt %d), retrying in %.0f s: %s", self._info.tag, key,

@@ -8,13 +8,14 @@ disk) turns them into checked paths afterwards.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from actors.channels.base import Card, card_as_text
 from actors.messages import AskQuestion, DeliveryAction, EditText, React, SendCard, SendText
 from protocol.content import AskQuestionOut, CardOut, ChatOut, EditOut, ReactionOut
-from protocol.layout import SessionLayout, UnsafePathError
+from protocol.layout import MAX_OUTBOX_MESSAGE_BYTES, SessionLayout, UnsafePathError
 from protocol.rows import MessageOut, Routing
 
 
@@ -95,8 +96,24 @@ def attach_files(layout: SessionLayout, message_id: str, action: DeliveryAction)
     and files past the cap are refused)."""
     if not isinstance(action, SendText) or not action.files:
         return action
+    paths: list[str] = []
+    left = MAX_OUTBOX_MESSAGE_BYTES  # for the files of this message together
     try:
-        paths = tuple(str(layout.take_outbox_file(message_id, name)) for name in action.files)
+        for name in action.files:
+            copy = layout.take_outbox_file(message_id, name, left)
+            left -= copy.stat().st_size
+            paths.append(str(copy))
     except (UnsafePathError, OSError) as exc:
+        release_files(layout, message_id)
         raise DeliveryRejected(f"row {message_id!r}: {exc}") from None
-    return SendText(action.text, paths)
+    return SendText(action.text, tuple(paths))
+
+
+def release_files(layout: SessionLayout, message_id: str) -> None:
+    """The host's copies of a settled message's files (`sent/<message id>/`): no channel
+    needs them any more, and kept they would fill the host's disk message by message."""
+    try:
+        folder = layout.sent(message_id)
+    except UnsafePathError:
+        return  # an id no copy was ever made under
+    shutil.rmtree(folder, ignore_errors=True)

@@ -27,6 +27,7 @@ from actors.messages import (
     RemoveAgentGroup,
     SessionFailed,
     StopSession,
+    TellOwner,
 )
 from actors.registry import SessionRegistry
 from actors.runtime.base import AgentSpec
@@ -670,3 +671,17 @@ def test_a_task_change_is_applied_by_the_sessions_own_actor(start_host: StartHos
     assert [row.status for row in rows_in(layout) if row.kind == "task"] == ["paused"]
     with pytest.raises(ActionRejected, match="there is no task 'nope'"):
         ref.ask(ChangeSeries(CancelTask(task_id="nope")), timeout=10)
+
+
+def test_the_owner_hears_of_a_flooding_agent_in_their_own_chat_once(start_host: StartHost) -> None:
+    """An agent sending past its pace is told to its chat by the session; the owner (here the
+    local chat: no channel has a configured owner) hears of it too, and not twice when the
+    flooded chat is their own."""
+    host = start_host()
+    host.supervisor.tell(TellOwner("the agent of main floods cli:family", about=Routing("family", "cli")))
+    host.supervisor.tell(TellOwner("the agent of main floods cli:local", about=Routing("local", "cli")))
+    host.sync()
+    (told,) = host.channel.wait_for_calls("send_text")
+    assert told.args[:2] == (Routing("local", "cli"), "the agent of main floods cli:family")
+    host.sync()
+    assert len(host.channel.calls_of("send_text")) == 1

@@ -318,6 +318,9 @@ def test_files_both_ways(data_dir: Path, fake: FakeTelegram) -> None:
         # The file went out before the reply that mentions it (a session's rows go in order).
         calls = fake.calls()
         assert calls.index(document) < calls.index(sent(fake, OWNER_ID)[-1])
+        # The host's copy of it is released once the message is settled: kept, a session's
+        # files would fill the host's disk one sent file at a time.
+        poll_until(lambda: not any((layout.root / "sent").glob("*/*")))
 
 
 # -- a channel in trouble ------------------------------------------------------------------------

@@ -9,7 +9,16 @@ import pytest
 
 from actors.channels.base import Card, card_as_text
 from actors.messages import AskQuestion, EditText, React, SendCard, SendText
-from actors.session.plan import DeliveryRejected, References, attach_files, plan_action, referenced_seq, target_of
+from actors.session import plan
+from actors.session.plan import (
+    DeliveryRejected,
+    References,
+    attach_files,
+    plan_action,
+    referenced_seq,
+    release_files,
+    target_of,
+)
 from protocol.content import AskQuestionOut, CardField, CardOut, ChatOut, EditOut, ReactionOut, ScheduleTask
 from protocol.layout import SessionLayout
 from protocol.rows import MessageOut, Routing
@@ -107,3 +116,32 @@ def test_attach_files_checks_each_file_inside_the_messages_outbox(tmp_path: Path
     for name in ("link", "../s/inbox", "missing.txt"):
         with pytest.raises(DeliveryRejected):
             attach_files(layout, "out-1", SendText("hi", (name,)))
+
+
+def test_the_files_of_one_message_share_one_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file within its cap, together past the message's: refused, and nothing of the
+    message's copies is left behind (20 sparse files of 50 MB once cost 1 GB of disk a row)."""
+    monkeypatch.setattr(plan, "MAX_OUTBOX_MESSAGE_BYTES", 10)
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    folder = layout.outbox("out-1")
+    folder.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (folder / name).write_bytes(b"x" * 4)
+    assert attach_files(layout, "out-1", SendText("two fit", ("a", "b")))
+    with pytest.raises(DeliveryRejected, match="more than 2"):
+        attach_files(layout, "out-1", SendText("three do not", ("a", "b", "c")))
+    assert not layout.sent("out-1").exists()
+
+
+def test_a_settled_messages_copies_are_released(tmp_path: Path) -> None:
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    folder = layout.outbox("out-1")
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("a")
+    attach_files(layout, "out-1", SendText("hi", ("a.txt",)))
+    release_files(layout, "out-1")
+    assert not layout.sent("out-1").exists()
+    assert (folder / "a.txt").exists()  # the agent's own file is the agent's
+    release_files(layout, "../../etc")  # an id no copy was made under: nothing happens
