@@ -10,8 +10,9 @@ Every inbound chat message is admitted or not before anything is stored:
   answered, one log line) or `pair` (a short code the owner approves or refuses; until then
   nothing of theirs reaches an agent).
 
-The owner approves or refuses from their own chat with `/approve CODE` or `/refuse CODE`;
-those never reach an agent.
+The channel's configured owner approves or refuses from their direct chat with the bot with
+`/approve CODE` or `/refuse CODE` (a role of owner in some chat is not enough); those never
+reach an agent, from anyone (actors.inbound_router).
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ MAIN_GROUP = "main"
 
 Notify = Callable[[Routing, str], None]
 
+PAIRING_OWNER_ONLY = "Only the owner can approve or refuse pairing requests, in their direct chat with the bot."
+
 
 class RoutingError(ValueError):
     """An inbound message with nowhere to go; the channel tells the sender."""
@@ -87,7 +89,7 @@ class InboundRouter:
             log.info("dropped a message in %s/%s: sender %s is not a member of this chat (policy drop)",
                      event.channel_type, event.platform_id, event.sender_id)  # fmt: skip
             return []
-        chat = known if known is not None else self._new_chat(event)
+        chat = self._new_chat(event) if known is None else self._correct_kind(known, event)
         admission = admit(self._store, self._owners, chat, event)
         match admission:
             case Dropped(reason=reason):
@@ -99,11 +101,18 @@ class InboundRouter:
                 return []
             case Admitted(role=role):
                 pass
-        if role == "owner":
-            command = owner_command(event.text)
-            if command is not None:
+        command = owner_command(event.text)
+        if command is not None:
+            # Never an agent's: decided by the owner in their direct chat, refused elsewhere alike
+            # (the same answer whatever the code, so nobody learns which codes are open).
+            if self._may_decide_pairing(chat, event):
                 self._decide_pairing(command, _routing(event))
-                return []
+            else:
+                log.info("refused %s from %s in %s/%s: only the owner decides pairing, in their direct chat",
+                         event.text.split()[0], event.sender_id, chat.channel_type, chat.platform_id)  # fmt: skip
+                self._notify(_routing(event), PAIRING_OWNER_ONLY)
+            return []
+        if role == "owner":
             self._remember_owner_chat(chat, event)
         wirings = messaging_group_agents.wirings_for(self._store, chat.id)
         if not wirings and not chat.is_group and role == "owner":
@@ -124,6 +133,23 @@ class InboundRouter:
         return event.channel_type in TRUSTED_CHANNELS or (
             event.sender_id is not None and self._owners.get(event.channel_type) == event.sender_id
         )
+
+    def _correct_kind(self, chat: MessagingGroup, event: InboundChat) -> MessagingGroup:
+        """The stored chat, made a group or a direct chat as the platform says it is: a chat
+        wired before its first message had to be guessed (a Discord id does not say which),
+        and a group taken for a direct chat would be where pairing requests are announced.
+        Only Discord is believed about a direct chat: Telegram reports a broadcast channel as
+        not a group, though it is no one's direct chat."""
+        if event.is_group and not chat.is_group:
+            is_group = True
+        elif not event.is_group and chat.is_group and chat.channel_type == "discord":
+            is_group = False
+        else:
+            return chat
+        log.warning("chat %s was stored as a %s chat; the platform says it is a %s chat: corrected",
+                    chat.label, "group" if chat.is_group else "direct", "group" if is_group else "direct")  # fmt: skip
+        corrected = messaging_groups.update(self._store, chat.id, is_group=is_group)
+        return chat if corrected is None else corrected
 
     def _new_chat(self, event: InboundChat) -> MessagingGroup:
         log.info("new chat %s/%s", event.channel_type, event.platform_id)
@@ -170,11 +196,22 @@ class InboundRouter:
 
     # --- owners and pairing -----------------------------------------------------------------
 
+    def _may_decide_pairing(self, chat: MessagingGroup, event: InboundChat) -> bool:
+        """`/approve` and `/refuse` count from the channel's configured owner in their own
+        direct chat with the bot (or from the local chat, whose user is the host's, who can
+        run `hutch senders approve` as well); an owner's role in some chat is not enough."""
+        if chat.channel_type in TRUSTED_CHANNELS:
+            return True
+        owner = self._owners.get(chat.channel_type)
+        return bool(owner) and event.sender_id == owner and not chat.is_group and not event.is_group
+
     def _remember_owner_chat(self, chat: MessagingGroup, event: InboundChat) -> None:
-        """The owner's direct chats are where pairing requests are announced; a trusted
-        channel has no strangers to announce, so its messages cost no lookup here."""
+        """The configured owner's direct chats are where pairing requests are announced; a
+        trusted channel has no strangers to announce, so its messages cost no lookup here."""
         if chat.channel_type in TRUSTED_CHANNELS or chat.is_group or not event.sender_id:
             return
+        if self._owners.get(chat.channel_type) != event.sender_id:
+            return  # an owner by a member row: they cannot decide a request, so are not asked
         if members.role_of(self._store, chat.id, event.sender_id) is None:
             members.put(self._store, chat.id, event.sender_id, "owner", event.sender)
 
@@ -206,11 +243,16 @@ class InboundRouter:
         return session_tag(session.id, None if group is None else group.folder)
 
     def _owner_chats(self, channel_type: str) -> list[Routing]:
+        """The configured owner's direct chats on `channel_type`: the only place a request
+        can be decided from, so the only place its code is shown."""
+        owner = self._owners.get(channel_type)
+        if not owner:
+            return []
         chats = [c for c in messaging_groups.list_all(self._store, channel_type=channel_type) if not c.is_group]
         return [
             Routing(c.platform_id, c.channel_type)
             for c in chats
-            if any(m.role == "owner" for m in members.list_for(self._store, c.id))
+            if any(m.role == "owner" and m.user_id == owner for m in members.list_for(self._store, c.id))
         ]
 
     def _decide_pairing(self, command: OwnerCommand, reply_to: Routing) -> None:

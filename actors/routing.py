@@ -14,19 +14,26 @@ wiring says. Rules, as the reference has them:
 from __future__ import annotations
 
 import functools
-import re
+import logging
 from collections.abc import Sequence
 
 import msgspec
+import regex  # type: ignore[import-untyped]  # mrab's `regex`: a search with a deadline
 
 from actors.channels.base import InboundChat
 from actors.store import messaging_group_agents
 from actors.store.db import Store
 from actors.store.messaging_group_agents import PATTERN, PREFIX, SENDER_SCOPE, Wiring, scope_of
 
-# A pattern is the owner's, the text a stranger's: the search sees a bounded part of it, so
-# a pattern that backtracks badly costs a bounded time.
+log = logging.getLogger("hutch.routing")
+
+# A pattern is the owner's, the text a stranger's: the search sees a bounded part of it, and
+# gives up after a bounded time. The cap on the text alone does not bound the time (a nested
+# quantifier backtracks exponentially in a few dozen characters), and `re` holds the GIL, so
+# one such search would stall every thread of the host; `regex` stops at its timeout, and
+# (concurrent) lets the other threads run meanwhile.
 _MATCHED_CHARS = 4096
+_SEARCH_SECONDS = 0.05
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -62,7 +69,7 @@ def rule_matches(rule: str, event: InboundChat) -> bool:
     if rule == "mention":
         return event.mentions_assistant
     if rule.startswith(PATTERN):
-        return _compiled(rule.removeprefix(PATTERN)).search(event.text[:_MATCHED_CHARS]) is not None
+        return _pattern_matches(rule.removeprefix(PATTERN), event.text[:_MATCHED_CHARS])
     if rule.startswith(SENDER_SCOPE):
         return event.sender_id is not None and event.sender_id in scope_of(rule)
     if rule.startswith(PREFIX):
@@ -70,6 +77,29 @@ def rule_matches(rule: str, event: InboundChat) -> bool:
     return False
 
 
+def _pattern_matches(pattern: str, text: str) -> bool:
+    """Whether `pattern` is found in `text`; a pattern that takes too long (or, stored before
+    it was checked, does not compile) matches nothing."""
+    compiled = _compiled(pattern)
+    if compiled is None:
+        return False
+    try:
+        return compiled.search(text, timeout=_SEARCH_SECONDS, concurrent=True) is not None
+    except TimeoutError:
+        _warn_once(pattern, f"gave up after {_SEARCH_SECONDS * 1000:.0f} ms (it backtracks badly); no match")
+        return False
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> regex.Pattern | None:
+    try:
+        return regex.compile(pattern)
+    except regex.error as exc:
+        _warn_once(pattern, f"does not compile ({exc}); it never matches")
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_once(pattern: str, what: str) -> None:
+    """One warning per pattern and kind, not one per message (as long as it stays cached)."""
+    log.warning("trigger pattern %r %s", pattern, what)

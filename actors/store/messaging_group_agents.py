@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import uuid
 from typing import Literal, get_args
 
 import msgspec
+import regex  # type: ignore[import-untyped]  # the engine actors.routing searches with
 from msgspec import UNSET, UnsetType
 
 from actors.store import _rows
@@ -24,6 +24,9 @@ SESSION_MODES: tuple[str, ...] = get_args(SessionMode)
 PREFIX = "prefix:"
 PATTERN = "pattern:"
 SENDER_SCOPE = "sender-scope:"
+# The longest 'pattern:' a wiring takes; a trigger is a short thing, and the search that
+# uses it is bounded in time too (actors.routing).
+MAX_PATTERN_CHARS = 512
 # What a message that does not trigger this wiring becomes: context for its next turn, or nothing.
 Untriggered = Literal["context", "drop"]
 
@@ -51,15 +54,22 @@ def _convert(row: sqlite3.Row) -> Wiring:
 
 
 def validate_trigger_rule(rule: str) -> str:
-    """Refuse a rule now rather than when the first message arrives; a pattern must compile."""
+    """Refuse a rule now rather than when the first message arrives; a pattern must compile
+    (with the engine the router uses) and be at most MAX_PATTERN_CHARS long."""
     if rule in ("always", "mention", "mention-sticky"):
         return rule
     if rule.startswith(PREFIX) and len(rule) > len(PREFIX):
         return rule
     if rule.startswith(PATTERN) and len(rule) > len(PATTERN):
+        pattern = rule[len(PATTERN) :]
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise InvalidValueError(
+                f"trigger rule 'pattern:...': the regular expression is {len(pattern)} characters,"
+                f" more than {MAX_PATTERN_CHARS}"
+            )
         try:
-            re.compile(rule[len(PATTERN) :])
-        except re.error as exc:
+            regex.compile(pattern)
+        except regex.error as exc:
             raise InvalidValueError(f"trigger rule {rule!r}: bad regular expression: {exc}") from exc
         return rule
     if rule.startswith(SENDER_SCOPE) and scope_of(rule):

@@ -200,3 +200,116 @@ def test_an_answer_out_of_range_or_from_a_stranger_is_refused(store: Store) -> N
     )
     assert router(store, Notices()).route_answer(stranger) == []
     assert pending_questions.get(store, question_id).status == "open"  # type: ignore[union-attr]
+
+
+def _pending_code(store: Store, route: InboundRouter) -> str:
+    route.route_chat(dm(OWNER))
+    route.route_chat(dm("2007", "hi", name="Zed"))
+    (request,) = pairing_requests.pending(store)
+    return request.code
+
+
+def test_an_owner_by_role_cannot_decide_pairing_and_learns_nothing_of_the_code(store: Store) -> None:
+    notices = Notices()
+    route = router(store, notices, policy="pair")
+    code = _pending_code(store, route)
+    group = messaging_groups.create(store, channel_type="telegram", platform_id="-500", is_group=True)
+    members.put(store, group.id, "2006", "owner")  # `hutch senders allow telegram:-500 2006 --role owner`
+    own_dm = messaging_groups.create(store, channel_type="telegram", platform_id="2006")
+    members.put(store, own_dm.id, "2006", "owner")
+
+    for event in (
+        in_group("2006", f"/approve {code}"),
+        in_group("2006", "/approve NOPE12"),
+        dm("2006", f"/refuse {code}"),
+    ):
+        assert route.route_chat(event) == []  # never an agent's either
+
+    refusals = notices.to("-500")
+    assert len(refusals) == 2 and refusals[0] == refusals[1], "the same answer whether the code is open or not"
+    assert code not in refusals[0] and "owner" in refusals[0]
+    assert notices.to("2006") == refusals[:1]
+    assert [r.code for r in pairing_requests.pending(store)] == [code]
+    assert notices.to("2007") == [t for t in notices.to("2007") if "pairing code" in t]  # not told anything
+    stranger = messaging_groups.get_by_platform(store, "telegram", "2007")
+    assert stranger is not None and messaging_group_agents.wirings_for(store, stranger.id) == []
+
+
+def test_the_configured_owner_decides_only_in_their_direct_chat(store: Store) -> None:
+    notices = Notices()
+    route = router(store, notices, policy="pair")
+    code = _pending_code(store, route)
+    group = messaging_groups.create(store, channel_type="telegram", platform_id="-500", is_group=True)
+    main = agent_groups.get_by_folder(store, "main")
+    assert main is not None
+    messaging_group_agents.create(store, messaging_group_id=group.id, agent_group_id=main.id, session_mode="shared")
+
+    assert route.route_chat(in_group(OWNER, f"/approve {code}")) == []
+    assert [r.code for r in pairing_requests.pending(store)] == [code]
+    assert all("approved" not in text for text in notices.to("-500"))
+
+    assert route.route_chat(dm(OWNER, f"/approve {code}")) == []
+    assert "Zed is approved." in notices.to(OWNER)
+    assert "You can talk to the assistant now." in notices.to("2007")
+    assert pairing_requests.pending(store) == []
+
+
+def test_a_pairing_request_is_shown_only_to_the_configured_owner(store: Store) -> None:
+    notices = Notices()
+    route = router(store, notices, policy="pair")
+    someone = messaging_groups.create(store, channel_type="telegram", platform_id="2006")
+    members.put(store, someone.id, "2006", "owner")
+    code = _pending_code(store, route)
+    assert any(code in text for text in notices.to(OWNER))
+    assert notices.to("2006") == []
+
+
+def discord_chat(sender_id: str, place: str, *, is_group: bool, text: str = "hello") -> InboundChat:
+    return InboundChat(
+        channel_type="discord", platform_id=place, text=text, sender=f"user {sender_id}", sender_id=sender_id,
+        is_group=is_group, mentions_assistant=True,
+    )  # fmt: skip
+
+
+def test_a_chat_stored_as_direct_is_made_a_group_when_the_platform_says_so(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hutch.routing")
+    notices = Notices()
+    route = InboundRouter(store, {"discord": "42"}, notices, unknown_senders="pair")
+    # An older `hutch wire discord:400` guessed a direct chat.
+    channel = messaging_groups.create(store, channel_type="discord", platform_id="400", unknown_senders="pair")
+    main = agent_groups.get_by_folder(store, "main")
+    assert main is not None
+    messaging_group_agents.create(store, messaging_group_id=channel.id, agent_group_id=main.id, session_mode="shared")
+
+    route.route_chat(discord_chat("42", "400", is_group=True))
+    route.route_chat(discord_chat("42", "400", is_group=True))
+    assert messaging_groups.get(store, channel.id).is_group is True  # type: ignore[union-attr]
+    assert len([r for r in caplog.records if "corrected" in r.getMessage()]) == 1
+
+    # The owner's real direct chat; a stranger's request is announced there, not in #general.
+    route.route_chat(discord_chat("42", "900", is_group=False))
+    route.route_chat(discord_chat("77", "901", is_group=False))
+    (request,) = pairing_requests.pending(store)
+    assert any(request.code in text for text in notices.to("900"))
+    assert all(request.code not in text for text in notices.to("400"))
+
+
+def test_a_discord_chat_stored_as_a_group_is_made_direct_but_a_telegram_one_never(store: Store) -> None:
+    route = InboundRouter(store, {"discord": "42", "telegram": OWNER}, Notices())
+    main = agent_groups.get_by_folder(store, "main")
+    assert main is not None
+    dm_stored_as_group = messaging_groups.create(store, channel_type="discord", platform_id="900", is_group=True)
+    broadcast = messaging_groups.create(store, channel_type="telegram", platform_id="-1007", is_group=True)
+    for chat in (dm_stored_as_group, broadcast):
+        messaging_group_agents.create(store, messaging_group_id=chat.id, agent_group_id=main.id, session_mode="shared")
+
+    route.route_chat(discord_chat("42", "900", is_group=False))
+    # Telegram reports a broadcast channel (a negative id) as not a group: believed never.
+    route.route_chat(
+        InboundChat(channel_type="telegram", platform_id="-1007", text="post", sender="Ann", sender_id=OWNER)
+    )
+
+    assert messaging_groups.get(store, dm_stored_as_group.id).is_group is False  # type: ignore[union-attr]
+    assert messaging_groups.get(store, broadcast.id).is_group is True  # type: ignore[union-attr]

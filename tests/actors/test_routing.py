@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from actors import routing
 from actors.channels.base import InboundChat
 from actors.routing import Target, rule_matches, targets
 from actors.store import agent_groups, messaging_group_agents, messaging_groups
@@ -63,6 +65,38 @@ def test_a_pattern_sees_a_bounded_part_of_a_strangers_text() -> None:
 
 
 @pytest.fixture
+def fresh_patterns() -> None:
+    """Patterns compiled and warned about by earlier tests are forgotten."""
+    routing._compiled.cache_clear()
+    routing._warn_once.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_patterns")
+@pytest.mark.timeout(10)  # `re` would take longer than the universe's age: this returning is the test
+def test_a_pattern_that_backtracks_badly_gives_up_as_no_match_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="hutch.routing")
+    catastrophic = "pattern:^(\\w+\\s?)+$"
+    hostile = chat("a" * 4095 + "!")
+    assert len(hostile.text) == 4096
+
+    assert rule_matches(catastrophic, hostile) is False
+    assert rule_matches(catastrophic, hostile) is False  # the next stranger's message: no second warning
+
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert repr(catastrophic.removeprefix("pattern:")) in warning.getMessage() and "no match" in warning.getMessage()
+    assert rule_matches(catastrophic, chat("just some words")) is True  # it still matches what it can
+    assert rule_matches("pattern:\\bdeploy\\b", chat("please deploy now")) is True
+
+
+@pytest.mark.usefixtures("fresh_patterns")
+def test_a_pattern_stored_before_it_was_checked_never_matches(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="hutch.routing")
+    assert rule_matches("pattern:(unclosed", chat("(unclosed")) is False
+    assert rule_matches("pattern:(unclosed", chat("(unclosed")) is False
+    assert len([r for r in caplog.records if "does not compile" in r.getMessage()]) == 1
+
+
+@pytest.fixture
 def wired(store: Store) -> tuple[Store, str]:
     """A group chat; the agents are wired per test."""
     return store, messaging_groups.create(store, channel_type="telegram", platform_id="g1", is_group=True).id
@@ -115,7 +149,17 @@ def test_mention_sticky_keeps_answering_in_the_thread_it_was_mentioned_in(wired:
 
 
 @pytest.mark.parametrize(
-    "rule", ["regex:x", "pattern:(", "pattern:", "sender-scope:", "sender-scope: , ", "sometimes", "mention-sticky "]
+    "rule",
+    [
+        "regex:x",
+        "pattern:(",
+        "pattern:",
+        "pattern:" + "a" * 513,
+        "sender-scope:",
+        "sender-scope: , ",
+        "sometimes",
+        "mention-sticky ",
+    ],
 )
 def test_a_bad_rule_is_refused_when_wired(wired: tuple[Store, str], rule: str) -> None:
     store, chat_id = wired

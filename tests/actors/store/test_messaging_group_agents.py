@@ -88,6 +88,22 @@ def test_invalid_trigger_rules(store: Store, agent: AgentGroup, chat: MessagingG
         )
 
 
+def test_a_pattern_is_bounded_in_length(store: Store, agent: AgentGroup, chat: MessagingGroup) -> None:
+    longest = "pattern:" + "a" * messaging_group_agents.MAX_PATTERN_CHARS
+    assert messaging_group_agents.validate_trigger_rule(longest) == longest
+    with pytest.raises(InvalidValueError, match="more than 512"):
+        messaging_group_agents.create(
+            store, messaging_group_id=chat.id, agent_group_id=agent.id, session_mode="shared",
+            trigger_rule=longest + "a",
+        )  # fmt: skip
+    wiring = messaging_group_agents.create(
+        store, messaging_group_id=chat.id, agent_group_id=agent.id, session_mode="shared"
+    )
+    with pytest.raises(InvalidValueError, match="bad regular expression"):
+        messaging_group_agents.update(store, wiring.id, trigger_rule="pattern:a{2,1}")
+    assert messaging_group_agents.get(store, wiring.id) == wiring
+
+
 def test_invalid_session_mode(store: Store, agent: AgentGroup, chat: MessagingGroup) -> None:
     mode: Any = "per-user"
     with pytest.raises(InvalidValueError, match="session mode"):
