@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
 from actors.cli import control
-from actors.cli.common import DataDirOption, HostFlags, console, load, open_central
-from actors.control.requests import AddGroup, RemoveGroup, SetGroupModel
+from actors.cli.common import CliError, DataDirOption, HostFlags, console, load, open_central
+from actors.control.requests import AddGroup, Default, RemoveGroup, SetGroup
 from actors.runtime.base import AgentLimits
 from actors.store import agent_groups, sessions
 from actors.store.agent_groups import AgentGroup
@@ -68,6 +69,32 @@ def _own_or_default(value: str, own: object) -> str:
 
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The agent group's name.")]
 
+# The limits' help, shared by `add` and `set`; they bind the Docker runtime's agents only.
+_CPUS = "CPUs its agents may use, e.g. 0.5; at most the machine's."
+_MEMORY = "Memory its agents may use, in MB; at least 64."
+_PIDS = "Processes its agents may run; at least 16."
+_SHM = "Size of its agents' /dev/shm, in MB; at least 1."
+_HOST_LIMIT = "the host's (HUTCH_AGENT_*)"
+_OR_DEFAULT = " `default`: the host's (HUTCH_AGENT_*)."
+_Number = TypeVar("_Number", int, float)
+
+
+def _limit(option: str, text: str | None, kind: Callable[[str], _Number]) -> _Number | Default | None:
+    """An option of `set`: None (not given), `default`, or a number of `kind`."""
+    if text is None:
+        return None
+    if text.strip().lower() == "default":
+        return "default"
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise CliError(f"{option} {text!r}: give {what}, or `default` for the host's") from None
+
+
+def _limit_option(help: str, metavar: str) -> Any:
+    return typer.Option(metavar=metavar, help=help + _OR_DEFAULT, show_default="unchanged")
+
 
 @app.command("add")
 def add(
@@ -77,21 +104,41 @@ def add(
         str | None, typer.Option(help="Its folder in groups/ and sessions/.", show_default="the name, lower-case")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Its model.", show_default="the host's (HUTCH_MODEL)")] = None,
+    cpus: Annotated[float | None, typer.Option(help=_CPUS, show_default=_HOST_LIMIT)] = None,
+    memory_mb: Annotated[int | None, typer.Option(help=_MEMORY, show_default=_HOST_LIMIT)] = None,
+    pids: Annotated[int | None, typer.Option(help=_PIDS, show_default=_HOST_LIMIT)] = None,
+    shm_mb: Annotated[int | None, typer.Option(help=_SHM, show_default=_HOST_LIMIT)] = None,
 ) -> None:
     """Add an agent group: a new agent identity with its own folder and memory."""
-    control.run(load(HostFlags(data_dir=data_dir)), AddGroup(name=name, folder=folder, model=model))
+    request = AddGroup(name=name, folder=folder, model=model, cpus=cpus, memory_mb=memory_mb, pids=pids, shm_mb=shm_mb)
+    control.run(load(HostFlags(data_dir=data_dir)), request)
 
 
 @app.command("set")
 def set_group(
     name: NameArgument,
     model: Annotated[
-        str, typer.Option(help="Its model; `default` for the host's (HUTCH_MODEL). Running agents restart with it.")
-    ],
+        str | None, typer.Option(help="Its model; `default` for the host's (HUTCH_MODEL).", show_default="unchanged")
+    ] = None,
+    cpus: Annotated[str | None, _limit_option(_CPUS, "FLOAT|default")] = None,
+    memory_mb: Annotated[str | None, _limit_option(_MEMORY, "INTEGER|default")] = None,
+    pids: Annotated[str | None, _limit_option(_PIDS, "INTEGER|default")] = None,
+    shm_mb: Annotated[str | None, _limit_option(_SHM, "INTEGER|default")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Change an agent group: its model, from its next message on."""
-    control.run(load(HostFlags(data_dir=data_dir)), SetGroupModel(name=name, model=model))
+    """Change an agent group's model or limits; its running agents stop, and its next
+    message starts them with the change. The limits bind Docker agents only."""
+    if model is None and cpus is None and memory_mb is None and pids is None and shm_mb is None:
+        raise CliError("nothing to change: give --model or a limit (--cpus, --memory-mb, --pids, --shm-mb)")
+    request = SetGroup(
+        name=name,
+        model=model,
+        cpus=_limit("--cpus", cpus, float),
+        memory_mb=_limit("--memory-mb", memory_mb, int),
+        pids=_limit("--pids", pids, int),
+        shm_mb=_limit("--shm-mb", shm_mb, int),
+    )
+    control.run(load(HostFlags(data_dir=data_dir)), request)
 
 
 @app.command("remove")

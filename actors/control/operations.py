@@ -9,9 +9,10 @@ file keeps its one writer (docs/ARCHITECTURE.md, "The control socket")."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from actors.access import TRUSTED_CHANNELS
 from actors.control.requests import (
@@ -28,6 +29,7 @@ from actors.control.requests import (
     Request,
     RotateWebhookSecret,
     SetBudget,
+    SetGroup,
     SetGroupModel,
     StopSession,
     Unwire,
@@ -68,6 +70,16 @@ _FOLDER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _RESERVED_FOLDERS = frozenset({"global"})
 _MAX_NAME = 100
 _MAX_PLATFORM_ID = 200
+# What an agent group's own limits may be, beside the cpus (`_check_limit`): the least is
+# what an agent needs (AgentLimits'), the most only keeps a slip of the finger (a size in
+# bytes, say) from being stored. /dev/shm cannot be turned off: Docker reads 0 as 64 MB.
+_LIMIT_RANGES: dict[str, tuple[int, int, str]] = {
+    "memory_mb": (64, 1024 * 1024, " MB"),
+    "pids": (16, 4_194_304, ""),  # the most Linux's pid_max can be
+    "shm_mb": (1, 1024 * 1024, " MB"),
+}
+LIMITS = ("cpus", "memory_mb", "pids", "shm_mb")
+_HOST_MODEL = "the host's model (HUTCH_MODEL)"
 _TASK_CHANGES: dict[str, type[CancelTask | PauseTask | ResumeTask]] = {
     "pause": PauseTask,
     "resume": ResumeTask,
@@ -146,7 +158,9 @@ class Operations:
             case RemoveGroup(name=name):
                 return self._remove_group(name)
             case SetGroupModel(name=name, model=model):
-                return self._set_model(name, model)
+                return self._set_group(SetGroup(name=name, model=model))
+            case SetGroup():
+                return self._set_group(request)
             case SetBudget():
                 return self._set_budget(request)
             case Wire():
@@ -235,18 +249,19 @@ class Operations:
             )
         model, warning = None, None
         if request.model is not None:
-            try:  # the same rule as `hutch groups set` and /model
-                model, warning = choose_model(request.model)
-            except UnusableModelError as exc:
-                raise OperationError(str(exc)) from None
+            model, warning = _choose_model(request.model)
+        limits: dict[str, Any] = {
+            name: _check_limit(name, value) for name in LIMITS if (value := getattr(request, name)) is not None
+        }
         if agent_groups.get_by_name(self._store, name) is not None:
             raise OperationError(f"there is already an agent group {name!r}")
         if agent_groups.get_by_folder(self._store, folder) is not None:
             raise OperationError(f"folder {folder!r} is already another agent group's")
-        agent_groups.create(self._store, name=name, folder=folder, model=model)
+        agent_groups.create(self._store, name=name, folder=folder, model=model, **limits)
         seed_group_folder(self._folder.groups_dir, folder)
+        own = f"; its agents may use {_describe_limits(limits)}" if limits else ""
         note = "" if warning is None else f" (note: {warning})"
-        return f"agent group {name!r} added (folder groups/{folder}); `hutch wire` connects a chat to it{note}"
+        return f"agent group {name!r} added (folder groups/{folder}){own}; `hutch wire` connects a chat to it{note}"
 
     def _remove_group(self, name: str) -> str:
         group = self._group_named(name)
@@ -259,18 +274,31 @@ class Operations:
             f"its files stay in groups/{group.folder} and sessions/{group.folder}"
         )
 
-    def _set_model(self, name: str, wanted: str) -> str:
-        group = self._group_named(name)
-        try:
-            model, warning = choose_model(wanted)
-        except UnusableModelError as exc:
-            raise OperationError(str(exc)) from None
-        agent_groups.update(self._store, group.id, model=model)
+    def _set_group(self, request: SetGroup) -> str:
+        """The model and limits given, all checked before any is stored; then the group's
+        running agents stop, so that the next message starts them as the group now is."""
+        group = self._group_named(request.name)
+        changes: dict[str, Any] = {}
+        said = f"agent group {group.name!r}"
+        warning = None
+        if request.model is not None:
+            changes["model"], warning = _choose_model(request.model)
+            said += f" uses {changes['model'] or _HOST_MODEL}"
+        limits: dict[str, Any] = {
+            name: None if value == "default" else _check_limit(name, value)
+            for name in LIMITS
+            if (value := getattr(request, name)) is not None
+        }
+        if not changes and not limits:
+            raise OperationError(f"nothing to change for {group.name!r}: give a model or a limit ({', '.join(LIMITS)})")
+        if limits:
+            said += f"{';' if changes else ':'} its agents may use {_describe_limits(limits)}"
+        agent_groups.update(self._store, group.id, **changes, **limits)
         stopped = self._control.restart_group(group)
-        uses = model or "the host's model (HUTCH_MODEL)"
-        ran = f"; {len(stopped)} running agent(s) stopped, the next message starts them with it" if stopped else ""
-        note = "" if warning is None else f" (note: {warning})"
-        return f"agent group {group.name!r} uses {uses}{ran}{note}"
+        if stopped:
+            with_ = "with it" if not limits else "as the group now is"
+            said += f"; {len(stopped)} running agent(s) stopped, the next message starts them {with_}"
+        return said if warning is None else f"{said} (note: {warning})"
 
     def _set_budget(self, request: SetBudget) -> str:
         group = self._group_named(request.group)
@@ -484,6 +512,43 @@ def wired_chat_is_group(channel: str, platform_id: str) -> bool:
     if channel == "telegram":
         return platform_id.startswith("-")
     return channel not in TRUSTED_CHANNELS
+
+
+def _choose_model(wanted: str) -> tuple[str | None, str | None]:
+    """The same rule as `hutch groups set` and /model: the model (None: the host's), and a
+    warning for a name this version does not know."""
+    try:
+        return choose_model(wanted)
+    except UnusableModelError as exc:
+        raise OperationError(str(exc)) from None
+
+
+def _check_limit(name: str, value: object) -> float | int:
+    """One of an agent group's own limits, checked; OperationError naming it otherwise."""
+    if name == "cpus":
+        # Docker refuses to start a container given more CPUs than the machine has.
+        most = os.cpu_count() or 1
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= most:
+            raise OperationError(
+                f"cpus {value}: give a share of this machine's CPUs from 0.01 to {most} (Docker refuses more)"
+            )
+        return float(value)
+    least, most, unit = _LIMIT_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        why = " (Docker reads 0 as its own 64 MB)" if name == "shm_mb" else ""
+        raise OperationError(f"{name} {value}: give a whole number from {least} to {most}{unit}{why}")
+    return value
+
+
+def _describe_limits(limits: Mapping[str, float | int | None]) -> str:
+    """`cpus 0.5, memory 300 MB, pids the host's (HUTCH_AGENT_PIDS)`."""
+    words = {"cpus": ("cpus", ""), "memory_mb": ("memory", " MB"), "pids": ("pids", ""), "shm_mb": ("/dev/shm", " MB")}
+    said = []
+    for name, value in limits.items():
+        label, unit = words[name]
+        own = f"the host's (HUTCH_AGENT_{name.upper()})" if value is None else f"{value:g}{unit}"
+        said.append(f"{label} {own}")
+    return ", ".join(said)
 
 
 def _text(what: str, value: str, limit: int) -> str:

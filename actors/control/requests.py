@@ -19,6 +19,8 @@ SessionMode = Literal["shared", "per-thread", "agent-shared"]
 Untriggered = Literal["context", "drop"]
 UnknownSenders = Literal["drop", "pair"]
 Role = Literal["owner", "admin", "member"]
+# A group's setting given back to the host's (HUTCH_MODEL, HUTCH_AGENT_*).
+Default = Literal["default"]
 
 
 class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="op"):
@@ -46,9 +48,15 @@ class ChangeTask(_Request, frozen=True, tag="tasks.change"):
 
 
 class AddGroup(_Request, frozen=True, tag="groups.add"):
+    """A new group; a model or limit not given is the host's (HUTCH_MODEL, HUTCH_AGENT_*)."""
+
     name: Name
     folder: str | None = None  # default: the name
     model: str | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+    shm_mb: int | None = None
 
 
 class SetGroupModel(_Request, frozen=True, tag="groups.set_model"):
@@ -56,6 +64,18 @@ class SetGroupModel(_Request, frozen=True, tag="groups.set_model"):
 
     name: Name
     model: str
+
+
+class SetGroup(_Request, frozen=True, tag="groups.set"):
+    """Change a group's model and what its agents may use, at once: a field not given (None)
+    stays as it is, `default` gives it back to the host's. Its running agents restart with them."""
+
+    name: Name
+    model: str | None = None  # a model id, or `default`
+    cpus: float | Default | None = None
+    memory_mb: int | Default | None = None
+    pids: int | Default | None = None
+    shm_mb: int | Default | None = None
 
 
 class SetBudget(_Request, frozen=True, tag="budget.set"):
@@ -134,6 +154,7 @@ Request = (
     | RemoveGroup
     | SetBudget
     | SetGroupModel
+    | SetGroup
     | Wire
     | Unwire
     | DecidePairing

@@ -41,9 +41,31 @@ def _convert(row: sqlite3.Row) -> AgentGroup:
     return _rows.to_struct(AgentGroup, row)
 
 
-def create(store: Store, *, name: str, folder: str, model: str | None = None, id: str | None = None) -> AgentGroup:
-    """Raises AlreadyExistsError if the id, name or folder is taken."""
-    group = AgentGroup(id=id or uuid.uuid4().hex, name=name, folder=folder, model=model, created_at=now_ts())
+def create(
+    store: Store,
+    *,
+    name: str,
+    folder: str,
+    model: str | None = None,
+    id: str | None = None,
+    cpus: float | None = None,
+    memory_mb: int | None = None,
+    pids: int | None = None,
+    shm_mb: int | None = None,
+) -> AgentGroup:
+    """Raises AlreadyExistsError if the id, name or folder is taken; a limit out of bounds is
+    refused by the schema (InvalidValueError). A limit left None is the host's default."""
+    group = AgentGroup(
+        id=id or uuid.uuid4().hex,
+        name=name,
+        folder=folder,
+        model=model,
+        created_at=now_ts(),
+        cpus=cpus,
+        memory_mb=memory_mb,
+        pids=pids,
+        shm_mb=shm_mb,
+    )
     _rows.insert(store, TABLE, msgspec.structs.asdict(group))
     return group
 

@@ -3,15 +3,25 @@
 A uid is bound to a folder, not to an agent group row: the folder is what the uid owns on
 disk, so a group deleted and made again on the same folder gets its files and uid back, and
 a uid that once owned files is never given to another folder (docs/ARCHITECTURE.md, "Who an
-agent runs as")."""
+agent runs as").
+
+An agent runs as the uid and the gid of the same number, so a number that is a uid with an
+account or a gid with a group (gid 27 is `sudo` on Debian) is never given: it would hand the
+agent someone's files or rights. And a range must start at `FIRST_AGENT_UID` or above: below
+it are the system's own accounts and groups (SYS_UID_MAX and SYS_GID_MAX in /etc/login.defs
+are 999 by default), which a package may add after the host gave the number out."""
 
 from __future__ import annotations
 
+import grp
 import pwd
 from dataclasses import dataclass
 
 from actors.store.db import Store, StoreError
 from protocol.timeutil import now_ts
+
+# The least uid (and gid) a range may start at; below it are the system's.
+FIRST_AGENT_UID = 1000
 
 
 class UidRangeExhaustedError(StoreError):
@@ -28,6 +38,11 @@ class UidRange:
     def __post_init__(self) -> None:
         if not (0 < self.first <= self.last < 2**32 - 1):
             raise ValueError(f"uid range {self.first}-{self.last}: expected 0 < first <= last < 4294967295")
+        if self.first < FIRST_AGENT_UID:
+            raise ValueError(
+                f"uid range {self.first}-{self.last} starts below {FIRST_AGENT_UID}, among the system's own users "
+                f"and groups; start it at {FIRST_AGENT_UID} or above (the default is 1000000-1099999)"
+            )
 
     @classmethod
     def parse(cls, text: str) -> UidRange:
@@ -46,7 +61,8 @@ class UidRange:
 
 def uid_for_folder(store: Store, folder: str, uids: UidRange) -> int:
     """The folder's uid: the one it has if it lies in `uids`, else the lowest free one,
-    recorded. A uid with an account on this machine is skipped: its files are someone's."""
+    recorded. A number that is a uid with an account or a gid with a group on this machine
+    is skipped: the agent runs as both, and their files are someone's."""
     with store.transaction() as conn:
         row = conn.execute("SELECT uid FROM agent_uids WHERE folder = ?", (folder,)).fetchone()
         if row is not None and row[0] in uids:
@@ -65,14 +81,17 @@ def uid_for_folder(store: Store, folder: str, uids: UidRange) -> int:
 
 def _first_free(uids: UidRange, taken: set[int]) -> int:
     for uid in range(uids.first, uids.last + 1):
-        if uid not in taken and not _has_account(uid):
+        if uid not in taken and not _in_use(uid):
             return uid
     raise UidRangeExhaustedError(f"every uid in {uids} is taken; widen HUTCH_AGENT_UIDS")
 
 
-def _has_account(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
+def _in_use(number: int) -> bool:
+    """Whether the machine knows `number` as a user's uid or a group's gid."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(number)
+        except KeyError:
+            continue
+        return True
+    return False

@@ -174,6 +174,29 @@ def test_a_group_with_a_running_session_is_stopped_before_it_is_removed(
     assert chat.next_message()["text"].startswith("mock: only main now")
 
 
+def test_groups_set_limits_are_stored_by_the_host_and_restart_the_groups_agents(
+    host: HostProcess, chat: ChatClient, data_dir: Path
+) -> None:
+    chat.send("hello")
+    chat.next_message()
+    poll("the agent", lambda: agents_in(data_dir / "sessions") or None, 30)
+    said = ok(data_dir, "groups", "set", "main", "--cpus", "0.5", "--memory-mb", "300", "--pids", "64")
+    assert "its agents may use cpus 0.5, memory 300 MB, pids 64; 1 running agent(s) stopped" in said
+    assert agents_in(data_dir / "sessions") == []
+    with open_store(data_dir / "hutch.db") as store:
+        group = agent_groups.get_by_name(store, "main")
+        assert group is not None
+        assert (group.cpus, group.memory_mb, group.pids, group.shm_mb) == (0.5, 300, 64, None)
+    refused = hutch(data_dir, "groups", "set", "main", "--shm-mb", "0")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("hutch: shm_mb 0: give a whole number from 1")
+    cleared = ok(data_dir, "groups", "set", "main", "--memory-mb", "default")
+    assert "memory the host's (HUTCH_AGENT_MEMORY_MB)" in cleared
+    chat.send("again")
+    assert chat.next_message()["text"].startswith("mock: again")
+    assert "control: agent group 'main': its agents may use cpus 0.5" in "".join(host.log)
+
+
 def test_a_refusal_from_the_host_is_one_line_and_exit_1(host: HostProcess, data_dir: Path) -> None:
     result = hutch(data_dir, "groups", "remove", "main", "--yes")
     assert result.exit_code == 1

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import pytest
 
 from actors.channels.base import InboundChat
+from actors.control.offline import OfflineSessions
+from actors.control.operations import Operations
 from actors.control.requests import (
     AddGroup,
     AddWebhookRoute,
@@ -21,9 +24,11 @@ from actors.control.requests import (
     Reply,
     Request,
     RotateWebhookSecret,
+    SetGroup,
     StopSession,
     Unwire,
     Wire,
+    request_decoder,
 )
 from actors.inbound_router import InboundRouter
 from actors.store import (
@@ -35,6 +40,7 @@ from actors.store import (
     sessions,
     webhook_routes,
 )
+from actors.store.agent_groups import AgentGroup
 from protocol.content import ChatIn, decode_content
 from protocol.db import read_transaction
 from protocol.rows import Routing
@@ -142,6 +148,101 @@ def test_bad_group_requests_are_refused(world: World, request_: Request, why: st
     before = agent_groups.list_all(world.store)
     assert why in refused(world, request_)
     assert agent_groups.list_all(world.store) == before
+
+
+def _limits(world: World, name: str) -> tuple[float | None, int | None, int | None, int | None]:
+    group = agent_groups.get_by_name(world.store, name)
+    assert group is not None
+    return group.cpus, group.memory_mb, group.pids, group.shm_mb
+
+
+class _RunningHost(OfflineSessions):
+    """A host with one running agent in every group: records which groups it restarted."""
+
+    host_runs = True
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.store)
+        self.restarted: list[str] = []
+
+    def restart_group(self, group: AgentGroup) -> list[str]:
+        self.restarted.append(group.name)
+        return ["s1"]
+
+
+def test_a_group_is_added_with_its_own_limits(world: World) -> None:
+    said = ok(world, AddGroup(name="Builds", cpus=0.5, memory_mb=300, pids=64, shm_mb=2))
+    assert "its agents may use cpus 0.5, memory 300 MB, pids 64, /dev/shm 2 MB" in said
+    assert _limits(world, "Builds") == (0.5, 300, 64, 2)
+
+
+def test_set_group_changes_the_limits_given_and_default_gives_one_back(world: World) -> None:
+    said = ok(world, SetGroup(name="main", cpus=2, shm_mb=32))
+    assert said == "agent group 'main': its agents may use cpus 2, /dev/shm 32 MB"
+    assert _limits(world, "main") == (2.0, None, None, 32)
+    said = ok(world, SetGroup(name="main", shm_mb="default", pids=100))
+    assert said == "agent group 'main': its agents may use pids 100, /dev/shm the host's (HUTCH_AGENT_SHM_MB)"
+    assert _limits(world, "main") == (2.0, None, 100, None)
+    said = ok(world, SetGroup(name="main", model="claude-opus-5-5", memory_mb=4096))
+    assert said == "agent group 'main' uses claude-opus-5-5; its agents may use memory 4096 MB"
+    group = agent_groups.get_by_name(world.store, "main")
+    assert group is not None and group.model == "claude-opus-5-5"
+
+
+def test_a_limits_change_restarts_the_groups_running_agents(world: World) -> None:
+    host = _RunningHost(world)
+    operations = Operations(world.store, world.folder, host)
+    reply = operations.execute(SetGroup(name="main", memory_mb=512))
+    assert reply.ok, reply.message
+    assert reply.message.endswith("; 1 running agent(s) stopped, the next message starts them as the group now is")
+    assert host.restarted == ["main"]
+    refused_reply = operations.execute(SetGroup(name="main", memory_mb=10))
+    assert not refused_reply.ok
+    assert host.restarted == ["main"]  # a refused change restarts nothing
+
+
+@pytest.mark.parametrize(
+    ("request_", "why"),
+    [
+        (
+            SetGroup(name="main"),
+            "nothing to change for 'main': give a model or a limit (cpus, memory_mb, pids, shm_mb)",
+        ),
+        (SetGroup(name="main", cpus=0), "cpus 0: give a share of this machine's CPUs from 0.01 to "),
+        (SetGroup(name="main", cpus=100_000.0), "(Docker refuses more)"),
+        (SetGroup(name="main", cpus=float("inf")), "cpus inf: give a share"),
+        (SetGroup(name="main", memory_mb=63), "memory_mb 63: give a whole number from 64 to 1048576 MB"),
+        (SetGroup(name="main", memory_mb=2**70), "memory_mb 1180591620717411303424: give a whole number"),
+        (SetGroup(name="main", pids=15), "pids 15: give a whole number from 16 to 4194304"),
+        (SetGroup(name="main", shm_mb=0), "shm_mb 0: give a whole number from 1 to 1048576 MB (Docker reads 0 as"),
+        (SetGroup(name="main", shm_mb=-1), "shm_mb -1: give a whole number from 1"),
+        (SetGroup(name="main", pids=True), "pids True: give a whole number"),
+        (SetGroup(name="main", memory_mb=512, model="gpt-5"), "is not a Claude model id"),
+        (SetGroup(name="nobody", pids=64), "no agent group 'nobody'"),
+        (AddGroup(name="x", pids=8), "pids 8: give a whole number from 16"),
+        (AddGroup(name="x", cpus=-1.0), "cpus -1.0: give a share"),
+    ],
+)
+def test_bad_limits_are_refused_in_one_line_and_change_nothing(world: World, request_: Request, why: str) -> None:
+    before = agent_groups.list_all(world.store)
+    said = refused(world, request_)
+    assert why in said
+    assert "\n" not in said
+    assert agent_groups.list_all(world.store) == before
+
+
+def test_a_limits_request_decodes_strictly() -> None:
+    line = b'{"op": "groups.set", "name": "main", "cpus": 1, "pids": "default"}'
+    assert request_decoder.decode(line) == SetGroup(name="main", cpus=1.0, pids="default")
+    for bad in (
+        b'{"op": "groups.set", "name": "main", "pids": true}',
+        b'{"op": "groups.set", "name": "main", "memory_mb": 1.5}',
+        b'{"op": "groups.set", "name": "main", "cpus": "lots"}',
+        b'{"op": "groups.set", "name": "main", "swap_mb": 1}',
+        b'{"op": "groups.add", "name": "x", "cpus": "default"}',
+    ):
+        with pytest.raises(msgspec.ValidationError):
+            request_decoder.decode(bad)
 
 
 # --- wiring --------------------------------------------------------------------------------
