@@ -10,10 +10,19 @@ exists (a claim in outbound.db, a tool's process, an agent's end) a bounded poll
 from __future__ import annotations
 
 import contextlib
+import html
+import json
+import os
 import queue
+import re
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,7 +35,8 @@ from actors.runtime.process import agents_in
 from protocol.layout import SessionLayout
 from tests.fakes import probes
 from tests.fakes.chat_client import ChatClient
-from tests.fakes.host_process import HostProcess
+from tests.fakes.fake_messages_api import FakeReply
+from tests.fakes.host_process import REPO, START_TIMEOUT_S, HostDidNotStartError, HostProcess
 
 # Generous: a message whose agent was killed waits for a retry (5 s, then more) and may be
 # found again only by the sweep (every 30 s).
@@ -161,6 +171,30 @@ def polled_rows(data_dir: Path, db: str, sql: str) -> list[tuple[Any, ...]]:
         return []
 
 
+def chat_rows(data_dir: Path, first: str) -> list[str]:
+    """Ids of the outbound `chat` rows whose text's first line is `first`, over all sessions."""
+    sql = "SELECT id, json_extract(content, '$.text') FROM messages_out WHERE kind = 'chat'"
+    found: list[str] = []
+    for layout in session_layouts(data_dir):
+        if layout.outbound_db.exists():
+            with reading(layout.outbound_db) as conn:
+                found += [key for key, text in conn.execute(sql) if first_line({"text": text}) == first]
+    return found
+
+
+def polled_chat_rows(data_dir: Path, first: str) -> list[str]:
+    """`chat_rows` for a poll: a DB that cannot be read right now has none yet."""
+    try:
+        return chat_rows(data_dir, first)
+    except sqlite3.Error:
+        return []
+
+
+def delivered_ids(data_dir: Path) -> set[str]:
+    """The outbound row ids whose delivery the host recorded (inbound.db `delivered`)."""
+    return {key for (key,) in session_rows(data_dir, "inbound", "SELECT message_out_id FROM delivered")}
+
+
 def processing_claims(data_dir: Path) -> int:
     """How many rows the agents have claimed (`processing`) right now, over all sessions."""
     claims = 0
@@ -171,6 +205,122 @@ def processing_claims(data_dir: Path) -> int:
         except sqlite3.Error:
             continue  # not created yet, or busy: the poll reads again
     return claims
+
+
+@contextlib.contextmanager
+def inbound_write_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the write lock (RESERVED, `BEGIN IMMEDIATE`) of the one session's inbound.db: the
+    agent still reads it (journal_mode=DELETE lets readers in), but the host can write
+    nothing to it, so whatever it decides to record waits in its busy handler (5 s) until
+    the lock is let go: rolled back, nothing written."""
+    (layout,) = session_layouts(data_dir)
+    conn = sqlite3.connect(layout.inbound_db, timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+# --- a gate a turn's bash tool waits at ------------------------------------------------------
+
+
+class Gate:
+    """A bash command that waits until the test opens the gate (a file appears). Its folder
+    is world-searchable: agents may run under a uid of their own."""
+
+    def __init__(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="hutch-gate-", dir="/tmp"))
+        self._folder.chmod(0o755)
+        self._open = self._folder / "open"
+        self.command = f"while [ ! -e {self._open} ]; do sleep 0.02; done"
+        self.argv = [b"bash", b"-c", self.command.encode()]
+
+    def tool_line(self) -> str:
+        """The mock provider's directive that runs the command."""
+        return "!tool bash " + json.dumps({"command": self.command})
+
+    def open(self) -> None:
+        self._open.touch()
+
+    def close(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- a held model call ---------------------------------------------------------------------
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def last_user_words(body: Any) -> str:
+    """What the mock provider answers to (`mock: <this>`), from a Messages API request: the
+    last line of the last user text, tags stripped, `!` directives skipped."""
+    text = ""
+    for message in reversed(body.get("messages") or [] if isinstance(body, dict) else []):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        texts = [block.get("text", "") for block in blocks if isinstance(block, dict) and block.get("type") == "text"]
+        if texts:
+            text = html.unescape(_TAGS.sub("", texts[-1]))
+            break
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("!")]
+    return lines[-1] if lines else text.strip()
+
+
+class HeldModel:
+    """A responder for the fake Messages API: answers `claude: <last user words>`, except the
+    first request whose words are `held`, which it holds (no byte of an answer) until
+    `release()`. `arrived` is set when the held request came in; `holding` is true while
+    its answer has not been given."""
+
+    def __init__(self, held: str) -> None:
+        self._held = held
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self.holding = False
+        self.calls: list[str] = []
+
+    def __call__(self, body: Any) -> FakeReply:
+        words = last_user_words(body)
+        with self._lock:
+            self.calls.append(words)
+            hold = words == self._held and not self.arrived.is_set()
+            if hold:
+                self.holding = True
+                self.arrived.set()
+        if hold:
+            self._released.wait(timeout=ANSWER_TIMEOUT_S)
+            with self._lock:
+                self.holding = False
+        return FakeReply.text(f"claude: {words}")
+
+    def release(self) -> None:
+        self._released.set()
+
+
+# --- duplicates: counted and reported --------------------------------------------------------
+
+DUPLICATES_PROPERTY = "send_then_record_duplicates"
+
+
+def report_duplicates(record_property: Callable[[str, object], None], marker: str, count: int) -> int:
+    """Record how often `marker` was shown beyond once (the send-then-record window's
+    repeats): a test property, printed in the run's summary by tests/faults/conftest.py."""
+    duplicates = max(count - 1, 0)
+    record_property(DUPLICATES_PROPERTY, {"marker": marker, "answers": count, "duplicates": duplicates})
+    print(f"{marker!r} was answered {count} time(s): {duplicates} duplicate(s)")
+    return duplicates
 
 
 # --- docker ----------------------------------------------------------------------------------
@@ -209,13 +359,49 @@ def first_line(message: dict[str, Any]) -> str:
     return text.splitlines()[0] if isinstance(text, str) and text else ""
 
 
+class ProviderHost(HostProcess):
+    """HostProcess with a provider of the test's choice (HostProcess always runs "mock"):
+    `env` carries HUTCH_PROVIDER and what the provider needs (ANTHROPIC_BASE_URL, a key)."""
+
+    def __init__(self, data_dir: Path, log: list[str], *, runtime: str, env: Mapping[str, str]) -> None:
+        env_vars = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
+        env_vars.update(env)
+        env_vars.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME=runtime)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "actors.main"], cwd=REPO, env=env_vars, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.pid = self.process.pid
+        self.log = log
+        ready: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.process.stdout, ready), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.process.stderr, None), daemon=True).start()
+        try:
+            ready.get(timeout=START_TIMEOUT_S)
+        except queue.Empty:
+            self.kill()
+            raise HostDidNotStartError("the host did not start:\n" + "".join(self.log[-40:])) from None
+
+
 class FaultRun:
     """One data folder, its host (restarted as often as a test kills it), a chat client per
-    host, and every line the clients received, in order, across restarts."""
+    host, and every line the clients received, in order, across restarts.
 
-    def __init__(self, data_dir: Path, *, runtime: str = "process") -> None:
+    `env`, when given, runs the host with those settings and no forced provider
+    (ProviderHost); `reply_prefix` is what the provider puts before the words it answers."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        runtime: str = "process",
+        env: Mapping[str, str] | None = None,
+        reply_prefix: str = "mock: ",
+    ) -> None:
         self.data_dir = data_dir
         self.runtime = runtime
+        self.env = env
+        self.reply_prefix = reply_prefix
         self.log: list[str] = []
         self.received: list[dict[str, Any]] = []
         self.host: HostProcess | None = None
@@ -241,7 +427,10 @@ class FaultRun:
         """A new host on the folder (the last one is gone) and a client connected to it."""
         assert self.host is None
         self.log.append("=== host start ===\n")
-        self.host = HostProcess(self.data_dir, self.log, runtime=self.runtime)
+        if self.env is None:
+            self.host = HostProcess(self.data_dir, self.log, runtime=self.runtime)
+        else:
+            self.host = ProviderHost(self.data_dir, self.log, runtime=self.runtime, env=self.env)
         self.client = ChatClient(self.data_dir / "cli.sock", timeout=30)
 
     def send(self, text: str) -> None:
@@ -276,7 +465,7 @@ class FaultRun:
         assert code == 0, self.tail()
 
     def answers(self, marker: str) -> int:
-        return sum(1 for message in self.received if first_line(message) == f"mock: {marker}")
+        return sum(1 for message in self.received if first_line(message) == f"{self.reply_prefix}{marker}")
 
     def await_answer(self, marker: str) -> None:
         """Read the client until `marker` has been answered at least once."""
