@@ -19,6 +19,7 @@ servers (tests/fakes/) listen on loopback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sqlite3
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_machine import cpu_model, percentile
 
 from actors.config import HostConfig
-from actors.host import start_host
+from actors.host import session_settings, start_host
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_discord import ALICE, DM_CHANNEL_ID, FakeDiscord, message
 from tests.fakes.fake_telegram import FakeTelegram, private_chat, user
@@ -120,7 +121,10 @@ def main() -> int:
             discord_gateway_url=discord.gateway_url,
             discord_owner=ALICE["id"],
         )
-        host = start_host(config)
+        # The send pace guards against a flooding agent; a benchmark's hundreds of replies
+        # in seconds would meet it, and it is not what is measured.
+        settings = dataclasses.replace(session_settings(config, "mock"), send_burst=10 * args.n + 10)
+        host = start_host(config, settings=settings)
         try:
             chat, local_round_trip = _local_chat(config.chat_socket)
             try:
