@@ -32,10 +32,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import operator
 import os
 import queue
-import re
 import selectors
 import socket
 import struct
@@ -66,6 +64,7 @@ from actors.channels.base import (
 )
 from actors.socket_file import Identity, clear_for_bind, identity, remove_if_ours
 from protocol.content import MAX_CONTENT_BYTES, MAX_TEXT_CHARS, ChatIn, QuestionAnswer, Short, encode_content
+from protocol.json_depth import nests_deeper
 from protocol.rows import Routing
 
 log = logging.getLogger(__name__)
@@ -639,35 +638,14 @@ def _no_client(chat: str) -> ChannelError:
     return ChannelError(f"no local chat client is connected to chat {chat!r}", retryable=True)
 
 
-# A JSON string literal, possessive so that scanning is linear even on a line of quotes
-# and backslashes; an unterminated one runs to the end of the line (the line is then not
-# JSON anyway, and the decoder says so).
-_STRING_LITERAL = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-# An opener becomes 2 and a closer 0: see _too_deep.
-_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
-
-
-def _too_deep(line: bytes) -> bool:
-    """Whether arrays and objects nest deeper than MAX_DEPTH, found without recursing: the
-    decoder recurses once per level and raises RecursionError on a line of 100k '['."""
-    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
-        return False  # the usual case: too few brackets to nest that deep, strings or not
-    steps = _STRING_LITERAL.sub(b"", line).translate(_BRACKET_STEPS, delete=_NOT_BRACKETS)
-    # After k brackets, 2 * openers - k = openers - closers, the depth there. accumulate,
-    # map and count run in C, so even a line of brackets only costs a few tens of ms.
-    depths = map(operator.sub, itertools.accumulate(steps), itertools.count(1))
-    return max(depths, default=0) > MAX_DEPTH
-
-
 def _decode(line: bytes) -> object:
-    if _too_deep(line):
+    if nests_deeper(line, MAX_DEPTH):
         raise _HangUpError(f"JSON nested deeper than {MAX_DEPTH} levels; closing the connection")
     try:
         return msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
         raise _HangUpError(f"not valid JSON ({exc}); closing the connection") from exc
-    except RecursionError as exc:  # _too_deep should have caught it; never let it end the thread
+    except RecursionError as exc:  # nests_deeper should have caught it; never let it end the thread
         raise _HangUpError(f"JSON nested too deep; closing the connection ({exc})") from exc
 
 

@@ -26,11 +26,8 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import itertools
 import json
 import logging
-import operator
-import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +42,7 @@ from actors.loop_thread import LoopThread
 from actors.store.db import StoreError
 from actors.store.webhook_routes import WebhookRoute
 from protocol.content import MAX_CONTENT_BYTES, ContentError, WebhookIn, encode_content
+from protocol.json_depth import nests_deeper
 from protocol.rows import Routing
 
 log = logging.getLogger("hutch.webhook")
@@ -217,33 +215,15 @@ class _NotTakenError(ValueError):
 def _payload(request: web.Request, body: bytes) -> Any:
     """JSON when it is JSON, else the text; _NotTakenError for JSON nested too deep."""
     if request.content_type == "application/json" or body[:1] in (b"{", b"["):
-        if _nests_deeper(body, MAX_JSON_DEPTH):
+        if nests_deeper(body, MAX_JSON_DEPTH):
             raise _NotTakenError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             return json.loads(body)
-        except RecursionError:  # _nests_deeper should have said so; never a 500
+        except RecursionError:  # nests_deeper should have said so; never a 500
             raise _NotTakenError("JSON nested too deep") from None
         except ValueError:
             pass
     return body.decode("utf-8", errors="replace")
-
-
-# A JSON string literal, possessive so that scanning is linear even on a body of quotes and
-# backslashes; an unterminated one runs to the end (the body is then not JSON anyway).
-_STRING_LITERAL = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-# An opener becomes 2 and a closer 0: see _nests_deeper.
-_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
-
-
-def _nests_deeper(body: bytes, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than `limit`, found without recursing (as the
-    local chat finds it): after k brackets, 2 * openers - k is the depth there."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False  # the usual case: too few brackets to nest that deep, strings or not
-    steps = _STRING_LITERAL.sub(b"", body).translate(_BRACKET_STEPS, delete=_NOT_BRACKETS)
-    depths = map(operator.sub, itertools.accumulate(steps), itertools.count(1))
-    return max(depths, default=0) > limit
 
 
 def _event_name(request: web.Request) -> str | None:
