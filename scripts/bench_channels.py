@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
-import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +29,7 @@ from pathlib import Path
 # Run as a file, `python scripts/...` puts scripts/ on the path, not the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_machine import cpu_model, percentile
+from bench_machine import print_table
 
 from actors.config import HostConfig
 from actors.host import session_settings, start_host
@@ -137,13 +133,7 @@ def main() -> int:
                 chat.close()
         finally:
             host.stop()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
-    print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
-    width = max(len(label) for label, _ in rows)
-    print(f"{'round trip':<{width}}  {'n':>4}  {'median ms':>10}  {'p99 ms':>10}")
-    for label, samples in rows:
-        median, p99 = statistics.median(samples), percentile(samples, 0.99)
-        print(f"{label:<{width}}  {len(samples):>4}  {median:>10.2f}  {p99:>10.2f}")
+    print_table("round trip", rows)
     return 0
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,7 @@ from pathlib import Path
 # Run as a file, `python scripts/...` puts scripts/ on the path, not the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_machine import cpu_model, percentile
+from bench_machine import print_table
 
 from actors.config import HostConfig
 from actors.control.client import submit
@@ -105,13 +103,7 @@ def main() -> int:
             ]
         finally:
             host.stop()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
-    print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
-    width = max(len(label) for label, _ in rows)
-    print(f"{'case':<{width}}  {'n':>4}  {'median ms':>10}  {'p99 ms':>10}")
-    for label, samples in rows:
-        median, p99 = statistics.median(samples), percentile(samples, 0.99)
-        print(f"{label:<{width}}  {len(samples):>4}  {median:>10.2f}  {p99:>10.2f}")
+    print_table("case", rows)
     return 0
 
 

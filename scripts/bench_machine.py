@@ -4,7 +4,10 @@ summarise samples."""
 from __future__ import annotations
 
 import math
+import os
 import platform
+import sqlite3
+import statistics
 from pathlib import Path
 
 
@@ -23,3 +26,14 @@ def percentile(samples: list[float], fraction: float) -> float:
     """Nearest rank: a value that was measured, never an interpolation."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def print_table(heading: str, rows: list[tuple[str, list[float]]]) -> None:
+    """The machine, then one line per row: its samples' count, median and p99 (ms)."""
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
+    print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    width = max(len(label) for label, _ in rows)
+    print(f"{heading:<{width}}  {'n':>4}  {'median ms':>10}  {'p99 ms':>10}")
+    for label, samples in rows:
+        median, p99 = statistics.median(samples), percentile(samples, 0.99)
+        print(f"{label:<{width}}  {len(samples):>4}  {median:>10.2f}  {p99:>10.2f}")
