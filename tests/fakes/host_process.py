@@ -32,11 +32,13 @@ class HostProcess:
         *,
         runtime: str = "process",
         env: Mapping[str, str] | None = None,
+        provider: str = "mock",
     ) -> None:
-        """`env` adds settings (HUTCH_SWEEP_INTERVAL, say) to the ones that make it a test host."""
+        """`env` adds settings (HUTCH_SWEEP_INTERVAL, say) to the ones that make it a test host;
+        a provider other than the mock takes what it needs from `env` (ANTHROPIC_BASE_URL, a key)."""
         env_vars = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
         env_vars.update(env or {})
-        env_vars.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME=runtime, HUTCH_PROVIDER="mock")
+        env_vars.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME=runtime, HUTCH_PROVIDER=provider)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "actors.main"], cwd=REPO, env=env_vars, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,

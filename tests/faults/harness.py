@@ -12,13 +12,10 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import os
 import queue
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +33,7 @@ from protocol.layout import SessionLayout
 from tests.fakes import probes
 from tests.fakes.chat_client import ChatClient
 from tests.fakes.fake_messages_api import FakeReply
-from tests.fakes.host_process import REPO, START_TIMEOUT_S, HostDidNotStartError, HostProcess
+from tests.fakes.host_process import HostProcess
 
 # Generous: a message whose agent was killed waits for a retry (5 s, then more) and may be
 # found again only by the sweep (every 30 s).
@@ -359,36 +356,12 @@ def first_line(message: dict[str, Any]) -> str:
     return text.splitlines()[0] if isinstance(text, str) and text else ""
 
 
-class ProviderHost(HostProcess):
-    """HostProcess with a provider of the test's choice (HostProcess always runs "mock"):
-    `env` carries HUTCH_PROVIDER and what the provider needs (ANTHROPIC_BASE_URL, a key)."""
-
-    def __init__(self, data_dir: Path, log: list[str], *, runtime: str, env: Mapping[str, str]) -> None:
-        env_vars = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "HUTCH_"))}
-        env_vars.update(env)
-        env_vars.update(HUTCH_DATA_DIR=str(data_dir), HUTCH_RUNTIME=runtime)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "actors.main"], cwd=REPO, env=env_vars, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        self.pid = self.process.pid
-        self.log = log
-        ready: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.process.stdout, ready), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.process.stderr, None), daemon=True).start()
-        try:
-            ready.get(timeout=START_TIMEOUT_S)
-        except queue.Empty:
-            self.kill()
-            raise HostDidNotStartError("the host did not start:\n" + "".join(self.log[-40:])) from None
-
-
 class FaultRun:
     """One data folder, its host (restarted as often as a test kills it), a chat client per
     host, and every line the clients received, in order, across restarts.
 
     `env`, when given, runs the host with those settings and no forced provider
-    (ProviderHost); `reply_prefix` is what the provider puts before the words it answers."""
+    (HostProcess's `provider`); `reply_prefix` is what the provider puts before the words it answers."""
 
     def __init__(
         self,
@@ -430,7 +403,8 @@ class FaultRun:
         if self.env is None:
             self.host = HostProcess(self.data_dir, self.log, runtime=self.runtime)
         else:
-            self.host = ProviderHost(self.data_dir, self.log, runtime=self.runtime, env=self.env)
+            provider = self.env.get("HUTCH_PROVIDER", "mock")
+            self.host = HostProcess(self.data_dir, self.log, runtime=self.runtime, env=self.env, provider=provider)
         self.client = ChatClient(self.data_dir / "cli.sock", timeout=30)
 
     def send(self, text: str) -> None:
