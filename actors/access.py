@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import msgspec
 
 from actors.channels.base import InboundAnswer, InboundChat
-from actors.store import members, pairing_requests
+from actors.store import members, messaging_groups, pairing_requests
 from actors.store.db import Store
 from actors.store.members import Role
 from actors.store.messaging_groups import MessagingGroup
@@ -78,6 +78,22 @@ def admit(
         request, new = pairing_requests.open_request(store, chat.id, sender, event.sender)
         return PairingOffered(request, new)
     return Dropped(f"sender {sender} is not a member of this chat (policy {chat.unknown_senders})")
+
+
+def may_reach_an_agent(
+    store: Store, owners: Mapping[str, str], channel_type: str, platform_id: str, sender_id: str | None
+) -> bool:
+    """Whether a message from `sender_id` in this chat could reach an agent now, asked before
+    a channel fetches its files: `admit` without its side effects (no pairing request). A
+    stranger, and anyone in a chat nobody knows, is no reason to download anything."""
+    if channel_type in TRUSTED_CHANNELS:
+        return True
+    if not sender_id:
+        return False
+    if owners.get(channel_type) == sender_id:
+        return True
+    chat = messaging_groups.get_by_platform(store, channel_type, platform_id)
+    return chat is not None and members.role_of(store, chat.id, sender_id) is not None
 
 
 def owner_command(text: str) -> OwnerCommand | None:

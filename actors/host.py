@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from actors.access import may_reach_an_agent
 from actors.channels.base import ChannelAdapter
 from actors.channels.local_chat import LocalChatChannel
 from actors.channels.starter import ChannelStarter
@@ -103,6 +104,7 @@ class Host:
                     download_dir=config.downloads_dir / "telegram",
                     webhook_url=config.telegram_webhook_url,
                     webhook_listen=("127.0.0.1", config.telegram_webhook_port),
+                    admits=self._admits,
                 )
             )
         if config.discord_bot_token:
@@ -114,12 +116,17 @@ class Host:
                     download_dir=config.downloads_dir / "discord",
                     api_base=config.discord_api_base,
                     gateway_url=config.discord_gateway_url,
+                    admits=self._admits,
                 )
             )
         if config.webhook_port is not None:
             # The store opens later in start(); a route is looked up per request.
             chosen.append(WebhookChannel(lambda route: webhook_routes.get(self.store, route), port=config.webhook_port))
         return chosen
+
+    def _admits(self, channel_type: str, platform_id: str, sender_id: str | None) -> bool:
+        """Asked by a channel's thread before it fetches a file (the store opens in start())."""
+        return may_reach_an_agent(self.store, self.config.owners, channel_type, platform_id, sender_id)
 
     def _start(
         self, runtime: AgentRuntime | None, settings: SessionSettings | None, proxy: ProxySockets | None

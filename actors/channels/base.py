@@ -84,6 +84,14 @@ InboundEvent = InboundChat | InboundAnswer | InboundWebhook
 # it answered itself).
 Stored = pykka.Future[Any]
 OnEvent = Callable[[InboundEvent], Stored]
+# Whether a sender in a chat (channel type, platform id, sender id) could reach an agent:
+# asked before a file is fetched, so a stranger the host will drop costs no download.
+Admits = Callable[[str, str, str | None], bool]
+
+
+def admit_all(channel_type: str, platform_id: str, sender_id: str | None) -> bool:
+    """An adapter on its own (tests, embedding) fetches every file."""
+    return True
 
 
 class ChannelError(Exception):

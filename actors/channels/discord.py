@@ -80,6 +80,7 @@ from actors.channels.base import (
     QUESTION,
     REACTION,
     TYPING,
+    Admits,
     Card,
     ChannelError,
     InboundAnswer,
@@ -89,6 +90,7 @@ from actors.channels.base import (
     OnEvent,
     SentParts,
     Stored,
+    admit_all,
     send_key,
 )
 from protocol.rows import Routing
@@ -225,8 +227,11 @@ class DiscordChannel:
         gateway_url: str | None = None,
         send_timeout_s: float = 30,
         ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        admits: Admits = admit_all,
     ) -> None:
+        """`admits` is asked before a message's attachments are fetched (base.Admits)."""
         self._token = token
+        self._admits = admits
         self._download_dir = Path(download_dir)
         self._api_base = api_base
         self._gateway_url = gateway_url
@@ -316,7 +321,7 @@ class DiscordChannel:
     async def _main(self, run: _Run) -> None:
         run.loop = asyncio.get_running_loop()
         assert run.watcher is not None
-        client = _Bot(run, run.watcher, self._download_dir)
+        client = _Bot(run, run.watcher, self._download_dir, self._admits)
         run.client = client
         async with client:
             await client.start(self._token)
@@ -660,7 +665,7 @@ def _megabytes(size: int) -> str:
 class _Bot(discord.Client):
     """discord.py's client with our event handlers; everything here runs on its loop."""
 
-    def __init__(self, run: _Run, watcher: _StoreWatcher, download_dir: Path) -> None:
+    def __init__(self, run: _Run, watcher: _StoreWatcher, download_dir: Path, admits: Admits) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channel and thread names, and thread parents
         intents.guild_messages = True
@@ -675,6 +680,7 @@ class _Bot(discord.Client):
         self._run = run
         self._watcher = watcher
         self._download_dir = download_dir
+        self._admits = admits
         self._downloads: aiohttp.ClientSession | None = None
         # Per channel, the event handed over last: the next one in that channel waits for it.
         self._tails: dict[int, asyncio.Future[None]] = {}
@@ -772,7 +778,10 @@ class _Bot(discord.Client):
         notes: list[str] = []
         files: list[IncomingFile] = []
         folder: Path | None = None
-        if message.attachments:
+        if message.attachments and not self._admits(CHANNEL_TYPE, place.platform_id, str(message.author.id)):
+            # Someone the host will not let through: their files are not worth a download.
+            notes.extend(f"(a file, not fetched: {attachment.filename[:200]})" for attachment in message.attachments)
+        elif message.attachments:
             folder = self._download_dir / uuid.uuid4().hex
             folder.mkdir(mode=0o700, parents=True)
             try:

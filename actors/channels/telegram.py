@@ -147,6 +147,7 @@ from actors.channels.base import (
     QUESTION,
     REACTION,
     TYPING,
+    Admits,
     Card,
     ChannelError,
     InboundAnswer,
@@ -155,6 +156,7 @@ from actors.channels.base import (
     OnEvent,
     SentParts,
     Stored,
+    admit_all,
     send_key,
 )
 from actors.channels.telegram_format import (
@@ -228,8 +230,11 @@ class TelegramChannel:
         send_timeout_s: float = 30,
         webhook_url: str | None = None,
         webhook_listen: tuple[str, int] = ("127.0.0.1", 8443),
+        admits: Admits = admit_all,
     ) -> None:
+        """`admits` is asked before a message's file is fetched (base.Admits)."""
         self._token = token
+        self._admits = admits
         self._base_url = base_url
         self._base_file_url = base_file_url if base_file_url is not None else _file_url_for(base_url)
         self._download_dir = Path(download_dir)
@@ -612,7 +617,10 @@ class TelegramChannel:
         notes: list[str] = []
         folders: list[Path] = []
         attachment = _attachment_of(message)
-        if attachment is not None:
+        if attachment is not None and not self._admits(CHANNEL_TYPE, str(message.chat.id), _sender_of(message)[1]):
+            # Someone the host will not let through: their file is not worth a download.
+            notes.append(f"(a file, not fetched: {attachment.name})")
+        elif attachment is not None:
             fetched = await self._download(bot, attachment)
             if isinstance(fetched, str):
                 notes.append(fetched)

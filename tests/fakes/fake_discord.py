@@ -192,6 +192,8 @@ class FakeDiscord:
         self._failures: dict[tuple[str, str], list[_Failure]] = {}
         self._stalls: dict[tuple[str, str], threading.Event] = {}
         self._files: dict[str, tuple[bytes, threading.Event | None]] = {}
+        # The attachment ids downloaded, in order.
+        self.fetched: list[str] = []
         self._channels: dict[str, Json] = {
             CHANNEL_ID: text_channel(),
             THREAD_ID: thread(),
@@ -384,6 +386,7 @@ class FakeDiscord:
             await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"going down")
 
     async def _file(self, request: web.Request) -> web.Response:
+        self.fetched.append(request.match_info["id"])
         found = self._files.get(request.match_info["id"])
         if found is None:
             return web.Response(status=404)

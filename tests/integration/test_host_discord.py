@@ -141,6 +141,19 @@ def test_the_owners_first_direct_message_is_answered(data_dir: Path, fake: FakeD
         assert (row.platform_id, row.channel_type) == (OWNER_DM, "discord")
 
 
+def test_a_strangers_file_is_not_even_fetched(data_dir: Path, fake: FakeDiscord) -> None:
+    """A stranger the host drops could otherwise make the bot download 10 files of 25 MB."""
+    with log_lines() as lines, discord_host(data_dir, fake) as host:
+        theirs = fake.attachment("big.bin", b"x" * 4096)
+        say(fake, STRANGER, STRANGER_DM, "take this", attachments=[theirs])
+        lines.wait_for(f"dropped a message in discord/{STRANGER_DM}")
+        mine = fake.attachment("mine.pdf", b"%PDF-1.4 mine")
+        say(fake, OWNER, OWNER_DM, "and mine", attachments=[mine])
+        wait_reply(fake, OWNER_DM, "and mine")
+        assert fake.fetched == [mine["id"]]
+        assert session_of_chat(host, "discord", STRANGER_DM) is None
+
+
 def test_a_stranger_is_dropped_under_the_default_policy(data_dir: Path, fake: FakeDiscord) -> None:
     with log_lines() as lines, discord_host(data_dir, fake) as host:
         where = f"discord/{STRANGER_DM}"

@@ -130,6 +130,18 @@ def test_the_owners_first_direct_message_is_answered(data_dir: Path, fake: FakeT
         assert (row.platform_id, row.channel_type) == (OWNER_ID, "telegram")
 
 
+def test_a_strangers_file_is_not_even_fetched(data_dir: Path, fake: FakeTelegram) -> None:
+    """A stranger the host drops could otherwise make the bot download up to 20 MB a message."""
+    with log_lines() as lines, telegram_host(data_dir, fake) as host:
+        fake.push_document(STRANGER_CHAT, STRANGER, b"x" * 4096, "big.bin", caption="take this")
+        lines.wait_for(f"dropped a message in telegram/{STRANGER_ID}")
+        fake.push_document(OWNER_CHAT, OWNER, b"%PDF-1.4 mine", "mine.pdf", caption="and mine")
+        wait_reply(fake, OWNER_ID, "and mine")
+        # One getFile: the owner's.
+        assert [call.params.get("file_id") for call in fake.calls("getFile")] == ["file-2"]
+        assert session_of_chat(host, "telegram", STRANGER_ID) is None
+
+
 def test_a_stranger_is_dropped_under_the_default_policy(data_dir: Path, fake: FakeTelegram) -> None:
     with log_lines() as lines, telegram_host(data_dir, fake) as host:
         where = f"telegram/{STRANGER_ID}"
