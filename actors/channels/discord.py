@@ -104,6 +104,24 @@ with warnings.catch_warnings():
 
 log = logging.getLogger(__name__)
 
+
+class _ReconnectInOneLine(logging.Filter):
+    """discord.py logs each gateway reconnect as an ERROR with a traceback of some 60 lines
+    (`Attempting a reconnect in ...`): an outage it recovers from on its own. One warning
+    line with the reason says the same."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Attempting a reconnect") and record.exc_info:
+            error = record.exc_info[1]
+            record.msg = f"discord: the gateway connection dropped ({type(error).__name__}: {error}); {record.msg}"
+            record.msg = record.msg.replace("Attempting a reconnect", "reconnecting")
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("discord.client").addFilter(_ReconnectInOneLine())
+
 CHANNEL_TYPE = "discord"
 # Discord's limits (https://discord.com/developers/docs/resources/message). The API counts
 # characters as code points (it is Python), so `len` measures what Discord measures.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import socket
@@ -702,3 +703,18 @@ def test_an_unknown_channel_or_bad_ids_are_not_retryable(channel: DiscordChannel
         with pytest.raises(ChannelError) as failed:
             send()
         assert failed.value.retryable is False
+
+
+def test_a_gateway_reconnect_is_one_warning_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """discord.py logs each reconnect as an ERROR with a traceback of some 60 lines."""
+    library = logging.getLogger("discord.client")
+    caplog.set_level(logging.INFO, logger="discord.client")
+    try:
+        raise ConnectionResetError("Connection lost")
+    except ConnectionResetError:
+        library.exception("Attempting a reconnect in %.2fs", 3.5)
+    (record,) = [r for r in caplog.records if r.name == "discord.client"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == (
+        "discord: the gateway connection dropped (ConnectionResetError: Connection lost); reconnecting in 3.50s"
+    )
