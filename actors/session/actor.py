@@ -824,8 +824,11 @@ class SessionActor(pykka.ThreadingActor):
             release_files(self._layout, key)
         else:
             wait = max(self._deliveries.backoff_s(outcome.attempts), message.retry_after_s or 0.0)
-            log.warning("%s delivery of %s failed (attempt %d), retrying in %.0f s: %s", self._info.tag, key,
-                        outcome.attempts, wait, message.error)  # fmt: skip
+            # A platform down for hours is tried every minute: the first tries are logged, then
+            # one in thirty (about every half hour), not a line a minute.
+            level = logging.WARNING if outcome.attempts <= 3 or outcome.attempts % 30 == 0 else logging.DEBUG
+            log.log(level, "%s delivery of %s failed (attempt %d), retrying in %.0f s: %s", self._info.tag, key,
+                    outcome.attempts, wait, message.error)  # fmt: skip
         self._defer_record(outcome)
         self._sent(key)
 

@@ -15,6 +15,7 @@ from tests.integration.channel_support import (
     chat_layout,
     delivered,
     host_config,
+    log_lines,
     reply_rows,
     running_host,
     wait_on_folder,
@@ -33,7 +34,7 @@ def test_a_reply_outlasts_a_long_outage_and_arrives_once(data_dir: Path) -> None
         config = host_config(
             data_dir, telegram_bot_token=fake.token, telegram_base_url=fake.base_url, telegram_owner="77"
         )
-        with running_host(config, delivery_retry_base_s=0.05, delivery_max_backoff_s=0.2) as host:
+        with log_lines() as lines, running_host(config, delivery_retry_base_s=0.05, delivery_max_backoff_s=0.2) as host:
             fake.fail("sendMessage", Failure.server_error(502), times=FAILURES)
             fake.push_text(OWNER_CHAT, OWNER, "through the outage")
             fake.wait_until(
@@ -54,3 +55,6 @@ def test_a_reply_outlasts_a_long_outage_and_arrives_once(data_dir: Path) -> None
                 if call.failure is None and str(call.params.get("text", "")).startswith("mock: through the outage")
             ]
             assert len(accepted) == 1
+            # Logged at the first tries, then one in thirty: not a line per try for a day.
+            tries = [line.split("(attempt ")[1].split(")")[0] for line in lines.matching("failed (attempt")]
+            assert tries == ["1", "2", "3", "30"], tries
