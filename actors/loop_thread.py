@@ -9,6 +9,8 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+
 Step = Callable[[], Awaitable[None]]
 
 
@@ -65,3 +67,35 @@ class LoopThread:
         with contextlib.suppress(RuntimeError):  # already closed
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout_s)
+
+
+class AppSite:
+    """An aiohttp application listening on `host:port`, its two steps to hand a LoopThread:
+    `serve` sets it up (and leaves nothing behind when it cannot listen), `shutdown` tears
+    it down. `port` is the one listened on (the system's choice when 0 was asked)."""
+
+    def __init__(
+        self, make_app: Callable[[], web.Application], host: str, port: int, *, shutdown_timeout_s: float = 60.0
+    ) -> None:
+        self._make_app = make_app
+        self._host = host
+        self._port = port
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def serve(self) -> None:
+        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=self._shutdown_timeout_s)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def shutdown(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from actors.channels.base import Card, ChannelError, InboundWebhook, OnEvent
 from actors.inbound_router import RoutingError
-from actors.loop_thread import LoopThread
+from actors.loop_thread import AppSite, LoopThread
 from actors.store.db import StoreError
 from actors.store.webhook_routes import WebhookRoute
 from protocol.content import MAX_CONTENT_BYTES, ContentError, WebhookIn, encode_content
@@ -78,9 +78,8 @@ class WebhookChannel:
         self._host = host
         self._port = port
         self._on_event: OnEvent | None = None
-        self._runner: web.AppRunner | None = None
+        self._site = AppSite(self._app, host, port)
         self._server: LoopThread | None = None
-        self._bound_port: int | None = None
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -89,15 +88,15 @@ class WebhookChannel:
     @property
     def port(self) -> int:
         """The port listened on (the one chosen by the system when 0 was asked)."""
-        if self._bound_port is None:
+        if self._site.port is None:
             raise ChannelError("the webhook endpoint is not running")
-        return self._bound_port
+        return self._site.port
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self, on_event: OnEvent) -> None:
         self._on_event = on_event
-        server = LoopThread("webhook", self._serve, self._shutdown)
+        server = LoopThread("webhook", self._site.serve, self._site.shutdown)
         try:
             server.start(_START_TIMEOUT_S)
         except TimeoutError:
@@ -108,18 +107,10 @@ class WebhookChannel:
         self._server = server
         log.info("webhooks: listening on http://%s:%d/hooks/<route>", self._host, self.port)
 
-    async def _serve(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_route("*", "/hooks/{route}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self._bound_port = int(self._runner.addresses[0][1])  # the system's choice when 0 was asked
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     def stop(self) -> None:
         server, self._server = self._server, None

@@ -33,7 +33,7 @@ from actors.control_page.auth import Auth
 from actors.control_page.chart import build_chart
 from actors.control_page.reads import Snapshot, Sources, UsageSource, read_snapshot
 from actors.control_page.templates import ENVIRONMENT, SCRIPT, SECTIONS, STYLE
-from actors.loop_thread import LoopThread
+from actors.loop_thread import AppSite, LoopThread
 from protocol.timeutil import utc_now
 
 if TYPE_CHECKING:
@@ -119,9 +119,8 @@ class ControlPage:
         # never holds up a render, and neither can take more threads than this.
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="control-page-read")
         self._operations = ThreadPoolExecutor(2, thread_name_prefix="control-page-op")
-        self._runner: web.AppRunner | None = None
+        self._site = AppSite(self.app, host, port, shutdown_timeout_s=1.0)
         self._server: LoopThread | None = None
-        self._bound_port: int | None = None
 
     @classmethod
     def for_host(
@@ -144,9 +143,9 @@ class ControlPage:
 
     @property
     def port(self) -> int:
-        if self._bound_port is None:
+        if self._site.port is None:
             raise ControlPageError("the control page is not running")
-        return self._bound_port
+        return self._site.port
 
     @property
     def url(self) -> str:
@@ -166,7 +165,7 @@ class ControlPage:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        server = LoopThread("control-page", self._serve, self._shutdown)
+        server = LoopThread("control-page", self._site.serve, self._site.shutdown)
         try:
             server.start(_START_TIMEOUT_S)
         except TimeoutError:
@@ -177,21 +176,6 @@ class ControlPage:
             ) from exc
         self._server = server
         log.info("control page: listening on %s", self.url)
-
-    async def _serve(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self._bound_port = int(self._runner.addresses[0][1])  # the system's choice when 0 was asked
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def stop(self) -> None:
         server, self._server = self._server, None

@@ -56,3 +56,21 @@ def test_a_serve_that_hangs_is_a_timeout() -> None:
     with pytest.raises(TimeoutError, match=r"did not start within 0\.2 s"):
         server.start(0.2)
     release.set()
+
+
+def test_an_app_site_serves_on_the_port_chosen_and_leaves_nothing_when_it_cannot_listen() -> None:
+    from aiohttp import web
+
+    from actors.loop_thread import AppSite
+
+    first = AppSite(web.Application, "127.0.0.1", 0)
+    server = LoopThread("site", first.serve, first.shutdown)
+    server.start(5)
+    try:
+        assert first.port is not None and first.port > 0
+        taken = AppSite(web.Application, "127.0.0.1", first.port)
+        with pytest.raises(OSError):
+            LoopThread("taken", taken.serve, taken.shutdown).start(5)
+        assert taken.port is None
+    finally:
+        server.stop(5)
