@@ -40,10 +40,14 @@ class Retrying:
 
 
 @dataclass
-class RetryOutcome:
-    retrying: list[Retrying] = field(default_factory=list)
+class _Ended:
     given_up: list[MessageIn] = field(default_factory=list)  # as they were before this try
     continued: list[SeriesStep] = field(default_factory=list)
+
+
+@dataclass
+class RetryOutcome(_Ended):
+    retrying: list[Retrying] = field(default_factory=list)
 
 
 def retry_later(
@@ -60,12 +64,18 @@ def retry_later(
         if tries < settings.max_tries:
             outcome.retrying.append(Retrying(row, tries, delay))
             continue
-        inbound.set_status(conn, [message_id], "failed")
-        outcome.given_up.append(row)
-        if recurs(row):
-            # One failed run does not end the series.
-            outcome.continued.append(continue_series(conn, row, now, settings.timezone))
+        _give_up(conn, row, now, settings, outcome)
     return outcome
+
+
+def _give_up(
+    conn: sqlite3.Connection, row: MessageIn, now: datetime, settings: SessionSettings, outcome: _Ended
+) -> None:
+    """The row's last try failed: it fails for good. One failed run does not end a series."""
+    inbound.set_status(conn, [row.id], "failed")
+    outcome.given_up.append(row)
+    if recurs(row):
+        outcome.continued.append(continue_series(conn, row, now, settings.timezone))
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,8 @@ class Deferred:
 
 
 @dataclass
-class DeferOutcome:
+class DeferOutcome(_Ended):
     deferred: list[Deferred] = field(default_factory=list)
-    given_up: list[MessageIn] = field(default_factory=list)
-    continued: list[SeriesStep] = field(default_factory=list)
 
 
 def defer(
@@ -106,10 +114,7 @@ def defer(
         if tries < settings.max_tries:
             outcome.deferred.append(Deferred(row, until, reason, tries))
             continue
-        inbound.set_status(conn, [message_id], "failed")
-        outcome.given_up.append(row)
-        if recurs(row):
-            outcome.continued.append(continue_series(conn, row, now, settings.timezone))
+        _give_up(conn, row, now, settings, outcome)
     return outcome
 
 
