@@ -21,9 +21,9 @@ import collections
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import pykka
@@ -163,6 +163,8 @@ class ChannelAdapter(Protocol):
 
 # -- resuming a send made of several messages ------------------------------------------------
 
+_T = TypeVar("_T")
+
 # Sends remembered at once, and for how long: longer than the host keeps retrying a row.
 SENT_PARTS_LIMIT = 256
 SENT_PARTS_TTL_S = 36 * 3600.0
@@ -212,6 +214,25 @@ class SentParts:
                 while len(self._sends) > self._limit:
                     self._sends.popitem(last=False)
             return found[1]
+
+    async def resume(
+        self,
+        key: str,
+        send: Callable[[list[str]], Awaitable[_T]],
+        retryable: Callable[[BaseException], bool],
+    ) -> _T:
+        """`send(taken)`: a send of several messages that skips the first `len(taken)`
+        (accepted by an earlier try of the same send) and appends the id of each it gets
+        accepted. What was accepted is kept while the host will try again (`retryable` says
+        whether it will after an error), and forgotten once the send is complete."""
+        taken = self.begin(key)
+        try:
+            result = await send(taken)
+        except BaseException as exc:
+            self.end(key, retryable=retryable(exc))
+            raise
+        self.end(key)
+        return result
 
     def end(self, key: str, *, retryable: bool = False) -> None:
         """The send is complete (or failed): forget it, unless it failed with parts out and

@@ -413,19 +413,8 @@ class DiscordChannel:
         self._call(f"show typing in channel {channel_id}", typing)
 
     async def _resumed(self, key: str, send: Callable[[list[str]], Coroutine[Any, Any, _T]]) -> _T:
-        """`send(taken)`, a send of several messages that skips the first `len(taken)`
-        (accepted by an earlier try of the same send) and adds the id of each it gets
-        accepted; what was accepted is kept for the host's next try while that can come."""
-        taken = self._sent_parts.begin(key)
-        try:
-            result = await send(taken)
-        except BaseException as exc:
-            mapped = _send_error(exc, "send")
-            # An exception not known here is an adapter bug to the host, which tries again.
-            self._sent_parts.end(key, retryable=mapped is None or mapped.retryable)
-            raise
-        self._sent_parts.end(key)
-        return result
+        """`send(taken)` resumed where an earlier try of the same send stopped (SentParts)."""
+        return await self._sent_parts.resume(key, send, _retried)
 
     def _call(self, what: str, make: Callable[[_Bot], Coroutine[Any, Any, _T]]) -> _T:
         """Run `make(client)` on the client's loop and wait for it within the send timeout."""
@@ -461,6 +450,13 @@ class DiscordChannel:
 
 
 # -- sending (on the client's loop) ------------------------------------------------------
+
+
+def _retried(exc: BaseException) -> bool:
+    """Whether the host tries a send again after `exc`: an exception not known here is an
+    adapter bug to the host, which tries again."""
+    mapped = _send_error(exc, "send")
+    return mapped is None or mapped.retryable
 
 
 def _steps(text: str, files: Sequence[tuple[Path, int]]) -> list[tuple[str | None, list[Path]]]:

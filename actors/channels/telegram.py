@@ -719,17 +719,8 @@ class TelegramChannel:
     # -- the loop's side: sends --------------------------------------------------------
 
     async def _resumed(self, key: str, send: Callable[[_Run, list[str]], Awaitable[_T]], run: _Run) -> _T:
-        """`send(run, taken)`, a send of several messages that skips the first `len(taken)`
-        (accepted by an earlier try of the same send) and adds the id of each it gets
-        accepted; what was accepted is kept for the host's next try while that can come."""
-        taken = self._sent_parts.begin(key)
-        try:
-            result = await send(run, taken)
-        except BaseException as exc:
-            self._sent_parts.end(key, retryable=self._retryable(exc))
-            raise
-        self._sent_parts.end(key)
-        return result
+        """`send(run, taken)` resumed where an earlier try of the same send stopped (SentParts)."""
+        return await self._sent_parts.resume(key, functools.partial(send, run), self._retryable)
 
     def _retryable(self, exc: BaseException) -> bool:
         """Whether the host tries a send again after `exc` (as `_call` will map it)."""
