@@ -94,13 +94,13 @@ class ProcessRuntime:
         their pids. Only agents whose session folder lies in `scope` are touched."""
         if self._scope is None:
             return []
-        scope = self._scope.resolve()
-        agents = agents_in(scope)
+        found = _under(self._scope.resolve())
+        agents = _agents(found)
         ended = [str(pid) for pid in _kill_all(agents)]
         for pid in ended:
             log.warning("ended agent pid %s left by an earlier host", pid)
         # What those agents started (a tool's command lives in a session of its own) ends too.
-        strays = _kill_all([pid for pid in processes_in(scope) if pid not in agents])
+        strays = _kill_all([pid for pid in found if pid not in agents])
         if strays:
             log.warning("ended %d process(es) the agents of an earlier host started", len(strays))
         return ended
@@ -203,15 +203,19 @@ def agents_in(scope: Path) -> list[int]:
 
     A process an agent forks looks like the agent until it execs (the bash tool's shell, for
     a moment), so one whose parent matched too is the agent's child, not a second agent."""
-    found = _marked(lambda value: value.startswith(f"{scope}{os.sep}".encode()))
+    return _agents(_under(scope))
+
+
+def _under(scope: Path) -> dict[int, tuple[int, bool]]:
+    """The agents under `scope` and everything they started that kept their environment (a
+    tool's command runs in a session of its own, out of the agent's group), as `_marked`."""
+    return _marked(lambda value: value.startswith(f"{scope}{os.sep}".encode()))
+
+
+def _agents(found: dict[int, tuple[int, bool]]) -> list[int]:
+    """Of `found`, the runners whose parent is not a runner too."""
     runners = {pid: parent for pid, (parent, is_runner) in found.items() if is_runner}
     return [pid for pid, parent in runners.items() if parent not in runners]
-
-
-def processes_in(scope: Path) -> list[int]:
-    """Pids of the agents under `scope` and of everything they started that kept their
-    environment (a tool's command runs in a session of its own, out of the agent's group)."""
-    return list(_marked(lambda value: value.startswith(f"{scope}{os.sep}".encode())))
 
 
 def processes_of(session_dir: str) -> list[int]:
