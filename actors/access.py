@@ -27,6 +27,7 @@ from actors.store.db import Store
 from actors.store.members import Role
 from actors.store.messaging_groups import MessagingGroup
 from actors.store.pairing_requests import PairingRequest
+from protocol.rows import Routing
 
 # Channels whose every sender is the owner: the local chat's socket is the host user's alone.
 TRUSTED_CHANNELS = frozenset({"cli"})
@@ -78,6 +79,22 @@ def admit(
         request, new = pairing_requests.open_request(store, chat.id, sender, event.sender)
         return PairingOffered(request, new)
     return Dropped(f"sender {sender} is not a member of this chat (policy {chat.unknown_senders})")
+
+
+def owner_chats(store: Store, owners: Mapping[str, str], channel_type: str | None = None) -> list[Routing]:
+    """The configured owner's direct chats with the bot, on `channel_type` or on every
+    channel with a configured owner: where pairing requests and the host's notices for the
+    owner go. A role of owner given to someone else in some chat is not the owner."""
+    found: list[Routing] = []
+    for channel, owner in owners.items():
+        if channel_type is not None and channel != channel_type:
+            continue
+        for chat in messaging_groups.list_all(store, channel_type=channel):
+            if not chat.is_group and any(
+                m.role == "owner" and m.user_id == owner for m in members.list_for(store, chat.id)
+            ):
+                found.append(Routing(chat.platform_id, chat.channel_type))
+    return found
 
 
 def may_reach_an_agent(

@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from actors.access import owner_chats
+from actors.messages import Notify, Tellable
 from actors.pricing import PriceTable
-from actors.store import agent_groups, budgets, members, messaging_groups
+from actors.store import agent_groups, budgets
 from actors.store.db import Store, StoreError
 from protocol.rows import Routing
 
@@ -110,12 +112,17 @@ class BudgetGate:
             self._notify(text)
 
 
-def owner_chats(store: Store, owners: Mapping[str, str]) -> list[Routing]:
-    """The owner's direct chats on every channel with a configured owner; the local chat
-    when there is none (the host user is the owner of a host without channel owners)."""
-    found: list[Routing] = []
-    for channel_type in owners:
-        for chat in messaging_groups.list_all(store, channel_type=channel_type):
-            if not chat.is_group and any(m.role == "owner" for m in members.list_for(store, chat.id)):
-                found.append(Routing(chat.platform_id, chat.channel_type))
-    return found or [LOCAL_CHAT]
+def notice_chats(store: Store, owners: Mapping[str, str]) -> list[Routing]:
+    """Where a notice for the owner goes: their direct chats on every channel with a
+    configured owner; the local chat when there is none (the host user is the owner of a
+    host without channel owners)."""
+    return owner_chats(store, owners) or [LOCAL_CHAT]
+
+
+def tell_owner(
+    delivery: Tellable, store: Store, owners: Mapping[str, str], text: str, *, besides: Routing | None = None
+) -> None:
+    """`text` to each of the owner's `notice_chats`, but `besides` (a chat that hears of it already)."""
+    for routing in notice_chats(store, owners):
+        if routing != besides:
+            delivery.tell(Notify(routing, text))

@@ -25,7 +25,6 @@ from actors.data_lock import DataFolderLock
 from actors.delivery import DeliveryActor
 from actors.group_folder import seed_group_folder
 from actors.inotify_limits import inotify_shortfall
-from actors.messages import Notify
 from actors.ownership import EVERYONE_READS, can_give_away, secure_data_folder, set_mode
 from actors.pricing import PricesError, PriceTable, load_prices
 from actors.registry import SessionRegistry
@@ -230,13 +229,11 @@ class Host:
 
     def _tell_owner(self, text: str) -> None:
         """A budget notice (actors/budget_gate.py); the DeliveryActor starts after the proxy."""
-        from actors.budget_gate import owner_chats
+        from actors.budget_gate import tell_owner
 
         delivery = getattr(self, "delivery", None)
-        if delivery is None:
-            return
-        for routing in owner_chats(self.store, self.config.owners):
-            delivery.tell(Notify(routing=routing, text=text))
+        if delivery is not None:
+            tell_owner(delivery, self.store, self.config.owners, text)
 
     def _on_stop(self, name: str, stop: Callable[[], object]) -> None:
         self._stops.append((name, stop))

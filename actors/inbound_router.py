@@ -13,7 +13,16 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from actors.access import TRUSTED_CHANNELS, Admitted, Dropped, OwnerCommand, PairingOffered, admit, owner_command
+from actors.access import (
+    TRUSTED_CHANNELS,
+    Admitted,
+    Dropped,
+    OwnerCommand,
+    PairingOffered,
+    admit,
+    owner_chats,
+    owner_command,
+)
 from actors.channels.base import InboundAnswer, InboundChat, InboundWebhook
 from actors.messages import WriteInbound
 from actors.routing import Target, targets
@@ -229,10 +238,11 @@ class InboundRouter:
             f"Hello {event.sender}: this assistant answers only people its owner knows. Your pairing code "
             f"is {code}; the owner has been asked.",
         )
-        owner_chats = self._owner_chats(chat.channel_type)
-        if not owner_chats:
+        # The only place a request can be decided from, so the only place its code is shown.
+        deciders = owner_chats(self._store, self._owners, chat.channel_type)
+        if not deciders:
             log.warning("pairing code %s for %s in %s: the owner has no direct chat with the bot yet", code, who, where)
-        for routing in owner_chats:
+        for routing in deciders:
             self._notify(
                 routing, f"{who} asks to talk to the assistant in {where}. Reply /approve {code} or /refuse {code}."
             )
@@ -241,19 +251,6 @@ class InboundRouter:
     def _tag(self, session: Session) -> str:
         group = agent_groups.get(self._store, session.agent_group_id)
         return session_tag(session.id, None if group is None else group.folder)
-
-    def _owner_chats(self, channel_type: str) -> list[Routing]:
-        """The configured owner's direct chats on `channel_type`: the only place a request
-        can be decided from, so the only place its code is shown."""
-        owner = self._owners.get(channel_type)
-        if not owner:
-            return []
-        chats = [c for c in messaging_groups.list_all(self._store, channel_type=channel_type) if not c.is_group]
-        return [
-            Routing(c.platform_id, c.channel_type)
-            for c in chats
-            if any(m.role == "owner" and m.user_id == owner for m in members.list_for(self._store, c.id))
-        ]
 
     def _decide_pairing(self, command: OwnerCommand, reply_to: Routing) -> None:
         decision = decide_pairing(self._store, command.code, command.approve)

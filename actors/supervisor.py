@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors.budget_gate import owner_chats
+from actors.budget_gate import tell_owner
 from actors.channels.base import InboundAnswer, InboundEvent, InboundWebhook, OnEvent, Stored
 from actors.data_folder import DataFolder
 from actors.inbound_router import InboundRouter, RoutingError
@@ -223,9 +223,7 @@ class Supervisor(pykka.ThreadingActor):
         return None
 
     def _tell_owner(self, text: str, about: Routing) -> None:
-        for routing in owner_chats(self._store, self._setup.owners):
-            if routing != about:
-                self._delivery.tell(Notify(routing, text))
+        tell_owner(self._delivery, self._store, self._setup.owners, text, besides=about)
 
     def _receive(self, event: InboundEvent, stored: Stored) -> None:
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from actors.budget_gate import LOCAL_CHAT, BudgetGate, owner_chats
+from actors.budget_gate import LOCAL_CHAT, BudgetGate, notice_chats
 from actors.credentials import CredentialProxy
 from actors.pricing import Tokens
 from actors.store import agent_groups, budgets, members, messaging_groups, sessions, usage
@@ -155,10 +155,13 @@ def test_the_owner_is_told_at_80_and_at_100_percent_once_each(
     assert len(told) == 2
 
 
-def test_owner_chats_are_the_owners_direct_chats_else_the_local_chat(store: Store) -> None:
-    assert owner_chats(store, {}) == [LOCAL_CHAT]
+def test_notices_go_to_the_owners_direct_chats_else_the_local_chat(store: Store) -> None:
+    assert notice_chats(store, {}) == [LOCAL_CHAT]
     direct = messaging_groups.create(store, channel_type="telegram", platform_id="42", name="me")
     group = messaging_groups.create(store, channel_type="telegram", platform_id="-100", name="all", is_group=True)
     members.put(store, direct.id, "42", "owner")
     members.put(store, group.id, "42", "owner")
-    assert owner_chats(store, {"telegram": "42"}) == [Routing("42", "telegram")]
+    # Someone given the owner's role in their own direct chat is not the owner.
+    other = messaging_groups.create(store, channel_type="telegram", platform_id="43", name="them")
+    members.put(store, other.id, "43", "owner")
+    assert notice_chats(store, {"telegram": "42"}) == [Routing("42", "telegram")]
