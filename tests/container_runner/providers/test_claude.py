@@ -114,9 +114,9 @@ def toolbox(echo: EchoTool) -> ToolBox:
 MakeProvider = Callable[..., ClaudeProvider]
 
 
-@pytest.fixture
-def make_provider(api: FakeMessagesAPI) -> Iterator[MakeProvider]:
-    made: list[ClaudeProvider] = []
+def maker(api: FakeMessagesAPI, made: list[ClaudeProvider]) -> MakeProvider:
+    """Makes providers on `api` (test settings, `overrides` on top), each kept in `made`
+    for the caller to close."""
 
     def make(state: MemoryState | None = None, **overrides: Any) -> ClaudeProvider:
         options: dict[str, Any] = {
@@ -133,7 +133,13 @@ def make_provider(api: FakeMessagesAPI) -> Iterator[MakeProvider]:
         made.append(provider)
         return provider
 
-    yield make
+    return make
+
+
+@pytest.fixture
+def make_provider(api: FakeMessagesAPI) -> Iterator[MakeProvider]:
+    made: list[ClaudeProvider] = []
+    yield maker(api, made)
     for provider in made:
         provider.close()
 

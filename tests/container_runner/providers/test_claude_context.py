@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,13 @@ from container_runner.providers.claude import (
     SUMMARY_REQUEST,
     TOO_LONG,
     ClaudeProvider,
-    ClaudeSettings,
 )
 from container_runner.tools.base import ToolBox, ToolOutcome
 from tests.container_runner.providers.test_claude import (
     EchoTool,
     MemoryState,
     assistant,
+    maker,
     messages_of,
     no_follow_ups,
     user,
@@ -93,34 +93,12 @@ def tool_loop(body: Any) -> FakeReply:
     return FakeReply.tool_use("big", {})
 
 
-Make = Callable[..., ClaudeProvider]
-
-
 @pytest.fixture
 def made() -> Iterator[list[ClaudeProvider]]:
     providers: list[ClaudeProvider] = []
     yield providers
     for provider in providers:
         provider.close()
-
-
-def maker(api: FakeMessagesAPI, made: list[ClaudeProvider]) -> Make:
-    def make(state: MemoryState | None = None, **overrides: Any) -> ClaudeProvider:
-        options: dict[str, Any] = {
-            "model": "claude-test",
-            "max_tokens": 1024,
-            "system_prompt": "You are a test assistant.",
-            "base_url": api.base_url,
-            "api_key": "test-key",
-            "max_retries": 0,
-            "stall_timeout": 5.0,
-        }
-        options.update(overrides)
-        provider = ClaudeProvider(ClaudeSettings(**options), state if state is not None else MemoryState())
-        made.append(provider)
-        return provider
-
-    return make
 
 
 # -- tool results are capped; a huge one does not wedge the session -------------------------
