@@ -21,6 +21,9 @@ from protocol.layout import SessionLayout
 from protocol.rows import InStatus
 from protocol.schema import INBOUND
 from protocol.timeutil import format_ts, now_ts, utc_now
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_messages_api import FakeMessagesAPI
+from tests.fakes.fake_telegram import FakeTelegram
 
 # Settings a developer's shell may carry; each test starts from none of them.
 _HOST_ENV = ("TZ", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "DOCKER_HOST")
@@ -116,3 +119,24 @@ def _queue(layout: SessionLayout) -> None:
                 status=status,
                 process_after=after,
             )
+
+
+# The servers `doctor` and `onboard` check against: the model API, Telegram and Discord.
+
+
+@pytest.fixture
+def api() -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI() as server:
+        yield server
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+def discord() -> Iterator[FakeDiscord]:
+    with FakeDiscord() as server:
+        yield server
