@@ -24,12 +24,6 @@ LOGGER = "hutch.credentials"
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def socket_path(api: FakeMessagesAPI) -> Iterator[Path]:
     # tmp_path can be too long for an AF_UNIX path; a short temp dir is not.
     with tempfile.TemporaryDirectory(prefix="hutch-") as folder:

@@ -23,12 +23,6 @@ UNKNOWN_MODEL = "claude-nope-1"
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
     with running_claude_host(data_dir, runtime, api, model=UNKNOWN_MODEL, retry_base_s=0.2) as started:
         yield started

@@ -40,12 +40,6 @@ SDK_ATTEMPTS = 3
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def claude_host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
     with running_claude_host(data_dir, runtime, api, model=MODEL) as started:
         yield started

@@ -24,12 +24,6 @@ MEMORY = "# main\n\nRemember: the user's cat is called Pumpernickel-7731.\n"
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def claude_host(
     data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Host]:

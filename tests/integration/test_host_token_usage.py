@@ -22,12 +22,6 @@ MODEL = "claude-sonnet-4-5"  # set on the host; the fake answers with the model 
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def claude_host(data_dir: Path, runtime: RecordingProcessRuntime, api: FakeMessagesAPI) -> Iterator[Host]:
     with running_claude_host(data_dir, runtime, api, model=MODEL) as started:
         yield started

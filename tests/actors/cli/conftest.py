@@ -22,7 +22,6 @@ from protocol.rows import InStatus
 from protocol.schema import INBOUND
 from protocol.timeutil import format_ts, now_ts, utc_now
 from tests.fakes.fake_discord import FakeDiscord
-from tests.fakes.fake_messages_api import FakeMessagesAPI
 from tests.fakes.fake_telegram import FakeTelegram
 
 # Settings a developer's shell may carry; each test starts from none of them.
@@ -122,12 +121,6 @@ def _queue(layout: SessionLayout) -> None:
 
 
 # The servers `doctor` and `onboard` check against: the model API, Telegram and Discord.
-
-
-@pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
 
 
 @pytest.fixture

@@ -96,12 +96,6 @@ def count_cache_controls(value: Any) -> int:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def echo() -> EchoTool:
     return EchoTool()
 

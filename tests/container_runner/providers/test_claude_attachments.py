@@ -48,12 +48,6 @@ def no_follow_ups() -> str | None:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def provider(api: FakeMessagesAPI) -> Iterator[ClaudeProvider]:
     settings = ClaudeSettings(
         model="claude-test", max_tokens=256, base_url=api.base_url, api_key="test-key", max_retries=0, stall_timeout=5

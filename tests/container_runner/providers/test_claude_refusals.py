@@ -21,12 +21,6 @@ LOGGER = "container_runner.providers.claude"
 
 
 @pytest.fixture
-def api() -> Iterator[FakeMessagesAPI]:
-    with FakeMessagesAPI() as server:
-        yield server
-
-
-@pytest.fixture
 def provider(api: FakeMessagesAPI) -> Iterator[ClaudeProvider]:
     # Retries on: a refusal must not be retried by the SDK either.
     settings = ClaudeSettings(
