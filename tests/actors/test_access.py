@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from actors.access import may_reach_an_agent
 from actors.store import members, messaging_groups, pairing_requests
-from actors.store.db import Store, open_store
+from actors.store.db import Store
 
 pytestmark = pytest.mark.timeout(30)
 
 OWNERS = {"telegram": "1001"}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "central.db") as opened:
-        yield opened
 
 
 def test_who_could_reach_an_agent(store: Store) -> None:

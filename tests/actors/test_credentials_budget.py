@@ -19,7 +19,7 @@ from actors.credentials import CredentialProxy
 from actors.pricing import Tokens
 from actors.store import agent_groups, budgets, members, messaging_groups, sessions, usage
 from actors.store.agent_groups import AgentGroup
-from actors.store.db import Store, open_store
+from actors.store.db import Store
 from actors.usage_meter import Metered, UsageBook
 from protocol.rows import Routing
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeUsage
@@ -39,12 +39,6 @@ class WatchedBook(UsageBook):
     def record(self, session_id: str, agent_folder: str, tag: str, metered: Metered) -> None:
         super().record(session_id, agent_folder, tag, metered)
         self.recorded.put(metered)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "hutch.db") as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from actors.credentials import CredentialProxy
 from actors.store import agent_groups, sessions, usage
 from actors.store.agent_groups import AgentGroup
-from actors.store.db import Store, open_store
+from actors.store.db import Store
 from actors.usage_meter import MAX_JSON_BODY, Metered, UsageBook
 from tests.fakes.fake_messages_api import FakeMessagesAPI, FakeReply, FakeUsage
 
@@ -112,12 +112,6 @@ def upstream() -> Iterator[Scripted]:
     server.shutdown()
     server.server_close()
     thread.join()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "hutch.db") as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +10,7 @@ from actors import routing
 from actors.channels.base import InboundChat
 from actors.routing import Target, rule_matches, targets
 from actors.store import agent_groups, messaging_group_agents, messaging_groups
-from actors.store.db import InvalidValueError, Store, open_store
+from actors.store.db import InvalidValueError, Store
 from actors.store.messaging_group_agents import Untriggered, Wiring
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,12 +23,6 @@ def chat(
         channel_type="telegram", platform_id="g1", text=text, sender="ann", sender_id=sender_id,
         mentions_assistant=mentioned, thread_id=thread, is_group=True,
     )  # fmt: skip
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "central.db") as opened:
-        yield opened
 
 
 @pytest.mark.parametrize(

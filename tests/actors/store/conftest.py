@@ -1,21 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from actors.store import agent_groups, messaging_groups, sessions
 from actors.store.agent_groups import AgentGroup
-from actors.store.db import Store, open_store
+from actors.store.db import Store
 from actors.store.messaging_groups import MessagingGroup
 from actors.store.sessions import Session
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "central.db") as opened:
-        yield opened
 
 
 @pytest.fixture
